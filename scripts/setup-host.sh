@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 host (run as root, no systemd) to run and test Airlock.
+# Idempotent: each step checks first and changes only what is missing.
+#   - apt: installs missing packages (docker.io, btrfs-progs, debootstrap, ...)
+#   - starts dockerd if the engine does not answer (log /var/log/airlock/dockerd.log)
+#   - per-job storage with quotas: btrfs on a sparse loop file
+#     /var/lib/airlock/volumes.img mounted at /var/lib/airlock/volumes, quota on
+#     (overlay2 on ext4 cannot bound disk use; btrfs qgroups can)
+#   - starts Redis / PostgreSQL if down; creates databases airlock, airlock_test
+#   - builds the images (scripts/build-images.sh; arguments are passed to it)
+# Env: AIRLOCK_VOLUMES_SIZE (default 64G, sparse; used only when creating the file)
+set -euo pipefail
+
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_DIR=/var/log/airlock
+VOLUMES_DIR=/var/lib/airlock/volumes
+VOLUMES_IMG=/var/lib/airlock/volumes.img
+VOLUMES_SIZE="${AIRLOCK_VOLUMES_SIZE:-64G}"
+PG=(psql -h 127.0.0.1 -U postgres -X -q -v ON_ERROR_STOP=1)
+export DEBIAN_FRONTEND=noninteractive
+
+START=$SECONDS
+SUMMARY=()
+log() { printf 'setup-host: %s\n' "$*"; }
+note() { SUMMARY+=("$*"); log "$*"; }
+
+[[ $EUID -eq 0 ]] || { log "must run as root"; exit 1; }
+mkdir -p "$LOG_DIR"
+
+# --- packages ---------------------------------------------------------------
+PACKAGES=(docker.io btrfs-progs debootstrap iptables shellcheck docker-compose
+          jq curl iproute2 psmisc)
+command -v psql >/dev/null || PACKAGES+=(postgresql-client)
+command -v redis-cli >/dev/null || PACKAGES+=(redis-tools)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$LOG_DIR/apt.log" 2>&1 \
+        || { tail -n 30 "$LOG_DIR/apt.log"; log "apt-get install failed"; exit 1; }
+    note "packages: installed ${missing[*]}"
+else
+    note "packages: all present"
+fi
+
+# --- docker engine ----------------------------------------------------------
+if docker info >/dev/null 2>&1; then
+    note "dockerd: already running"
+else
+    log "starting dockerd"
+    setsid dockerd >"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    if ! docker info >/dev/null 2>&1; then
+        tail -n 50 "$LOG_DIR/dockerd.log"
+        log "dockerd did not answer within 60 s"
+        exit 1
+    fi
+    note "dockerd: started (log $LOG_DIR/dockerd.log)"
+fi
+
+# --- btrfs volume store with quotas -------------------------------------------
+if [[ "$(findmnt -n -o FSTYPE --mountpoint "$VOLUMES_DIR" 2>/dev/null || true)" == btrfs ]]; then
+    note "volumes: $VOLUMES_DIR already a btrfs mount"
+else
+    mkdir -p "$VOLUMES_DIR"
+    if [[ ! -e "$VOLUMES_IMG" ]]; then
+        truncate -s "$VOLUMES_SIZE" "$VOLUMES_IMG"
+        log "created sparse $VOLUMES_IMG ($VOLUMES_SIZE)"
+    fi
+    if [[ -z "$(blkid -p -o value -s TYPE "$VOLUMES_IMG" 2>/dev/null || true)" ]]; then
+        mkfs.btrfs -q -f -L airlock-volumes "$VOLUMES_IMG" >"$LOG_DIR/mkfs.log" 2>&1 \
+            || { cat "$LOG_DIR/mkfs.log"; log "mkfs.btrfs failed"; exit 1; }
+        log "formatted $VOLUMES_IMG as btrfs"
+    fi
+    mount -o loop "$VOLUMES_IMG" "$VOLUMES_DIR"
+    note "volumes: mounted $VOLUMES_IMG at $VOLUMES_DIR"
+fi
+if ! btrfs qgroup show "$VOLUMES_DIR" >/dev/null 2>&1; then
+    btrfs quota enable "$VOLUMES_DIR"
+    log "btrfs quota enabled on $VOLUMES_DIR"
+fi
+# Self-test: a 20M write into a subvolume limited to 10M must fail.
+probe="$VOLUMES_DIR/.setup-selftest"
+[[ -d "$probe" ]] && btrfs subvolume delete "$probe" >/dev/null
+btrfs subvolume create "$probe" >/dev/null
+btrfs qgroup limit 10M "$probe"
+if dd if=/dev/zero of="$probe/fill" bs=1M count=20 conv=fsync status=none 2>/dev/null; then
+    btrfs subvolume delete "$probe" >/dev/null
+    log "FAIL: btrfs qgroup limit not enforced on $VOLUMES_DIR"
+    exit 1
+fi
+written=$(( $(stat -c %s "$probe/fill") / 1048576 ))
+btrfs subvolume delete "$probe" >/dev/null
+note "volumes: quota self-test OK (10M limit stopped a 20M write at ${written}M)"
+
+# --- Redis and PostgreSQL ---------------------------------------------------
+if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    note "redis: running"
+else
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    for _ in $(seq 20); do
+        redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && break
+        sleep 0.5
+    done
+    redis-cli -h 127.0.0.1 ping | grep -q PONG || { log "redis did not start"; exit 1; }
+    note "redis: started"
+fi
+if pg_isready -q -h 127.0.0.1 -p 5432; then
+    note "postgresql: running"
+else
+    pg_version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
+    [[ -n "$pg_version" ]] || { log "no PostgreSQL cluster under /etc/postgresql"; exit 1; }
+    pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start
+    for _ in $(seq 30); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && break
+        sleep 1
+    done
+    pg_isready -q -h 127.0.0.1 -p 5432 || { log "postgresql did not start"; exit 1; }
+    note "postgresql: started cluster $pg_version/main"
+fi
+for db in airlock airlock_test; do
+    if [[ "$("${PG[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]]; then
+        "${PG[@]}" -c "CREATE DATABASE $db"
+        note "postgresql: created database $db"
+    fi
+done
+
+# --- images -----------------------------------------------------------------
+images_start=$SECONDS
+"$ROOT_DIR/scripts/build-images.sh" "$@"
+note "images: ready in $((SECONDS - images_start)) s"
+
+echo
+echo "=== setup-host summary ($((SECONDS - START)) s) ==="
+printf '  %s\n' "${SUMMARY[@]}"
+docker image ls --filter 'reference=airlock/*' --format 'image: {{.Repository}}:{{.Tag}} {{.Size}}' | sed 's/^/  /'
