@@ -78,7 +78,8 @@ else
             || { cat "$LOG_DIR/mkfs.log"; log "mkfs.btrfs failed"; exit 1; }
         log "formatted $VOLUMES_IMG as btrfs"
     fi
-    mount -o loop "$VOLUMES_IMG" "$VOLUMES_DIR"
+    # nosuid,nodev: Docker bind options cannot add them, so the filesystem carries them.
+    mount -o loop,nosuid,nodev "$VOLUMES_IMG" "$VOLUMES_DIR"
     note "volumes: mounted $VOLUMES_IMG at $VOLUMES_DIR"
 fi
 if ! btrfs qgroup show "$VOLUMES_DIR" >/dev/null 2>&1; then

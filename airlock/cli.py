@@ -1,0 +1,211 @@
+"""The ``airlock`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from airlock.errors import AirlockError
+from airlock.units import parse_size
+
+EXIT_AIRLOCK_FAILED = 125
+
+
+def _settings() -> Any:
+    from config.settings import load_settings
+
+    return load_settings()
+
+
+def _client() -> Any:
+    from tasks.client import Airlock
+
+    return Airlock(_settings())
+
+
+class Size(click.ParamType):  # type: ignore[type-arg]
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        try:
+            return value if isinstance(value, int) else parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group()
+def main() -> None:
+    """Airlock runs untrusted code in fresh, hardened, throwaway containers."""
+    from airlock.logs import setup_logging
+
+    try:
+        setup_logging(_settings().log_format)
+    except Exception as exc:
+        click.echo(f"airlock: settings: {exc}", err=True)
+        sys.exit(2)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{what} {path} is not valid UTF-8") from exc
+
+
+def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
+               **opts: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if code is not None and script is not None:
+        raise click.UsageError("give -c CODE or a script file, not both")
+    if script is not None:
+        spec["code"] = _read_text(script, "script")
+    elif code is not None:
+        spec["code"] = code
+    if argv:
+        spec["argv"] = list(argv)
+    if "code" not in spec and "argv" not in spec:
+        raise click.UsageError("nothing to run: give -c CODE, a script file, or --argv")
+    if opts.get("stdin_file") is not None:
+        import base64
+
+        spec["stdin_b64"] = base64.b64encode(opts["stdin_file"].read_bytes()).decode()
+    limits = {key: opts[opt] for key, opt in (
+        ("timeout_s", "timeout"), ("memory_bytes", "memory"), ("cpus", "cpus"), ("pids", "pids"),
+        ("output_bytes", "output"), ("disk_bytes", "disk")) if opts.get(opt) is not None}
+    if limits:
+        spec["limits"] = limits
+    if opts.get("image"):
+        spec["profile"] = opts["image"]
+    if opts.get("network"):
+        spec["network"] = opts["network"]
+    if opts.get("env"):
+        spec["env"] = dict(item.split("=", 1) for item in opts["env"])
+    if opts.get("key"):
+        spec["idempotency_key"] = opts["key"]
+    return spec
+
+
+@main.command()
+@click.option("-c", "code", help="Code to run (in the profile's language).")
+@click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--argv", multiple=True, help="Run this command instead (repeat per argument).")
+@click.option("--stdin", "stdin_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--timeout", type=float, help="Wall-clock limit in seconds.")
+@click.option("--memory", type=Size(), help="Memory limit (no swap), e.g. 512m.")
+@click.option("--cpus", type=float)
+@click.option("--pids", type=int)
+@click.option("--output", type=Size(), help="Cap on output bytes.")
+@click.option("--disk", type=Size(), help="Disk bound for /workspace, /opt/venv and home.")
+@click.option("--image", "--profile", "image", help="Image profile name (see settings).")
+@click.option("--network", type=click.Choice(["none", "egress"]))
+@click.option("--env", multiple=True, help="NAME=VALUE (non-secret).")
+@click.option("--key", help="Idempotency key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
+@click.option("--wait-timeout", type=float, default=None)
+def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: bool,
+        wait_timeout: float | None, **opts: Any) -> None:
+    """Run code in a sandbox, show its output live, exit with its exit code."""
+    spec = build_spec(code, script, argv, **opts)
+    client = _client()
+    try:
+        handle = client.submit(spec)
+        if not as_json:
+            _relay(client, handle.id)
+        record = client.wait(handle.id, wait_timeout)
+    except AirlockError as exc:
+        click.echo(f"airlock: {exc}", err=True)
+        sys.exit(EXIT_AIRLOCK_FAILED)
+    if as_json:
+        click.echo(json.dumps(record.to_json(), indent=2))
+        sys.exit(EXIT_AIRLOCK_FAILED if record.verdict == "error" else 0)
+    click.echo(record.summary(), err=True)
+    if record.verdict in ("error", None):
+        sys.exit(EXIT_AIRLOCK_FAILED)
+    sys.exit(record.exit_code if record.exit_code is not None else EXIT_AIRLOCK_FAILED)
+
+
+def _relay(client: Any, job_id: str) -> None:
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for event in client.events(job_id):
+        if event.kind in outs:
+            outs[event.kind].write(event.data)
+            outs[event.kind].flush()
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def result(job_id: str, as_json: bool) -> None:
+    """Show a job's stored result."""
+    try:
+        record = _client().result(job_id)
+    except AirlockError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(record.to_json(), indent=2))
+        return
+    sys.stdout.buffer.write(record.stdout_bytes)
+    sys.stderr.buffer.write(record.stderr_bytes)
+    click.echo(record.summary(), err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends.")
+@click.option("--offset", default="0-0", help="Resume after this stream offset.")
+def logs(job_id: str, follow: bool, offset: str) -> None:
+    """Print a job's output (live with --follow), resumable from an offset."""
+    client = _client()
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for event in client.events(job_id, offset, follow=follow):
+        if event.kind in outs:
+            outs[event.kind].write(event.data)
+            outs[event.kind].flush()
+
+
+@main.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a job: a queued one never starts; a running one is killed."""
+    try:
+        state = _client().cancel(job_id)
+    except AirlockError as exc:
+        raise click.ClickException(str(exc)) from exc
+    messages = {
+        "cancelled": "cancelled before it started",
+        "cancelling": "cancelling: its container is being killed",
+        "already_finished": "already finished: nothing to cancel",
+    }
+    click.echo(f"{job_id}: {messages[state]}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", type=int, help="Jobs at once on this host.")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None) -> None:
+    """Start a Celery worker bound to this host's Docker engine."""
+    from tasks.worker import start_worker
+
+    start_worker(_settings(), concurrency=concurrency, extra=list(ctx.args))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to the configured database."""
+    from tasks.migrate import upgrade
+
+    upgrade(_settings().database_url)
+    click.echo("database is at the latest migration")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Airlock's one error tree.
+
+    AirlockError                 every error Airlock raises on purpose
+    ├── JobSpecError             the caller's job is invalid (names the field); nothing was queued
+    ├── JobNotFound              no job with that id
+    ├── InfrastructureError      Docker, Redis or PostgreSQL failed; safe to retry
+    │   ├── DockerUnavailable
+    │   ├── DatabaseUnavailable
+    │   └── BrokerUnavailable
+    ├── HostNotSafe              the host cannot enforce a configured bound (fail closed)
+    └── StaleAttempt             a newer attempt owns the job; this one must stop
+
+A job's own failure (timeout, OOM, non-zero exit) is never an exception: it is a verdict.
+"""
+
+from __future__ import annotations
+
+
+class AirlockError(Exception):
+    """Airlock failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class JobSpecError(AirlockError):
+    """The job is invalid."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class JobNotFound(AirlockError):
+    """No such job."""
+
+
+class InfrastructureError(AirlockError):
+    """A backing service failed; the operation may be retried."""
+
+
+class DockerUnavailable(InfrastructureError):
+    """The Docker engine did not answer."""
+
+
+class DatabaseUnavailable(InfrastructureError):
+    """PostgreSQL did not answer."""
+
+
+class BrokerUnavailable(InfrastructureError):
+    """Redis did not answer."""
+
+
+class HostNotSafe(AirlockError):
+    """This host cannot enforce Airlock's isolation; refusing to take jobs."""
+
+
+class StaleAttempt(AirlockError):
+    """A newer attempt owns this job."""

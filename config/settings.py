@@ -1,0 +1,149 @@
+"""Airlock's settings: the only place that reads the environment (prefix ``AIRLOCK_``).
+
+Build one ``Settings`` at an entry point (the CLI, the worker's start, a test) and pass it on.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class Profile(BaseModel):
+    """An image a job may run in, chosen by name: the allowlist of images."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    filename: str = "main.py"
+    command: tuple[str, ...] = ("python3", "-u", "{file}")
+
+
+def _default_profiles() -> dict[str, Profile]:
+    sandbox = "airlock/sandbox:latest"
+    return {
+        "python": Profile(image=sandbox),
+        "node": Profile(image=sandbox, filename="main.js", command=("node", "{file}")),
+        "shell": Profile(image=sandbox, filename="main.sh", command=("sh", "{file}")),
+        "c": Profile(
+            image=sandbox,
+            filename="main.c",
+            command=("sh", "-c", "gcc -O2 -o /workspace/.prog {file} && exec /workspace/.prog"),
+        ),
+    }
+
+
+class LimitBounds(BaseModel):
+    """Defaults and maximums of one limit family (values in base units)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timeout_s: float = 30.0
+    cpus: float = 2.0
+    memory_bytes: int = 4 * GiB
+    pids: int = 256
+    output_bytes: int = 4 * MiB
+    disk_bytes: int = 5 * GiB
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AIRLOCK_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/airlock"
+    docker_host: str | None = None
+    hostname: str = Field(default_factory=socket.gethostname)
+    fleet: str = "default"
+    queue: str = "airlock"
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+    profiles: dict[str, Profile] = Field(default_factory=_default_profiles)
+    default_profile: str = "python"
+    defaults: LimitBounds = LimitBounds()
+    maximums: LimitBounds = LimitBounds(timeout_s=600.0, cpus=2.0, output_bytes=64 * MiB)
+    minimums: LimitBounds = LimitBounds(
+        timeout_s=0.1, cpus=0.05, memory_bytes=16 * MiB, pids=8, output_bytes=1024,
+        disk_bytes=16 * MiB,
+    )
+    max_code_bytes: int = 256 * 1024
+    keep_output_bytes: int = MiB  # stored in PostgreSQL per stream; the rest is streamed
+    max_stdin_bytes: int = 4 * MiB
+    max_files_bytes: int = 4 * MiB
+    max_env_entries: int = 64
+
+    # Filesystem inside a job.
+    tmpfs_tmp: str = "1g"
+    tmpfs_var_tmp: str = "512m"
+    tmpfs_run: str = "64m"
+    shm_bytes: int = 64 * MiB
+    storage: Literal["btrfs", "tmpfs"] = "btrfs"
+    volumes_root: str = "/var/lib/airlock/volumes"
+    job_uid: int = 1000
+    job_gid: int = 1000
+    seccomp_profile: str | None = None  # a path; None means config/seccomp.json
+
+    # Timeouts, in seconds. Order: job deadline < soft < hard < broker visibility (tested).
+    startup_grace_s: float = 60.0
+    hard_margin_s: float = 30.0
+    visibility_timeout_s: float = 900.0
+    lease_s: float = 30.0
+    max_attempts: int = Field(default=3, ge=1)
+    stream_maxlen: int = 20_000
+    stream_ttl_s: int = 3600
+    result_retention_days: float = 30.0
+    reaper_interval_s: float = 15.0
+    reconcile_after_s: float = 30.0
+    pool_size: int = Field(default=0, ge=0, le=64)
+    pool_max_age_s: float = 600.0
+
+    metrics_port: int | None = None
+    log_format: Literal["json", "console"] = "console"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile {self.default_profile!r} is not in profiles")
+        for name in LimitBounds.model_fields:
+            low, default, high = (
+                getattr(self.minimums, name), getattr(self.defaults, name),
+                getattr(self.maximums, name),
+            )
+            if not low <= default <= high:
+                raise ValueError(f"{name}: need minimum {low} <= default {default} <= maximum {high}")
+        if not self.soft_time_limit_s < self.hard_time_limit_s < self.visibility_timeout_s:
+            raise ValueError(
+                "timeouts out of order: need job deadline < soft time limit < hard time limit"
+                f" < visibility timeout, got {self.maximums.timeout_s} < {self.soft_time_limit_s}"
+                f" < {self.hard_time_limit_s} < {self.visibility_timeout_s}"
+            )
+        return self
+
+    @property
+    def soft_time_limit_s(self) -> float:
+        """Celery's soft limit: the longest job plus time to start and collect it."""
+        return self.maximums.timeout_s + self.startup_grace_s
+
+    @property
+    def hard_time_limit_s(self) -> float:
+        return self.soft_time_limit_s + self.hard_margin_s
+
+    @cached_property
+    def seccomp_json(self) -> str:
+        from config.seccomp import load_profile
+
+        return load_profile(self.seccomp_profile)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once, at an entry point."""
+    return Settings(**overrides)  # type: ignore[arg-type]

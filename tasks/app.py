@@ -1,0 +1,61 @@
+"""The Celery app. Configured at an entry point by ``configure``; nothing connects at import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings
+
+app = Celery("airlock")
+app.conf.update(task_create_missing_queues=True)  # harmless defaults until configure()
+
+_settings: Settings | None = None
+
+
+def celery_config(s: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": s.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Longer than the hard time limit, or Redis hands a running job to a second worker.
+            "visibility_timeout": s.visibility_timeout_s,
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": s.soft_time_limit_s,
+        "task_time_limit": s.hard_time_limit_s,
+        "task_default_queue": s.queue,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_concurrency": s.concurrency,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def configure(s: Settings) -> Celery:
+    """Apply the settings to the app; call once at an entry point before using ``app``."""
+    global _settings
+    _settings = s
+    app.conf.update(celery_config(s))
+    import tasks.jobs  # noqa: F401 - registers the tasks
+
+    return app
+
+
+def settings() -> Settings:
+    if _settings is None:
+        from config.settings import load_settings
+
+        configure(load_settings())
+    assert _settings is not None
+    return _settings

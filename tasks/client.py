@@ -1,0 +1,163 @@
+"""The client API a backend uses: submit, result, wait, cancel, and live events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import structlog
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from airlock.errors import AirlockError, BrokerUnavailable
+from config.settings import Settings, load_settings
+from tasks import streams
+from tasks.app import celery_config
+from tasks.contract import JobSpec, parse_spec, resolve
+from tasks.records import JobRecord
+from tasks.store import JobStore, make_engine
+from tasks.streams import Event
+
+log = structlog.get_logger(__name__)
+TASK = "airlock.run_job"
+
+
+class WaitTimeout(AirlockError):
+    """The job did not finish in time (it goes on running)."""
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    id: str
+    created: bool
+    client: Airlock
+
+    def result(self) -> JobRecord:
+        return self.client.result(self.id)
+
+    def wait(self, timeout: float | None = None) -> JobRecord:
+        return self.client.wait(self.id, timeout)
+
+    def events(self, offset: str = streams.START) -> Iterator[Event]:
+        return self.client.events(self.id, offset)
+
+    def cancel(self) -> str:
+        return self.client.cancel(self.id)
+
+
+def short(text: str | None, width: int = 60) -> str:
+    flat = (text or "").replace("\n", "⏎ ")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+class Airlock:
+    """Talks to PostgreSQL (the truth), Redis (the queue and live output) and nothing else."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.store = JobStore(make_engine(self.settings.database_url))
+        self.redis = streams.connect(self.settings.redis_url)
+        self._celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = Celery("airlock-client", set_as_current=False)
+            self._celery.conf.update(celery_config(self.settings))
+        return self._celery
+
+    def submit(self, job: JobSpec | dict[str, Any] | None = None, **fields: Any) -> JobHandle:
+        """Validate (raising JobSpecError naming the field), record, then enqueue."""
+        spec, resolved = resolve(parse_spec(job if job is not None else fields), self.settings)
+        job_id, created = self.store.create(
+            spec=spec.model_dump(mode="json", exclude_none=True), profile=resolved.profile,
+            image=resolved.image, limits=resolved.limits.as_dict(),
+            idempotency_key=spec.idempotency_key, label=spec.label,
+        )
+        if created:
+            self.enqueue(job_id, f"{resolved.profile}: {short(spec.code or ' '.join(resolved.argv))}")
+        return JobHandle(job_id, created, self)
+
+    def enqueue(self, job_id: str, description: str = "") -> None:
+        """Send the job's message. A failure loses nothing: the row is queued and the
+        workers' reconciler enqueues it again."""
+        try:
+            self.celery.send_task(TASK, args=[job_id], queue=self.settings.queue,
+                                  argsrepr=f"('{job_id}') {description}", retry=False)
+        except (KombuOperationalError, OSError, redis.exceptions.RedisError) as exc:
+            log.warning("submit.enqueue_failed", job_id=job_id, error=str(exc))
+
+    def result(self, job_id: str) -> JobRecord:
+        return self.store.get(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.store.get(job_id)
+            if record.done:
+                return record
+            left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
+            if left <= 0:
+                raise WaitTimeout(f"job {job_id} is still {record.status} after {timeout}s")
+            try:
+                streams.wait_done(self.redis, job_id, left)
+            except BrokerUnavailable:
+                time.sleep(min(left, 0.5))  # Redis away: PostgreSQL alone still answers
+
+    def cancel(self, job_id: str) -> str:
+        """'cancelled' (it never started), 'cancelling' (killed within a second), or
+        'already_finished' (nothing to do)."""
+        state = self.store.request_cancel(job_id)
+        if state == "cancelling":
+            try:
+                self.redis.set(streams.cancel_key(job_id), 1, ex=self.settings.stream_ttl_s)
+            except redis.exceptions.RedisError:
+                pass  # the worker also sees the flag when it renews its lease
+        return state
+
+    def events(self, job_id: str, offset: str = streams.START,
+               follow: bool = True) -> Iterator[Event]:
+        """Output events from ``offset`` on, ending with an ``end`` event. Once the stream
+        has expired, the stored result stands in for it."""
+        if not follow:
+            yield from streams.read(self.redis, job_id, offset, block_ms=0) if \
+                streams.stream_exists(self.redis, job_id) else self._replay(job_id)
+            return
+        idle = 0.0
+        for event in streams.follow(self.redis, job_id, offset):
+            if event is not None:
+                idle = 0.0
+                yield event
+                continue
+            idle += 1.0
+            record = self.store.get(job_id)
+            if record.done and (idle >= 2 or not streams.stream_exists(self.redis, job_id)):
+                if offset == streams.START and not streams.stream_exists(self.redis, job_id):
+                    yield from self._replay(job_id)
+                else:
+                    yield _end_event(record)
+                return
+
+    def _replay(self, job_id: str) -> Iterator[Event]:
+        record = self.store.get(job_id)
+        if record.stdout_bytes:
+            yield Event("stored-1", "stdout", record.stdout_bytes)
+        if record.stderr_bytes:
+            yield Event("stored-2", "stderr", record.stderr_bytes)
+        if record.done:
+            yield _end_event(record)
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+        self.redis.close()
+
+
+def _end_event(record: JobRecord) -> Event:
+    import json
+
+    body = json.dumps({"verdict": record.verdict, "exit_code": record.exit_code,
+                       "attempt": record.attempt})
+    return Event("stored-end", "end", body.encode())

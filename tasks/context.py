@@ -1,0 +1,54 @@
+"""Per-process resources of a worker: made after fork, never at import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import redis
+
+from config.seccomp import profile_sha256
+from config.settings import Settings
+from tasks import streams
+from tasks.store import JobStore, make_engine
+from workers import engine
+from workers.storage import BtrfsVolumes, TmpfsVolumes, volumes_for
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: JobStore
+    redis: redis.Redis
+    _api: docker.APIClient | None = None
+    volumes: BtrfsVolumes | TmpfsVolumes = field(default_factory=TmpfsVolumes)
+    seccomp_json: str = ""
+    seccomp_sha256: str = ""
+    engine_info: dict[str, Any] = field(default_factory=dict)
+    pool: Any = None
+
+    @property
+    def api(self) -> docker.APIClient:
+        """The engine client, (re)connected on first use: a dead engine is a retryable error."""
+        if self._api is None:
+            self._api = engine.connect(self.settings.docker_host)
+            version = self._api.version()
+            self.engine_info = {"docker": version.get("Version"),
+                                "api": version.get("ApiVersion")}
+        return self._api
+
+    def reset_engine(self) -> None:
+        self._api = None
+
+
+def build_context(settings: Settings) -> WorkerContext:
+    s = settings
+    return WorkerContext(
+        settings=s,
+        store=JobStore(make_engine(s.database_url)),
+        redis=streams.connect(s.redis_url),
+        volumes=volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid),
+        seccomp_json=s.seccomp_json,
+        seccomp_sha256=profile_sha256(s.seccomp_json),
+    )

@@ -1,0 +1,148 @@
+"""The job contract: what a caller may ask for, validated before anything is queued."""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from airlock.errors import JobSpecError
+from config.settings import LimitBounds, Settings
+from workers.limits import Limits
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+RESERVED_ENV = re.compile(r"^(AIRLOCK_|HTTPS?_PROXY$|NO_PROXY$|PIP_PROXY$)", re.IGNORECASE)
+MAX_FILES = 100
+
+
+class JobLimits(BaseModel):
+    """Per-job limits; any left out take the fleet's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float | None = None
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    pids: int | None = None
+    output_bytes: int | None = None
+    disk_bytes: int | None = None
+
+
+class JobSpec(BaseModel):
+    """A job as a caller submits it. ``stdin`` and file contents are text unless ``*_b64``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str | None = None
+    argv: list[str] | None = None
+    profile: str | None = None
+    stdin: str | None = None
+    stdin_b64: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    network: Literal["none", "egress"] = "none"
+    limits: JobLimits = JobLimits()
+    label: str | None = Field(default=None, max_length=200)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedJob:
+    """A job ready for a worker: defaults applied, bounds checked, bytes decoded."""
+
+    profile: str
+    image: str
+    argv: tuple[str, ...]
+    files: dict[str, bytes]
+    env: dict[str, str]
+    stdin: bytes
+    limits: Limits
+    network: str
+
+
+def parse_spec(raw: dict[str, Any] | JobSpec) -> JobSpec:
+    if isinstance(raw, JobSpec):
+        return raw
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "job"
+        raise JobSpecError(field, err["msg"]) from exc
+
+
+def _bounded(name: str, value: float | int | None, s: Settings) -> float | int:
+    low, default, high = (getattr(b, name) for b in (s.minimums, s.defaults, s.maximums))
+    if value is None:
+        return default  # type: ignore[no-any-return]
+    if value < low or value > high:
+        raise JobSpecError(f"limits.{name}", f"{value} is outside the allowed range {low}..{high}")
+    return value
+
+
+def resolve_limits(limits: JobLimits, s: Settings) -> Limits:
+    values = {name: _bounded(name, getattr(limits, name), s) for name in LimitBounds.model_fields}
+    return Limits(
+        timeout_s=float(values["timeout_s"]), cpus=float(values["cpus"]),
+        memory_bytes=int(values["memory_bytes"]), pids=int(values["pids"]),
+        output_bytes=int(values["output_bytes"]), disk_bytes=int(values["disk_bytes"]),
+    )
+
+
+def _file_name(name: str) -> str:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or len(name) > 255:
+        raise JobSpecError(f"files.{name}", "must be a relative path without '..' or empty parts")
+    return name
+
+
+def _b64(field: str, text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise JobSpecError(field, "is not valid base64") from exc
+
+
+def resolve(raw: dict[str, Any] | JobSpec, s: Settings) -> tuple[JobSpec, ResolvedJob]:
+    """Validate a job against the fleet's settings; raise ``JobSpecError`` naming the field."""
+    spec = parse_spec(raw)
+    profile_name = spec.profile or s.default_profile
+    if profile_name not in s.profiles:
+        allowed = ", ".join(sorted(s.profiles))
+        raise JobSpecError("profile", f"unknown image profile {profile_name!r}; allowed: {allowed}")
+    profile = s.profiles[profile_name]
+    if spec.code is None and not spec.argv:
+        raise JobSpecError("code", "give code or argv")
+    files: dict[str, bytes] = {}
+    if len(spec.files) > MAX_FILES:
+        raise JobSpecError("files", f"at most {MAX_FILES} files")
+    for name, text in spec.files.items():
+        files[_file_name(name)] = text.encode()
+    if spec.code is not None:
+        code = spec.code.encode("utf-8", "strict")
+        if len(code) > s.max_code_bytes:
+            raise JobSpecError("code", f"{len(code)} bytes is over the cap of {s.max_code_bytes}")
+        files[profile.filename] = code
+    if sum(len(v) for v in files.values()) > s.max_files_bytes + s.max_code_bytes:
+        raise JobSpecError("files", f"over the cap of {s.max_files_bytes} bytes")
+    if spec.stdin is not None and spec.stdin_b64 is not None:
+        raise JobSpecError("stdin", "give stdin or stdin_b64, not both")
+    stdin = _b64("stdin_b64", spec.stdin_b64) if spec.stdin_b64 else (spec.stdin or "").encode()
+    if len(stdin) > s.max_stdin_bytes:
+        raise JobSpecError("stdin", f"{len(stdin)} bytes is over the cap of {s.max_stdin_bytes}")
+    if len(spec.env) > s.max_env_entries:
+        raise JobSpecError("env", f"at most {s.max_env_entries} variables")
+    for key in spec.env:
+        if not ENV_NAME.match(key) or RESERVED_ENV.match(key):
+            raise JobSpecError(f"env.{key}", "is not an allowed variable name")
+    argv = tuple(spec.argv) if spec.argv else tuple(
+        part.replace("{file}", profile.filename) for part in profile.command
+    )
+    if any("\x00" in a for a in argv):
+        raise JobSpecError("argv", "contains a NUL byte")
+    limits = resolve_limits(spec.limits, s)
+    return spec, ResolvedJob(profile_name, profile.image, argv, files, dict(spec.env), stdin,
+                             limits, spec.network)

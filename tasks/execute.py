@@ -1,0 +1,172 @@
+"""One job, start to end, as plain functions (no Celery here): claim, run, record, announce."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from airlock.errors import AirlockError, InfrastructureError
+from tasks.context import WorkerContext
+from tasks.contract import ResolvedJob, resolve
+from tasks.lease import LeaseKeeper
+from tasks.store import Claim, Outcome
+from tasks.streams import Publisher
+from workers import runner
+from workers.launcher import encode_payload
+from workers.runner import RunOutcome, Sandbox
+from workers.spec import LaunchPlan, TmpfsSizes, job_labels
+from workers.verdict import Verdict, classify
+
+log = structlog.get_logger(__name__)
+BACKSTOP_S = 5.0  # the launcher kills its container this long after the job's own timeout
+BASE_ENV = {
+    "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/home/appuser",
+    "LANG": "C.UTF-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "TMPDIR": "/tmp",
+}
+
+
+def run_budget_s(ctx: WorkerContext, job: ResolvedJob) -> float:
+    """How long after its claim an attempt's container can possibly be alive."""
+    return ctx.settings.startup_grace_s + job.limits.timeout_s + BACKSTOP_S + 5.0
+
+
+def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "",
+             attempt: int = 0, role: str = "job") -> LaunchPlan:
+    s = ctx.settings
+    now = time.time()
+    return LaunchPlan(
+        name=name, image=job.image, limits=job.limits,
+        labels=job_labels(fleet=s.fleet, host=s.hostname, role=role, job=job_id,
+                          attempt=attempt, created=now,
+                          deadline=now + s.startup_grace_s + job.limits.timeout_s + BACKSTOP_S),
+        seccomp_json=ctx.seccomp_json, cgroup_parent=f"/airlock/{name}",
+        user=f"{s.job_uid}:{s.job_gid}",
+        tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
+        max_wait_s=int(s.startup_grace_s),
+    )
+
+
+def payload_for(job: ResolvedJob) -> bytes:
+    env = BASE_ENV | job.env
+    return encode_payload(argv=job.argv, env=env, files=job.files,
+                          deadline_s=job.limits.timeout_s + BACKSTOP_S) + job.stdin
+
+
+def execute_job(job_id: str, ctx: WorkerContext) -> str:
+    """Run one delivery of a job. Returns what happened; raises only InfrastructureError."""
+    s = ctx.settings
+    claim = ctx.store.claim(job_id, host=s.hostname, lease_s=s.lease_s,
+                            run_budget_s=s.startup_grace_s + s.maximums.timeout_s + 20)
+    if claim is None:
+        log.info("job.not_claimed", job_id=job_id)
+        return "not_claimed"
+    log_ = log.bind(job_id=job_id, attempt=claim.attempt)
+    publisher = Publisher(ctx.redis, job_id, s.stream_maxlen, s.stream_ttl_s)
+    if claim.unfinished >= s.max_attempts:
+        error = f"gave up after {claim.unfinished} attempts whose worker died (a poison job?)"
+        _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher)
+        return "gave_up"
+    try:
+        _, job = resolve(claim.spec, s)
+    except AirlockError as exc:
+        _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=str(exc)), publisher)
+        return "invalid"
+    with LeaseKeeper(ctx.store, ctx.redis, job_id, claim.attempt, s.lease_s) as lease:
+        try:
+            outcome, phases = _run(ctx, claim, job, publisher, lease)
+        except InfrastructureError as exc:
+            log_.warning("job.infrastructure_error", error=str(exc))
+            ctx.store.release(job_id, claim.attempt, "infra_error")
+            raise
+        except Exception as exc:
+            log_.exception("job.internal_error")
+            error = f"{type(exc).__name__}: {exc}"
+            _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher)
+            return "error"
+    if lease.stale:
+        log_.warning("job.stale_attempt")
+        return "stale"
+    _record(ctx, claim, _outcome(ctx, claim, job, outcome, phases), publisher)
+    return "finished"
+
+
+def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
+         lease: LeaseKeeper) -> tuple[RunOutcome, dict[str, Any]]:
+    t0 = time.monotonic()
+    sandbox: Sandbox | None = None
+    phases: dict[str, Any] = {
+        "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
+    try:
+        sandbox = _acquire(ctx, claim, job)
+        phases["pooled"] = sandbox.plan.labels.get("org.airlock.role") == "pool"
+        ctx.store.container_started(claim.job_id, claim.attempt, sandbox.container_id)
+        t1 = time.monotonic()
+        phases["container_ready_ms"] = int((t1 - t0) * 1000)
+        outcome = runner.run(sandbox, payload_for(job), job.limits,
+                             keep_bytes=ctx.settings.keep_output_bytes,
+                             sink=publisher.chunk, cancel=lease.stop, volumes=ctx.volumes)
+        phases["run_ms"] = outcome.wall_ms
+        phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - outcome.wall_ms
+        return outcome, phases
+    finally:
+        if sandbox is not None:
+            t2 = time.monotonic()
+            removed = runner.destroy(sandbox, ctx.volumes)
+            phases["destroy_ms"] = int((time.monotonic() - t2) * 1000)
+            if removed:
+                try:
+                    ctx.store.container_removed(claim.job_id, claim.attempt)
+                except AirlockError:
+                    pass  # evidence only; the reaper double-checks the engine
+
+
+def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
+    if ctx.pool is not None:
+        pooled: Sandbox | None = ctx.pool.take(job, claim.job_id, claim.attempt)
+        if pooled is not None:
+            return pooled
+    name = f"airlock-{claim.job_id[:8]}-{claim.attempt}-{int(time.time() * 1000) % 100000}"
+    plan = plan_for(ctx, job, name=name, job_id=claim.job_id, attempt=claim.attempt)
+    return runner.prepare(ctx.api, plan, ctx.volumes)
+
+
+def _outcome(ctx: WorkerContext, claim: Claim, job: ResolvedJob, run: RunOutcome,
+             phases: dict[str, Any]) -> Outcome:
+    verdict = classify(run.evidence)
+    return Outcome(
+        verdict=verdict, exit_code=run.evidence.exit_code, signal=run.evidence.signal,
+        stdout=run.stdout, stderr=run.stderr, stdout_bytes=run.stdout_total,
+        stderr_bytes=run.stderr_total, wall_ms=run.wall_ms, cpu_ms=run.cpu_ms,
+        peak_memory_bytes=run.peak_memory_bytes,
+        evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
+        phases=phases,
+        provenance={
+            "image": job.image, "profile": job.profile, "host": ctx.settings.hostname,
+            "fleet": ctx.settings.fleet, "runtime": "runc", "engine": ctx.engine_info,
+            "seccomp_sha256": ctx.seccomp_sha256, "limits": job.limits.as_dict(),
+            "storage": ctx.settings.storage, "network": job.network,
+        },
+    )
+
+
+def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher) -> None:
+    t = time.monotonic()
+    keep = ctx.settings.keep_output_bytes
+    if not ctx.store.finish(claim.job_id, claim.attempt, outcome, keep):
+        log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
+        return
+    persist_ms = int((time.monotonic() - t) * 1000)
+    publisher.end({"verdict": str(outcome.verdict), "exit_code": outcome.exit_code,
+                   "attempt": claim.attempt, "persist_ms": persist_ms})
+    log.info("job.finished", job_id=claim.job_id, attempt=claim.attempt,
+             verdict=str(outcome.verdict), exit_code=outcome.exit_code, wall_ms=outcome.wall_ms)
+    try:
+        ctx.store.add_phases(claim.job_id, {"persist_ms": persist_ms})
+    except AirlockError:
+        pass  # a timing figure is not worth failing a finished job for

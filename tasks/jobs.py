@@ -1,0 +1,51 @@
+"""Celery task bodies: a few lines each; the logic lives in plain functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import Task
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from airlock.errors import DockerUnavailable, InfrastructureError
+from tasks.app import app, settings
+from tasks.context import WorkerContext, build_context
+from tasks.execute import execute_job
+
+log = structlog.get_logger(__name__)
+MAX_INFRA_RETRIES = 5
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    global _context
+    if _context is None:
+        _context = build_context(settings())
+    return _context
+
+
+@worker_process_init.connect
+def _fresh_resources(**_: Any) -> None:
+    global _context
+    _context = None  # never share the parent's sockets after fork
+
+
+@worker_process_shutdown.connect
+def _close_resources(**_: Any) -> None:
+    if _context is not None and _context.pool is not None:
+        _context.pool.drain()
+
+
+@app.task(name="airlock.run_job", bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self: Task, job_id: str) -> str:
+    ctx = context()
+    try:
+        return execute_job(job_id, ctx)
+    except InfrastructureError as exc:
+        if isinstance(exc, DockerUnavailable):
+            ctx.reset_engine()
+        if self.request.retries >= MAX_INFRA_RETRIES:
+            ctx.store.fail_queued(job_id, "error", f"infrastructure kept failing: {exc}")
+            return "gave_up"
+        raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from exc

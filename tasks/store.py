@@ -1,0 +1,292 @@
+"""The results store: every state change of a job is one conditional SQL statement.
+
+Claiming is a compare-and-set on (status, lease); each attempt gets a number; every later write
+is fenced by that number, so a stale attempt can never overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.engine import Connection, Engine
+
+from airlock.errors import DatabaseUnavailable, JobNotFound
+from tasks.models import Attempt, Job, Status
+from tasks.records import JobRecord
+
+now = sa.func.now
+
+
+def _seconds(s: float) -> Any:
+    return sa.cast(sa.literal(f"{s} seconds"), sa.Interval)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    job_id: str
+    attempt: int
+    spec: dict[str, Any]
+    queued_at: datetime
+    claimed_at: datetime
+    unfinished: int  # earlier attempts that never ended cleanly (their worker died)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a finished attempt writes."""
+
+    verdict: str
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    wall_ms: int | None = None
+    cpu_ms: int | None = None
+    peak_memory_bytes: int | None = None
+    evidence: dict[str, Any] | None = None
+    phases: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def make_engine(url: str) -> Engine:
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                            connect_args={"connect_timeout": 5})
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
+
+    def create(self, *, spec: dict[str, Any], profile: str, image: str, limits: dict[str, Any],
+               idempotency_key: str | None, label: str | None) -> tuple[str, bool]:
+        """Insert a queued job; with a known idempotency key, return the existing one."""
+        job_id = uuid.uuid4()
+        stmt = insert(Job).values(
+            id=job_id, spec=spec, profile=profile, image=image, limits=limits,
+            idempotency_key=idempotency_key, label=label, status=Status.QUEUED, attempt=0,
+            cancel_requested=False, stdout_truncated=False, stderr_truncated=False,
+        ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Job.id)
+        with self._tx() as conn:
+            created = conn.execute(stmt).scalar()
+            if created is not None:
+                return str(created), True
+            existing = conn.execute(
+                sa.select(Job.id).where(Job.idempotency_key == idempotency_key)
+            ).scalar_one()
+            return str(existing), False
+
+    def get(self, job_id: str) -> JobRecord:
+        try:
+            key = uuid.UUID(job_id)
+        except ValueError as exc:
+            raise JobNotFound(f"no job {job_id!r}") from exc
+        with self._tx() as conn:
+            row = conn.execute(sa.select(Job).where(Job.id == key)).first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id}")
+        return JobRecord.from_row(Job(**row._mapping))
+
+    def claim(self, job_id: str, *, host: str, lease_s: float, run_budget_s: float) -> Claim | None:
+        """Take the job for a new attempt, or return None when it is not ours to run.
+
+        A running job may be taken over only when its lease expired and its previous
+        container's own deadline passed (or the reaper released it), so two containers never
+        run one job at once.
+        """
+        stale = sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
+                        Job.run_deadline < now())
+        stmt = (
+            sa.update(Job)
+            .where(Job.id == uuid.UUID(job_id), sa.or_(Job.status == Status.QUEUED, stale),
+                   Job.cancel_requested.is_(False))
+            .values(status=Status.RUNNING, attempt=Job.attempt + 1, worker_host=host,
+                    lease_until=now() + _seconds(lease_s),
+                    run_deadline=now() + _seconds(run_budget_s),
+                    started_at=now(), container_id=None)
+            .returning(Job.attempt, Job.spec, Job.queued_at, Job.started_at)
+        )
+        with self._tx() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                return None
+            unfinished = conn.execute(sa.select(sa.func.count()).where(
+                Attempt.job_id == uuid.UUID(job_id),
+                sa.or_(Attempt.outcome.is_(None), Attempt.outcome == "lost"),
+            )).scalar_one()
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.outcome.is_(None)
+            ).values(outcome="lost", ended_at=sa.func.coalesce(Attempt.ended_at, now())))
+            conn.execute(insert(Attempt).values(job_id=uuid.UUID(job_id), attempt=row.attempt,
+                                                worker_host=host))
+        return Claim(job_id, row.attempt, row.spec, row.queued_at, row.started_at, unfinished)
+
+    def _fenced(self, job_id: str, attempt: int) -> Any:
+        return sa.and_(Job.id == uuid.UUID(job_id), Job.attempt == attempt,
+                       Job.status == Status.RUNNING)
+
+    def container_started(self, job_id: str, attempt: int, container_id: str) -> bool:
+        with self._tx() as conn:
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt
+            ).values(container_id=container_id, container_started_at=now()))
+            done = conn.execute(sa.update(Job).where(self._fenced(job_id, attempt))
+                                .values(container_id=container_id))
+        return done.rowcount == 1
+
+    def container_removed(self, job_id: str, attempt: int) -> None:
+        with self._tx() as conn:
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt,
+                Attempt.container_removed_at.is_(None),
+            ).values(container_removed_at=now()))
+
+    def renew(self, job_id: str, attempt: int, lease_s: float) -> tuple[bool, bool]:
+        """Extend the lease; return (still ours, cancel requested)."""
+        stmt = (sa.update(Job).where(self._fenced(job_id, attempt))
+                .values(lease_until=now() + _seconds(lease_s)).returning(Job.cancel_requested))
+        with self._tx() as conn:
+            row = conn.execute(stmt).first()
+        return (row is not None, bool(row and row.cancel_requested))
+
+    def finish(self, job_id: str, attempt: int, outcome: Outcome, keep_bytes: int) -> bool:
+        """Write the result of this attempt; False when a newer attempt owns the job."""
+        values = {
+            "status": Status.FINISHED, "verdict": outcome.verdict,
+            "exit_code": outcome.exit_code, "signal": outcome.signal,
+            "stdout": outcome.stdout[:keep_bytes], "stderr": outcome.stderr[:keep_bytes],
+            "stdout_bytes": outcome.stdout_bytes, "stderr_bytes": outcome.stderr_bytes,
+            "stdout_truncated": outcome.stdout_bytes > min(len(outcome.stdout), keep_bytes),
+            "stderr_truncated": outcome.stderr_bytes > min(len(outcome.stderr), keep_bytes),
+            "wall_ms": outcome.wall_ms, "cpu_ms": outcome.cpu_ms,
+            "peak_memory_bytes": outcome.peak_memory_bytes, "evidence": outcome.evidence,
+            "phases": outcome.phases, "provenance": outcome.provenance, "error": outcome.error,
+            "finished_at": now(), "lease_until": None,
+        }
+        with self._tx() as conn:
+            done = conn.execute(sa.update(Job).where(self._fenced(job_id, attempt)).values(values))
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt
+            ).values(ended_at=now(), outcome="finished" if done.rowcount else "stale"))
+        return done.rowcount == 1
+
+    def release(self, job_id: str, attempt: int, reason: str) -> bool:
+        """Hand the job back to the queue (an infrastructure failure; the retry claims it)."""
+        with self._tx() as conn:
+            done = conn.execute(sa.update(Job).where(self._fenced(job_id, attempt)).values(
+                status=Status.QUEUED, lease_until=None, run_deadline=None, container_id=None))
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt
+            ).values(ended_at=now(), outcome=reason[:32]))
+        return done.rowcount == 1
+
+    def fail_queued(self, job_id: str, verdict: str, error: str) -> bool:
+        """End a job that never got (or may no longer get) an attempt: cancel, poison, give up."""
+        with self._tx() as conn:
+            done = conn.execute(sa.update(Job).where(
+                Job.id == uuid.UUID(job_id), Job.status != Status.FINISHED
+            ).values(status=Status.FINISHED, verdict=verdict, error=error, finished_at=now(),
+                     lease_until=None))
+        return done.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> str:
+        """Cancel: a queued job ends at once; a running one is flagged for its worker."""
+        key = uuid.UUID(job_id)
+        with self._tx() as conn:
+            done = conn.execute(sa.update(Job).where(
+                Job.id == key, Job.status == Status.QUEUED
+            ).values(status=Status.FINISHED, verdict="cancelled", cancel_requested=True,
+                     finished_at=now(), error="cancelled before it started"))
+            if done.rowcount:
+                return "cancelled"
+            running = conn.execute(sa.update(Job).where(
+                Job.id == key, Job.status == Status.RUNNING
+            ).values(cancel_requested=True))
+            if running.rowcount:
+                return "cancelling"
+            exists = conn.execute(sa.select(Job.status).where(Job.id == key)).scalar()
+        if exists is None:
+            raise JobNotFound(f"no job {job_id}")
+        return "already_finished"
+
+    def expired_leases(self, limit: int = 500) -> list[tuple[str, int]]:
+        """Running jobs whose worker stopped renewing (for the reaper and reconciler)."""
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(Job.id, Job.attempt).where(
+                Job.status == Status.RUNNING, Job.lease_until < now()
+            ).limit(limit)).all()
+        return [(str(r.id), r.attempt) for r in rows]
+
+    def states(self, job_ids: list[str]) -> dict[str, tuple[str, int, bool]]:
+        """(status, attempt, lease expired) of each known job id."""
+        if not job_ids:
+            return {}
+        keys = [uuid.UUID(j) for j in job_ids]
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(
+                Job.id, Job.status, Job.attempt,
+                sa.func.coalesce(Job.lease_until < now(), True).label("expired"),
+            ).where(Job.id.in_(keys))).all()
+        return {str(r.id): (r.status, r.attempt, bool(r.expired)) for r in rows}
+
+    def jobs_by_container(self, container_ids: list[str]) -> dict[str, tuple[str, int]]:
+        if not container_ids:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(Attempt.container_id, Attempt.job_id, Attempt.attempt)
+                                .where(Attempt.container_id.in_(container_ids))).all()
+        return {r.container_id: (str(r.job_id), r.attempt) for r in rows}
+
+    def release_lost(self, job_id: str, attempt: int) -> bool:
+        """The reaper removed this attempt's container: the job may be claimed again now."""
+        with self._tx() as conn:
+            done = conn.execute(sa.update(Job).where(
+                self._fenced(job_id, attempt), Job.lease_until < now()
+            ).values(status=Status.QUEUED, lease_until=None, run_deadline=None))
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt,
+                Attempt.ended_at.is_(None),
+            ).values(ended_at=now(), outcome="lost", container_removed_at=now()))
+        return done.rowcount == 1
+
+    def stranded(self, older_than_s: float, limit: int = 500) -> list[str]:
+        """Queued jobs waiting longer than ``older_than_s``, and running jobs free to take over."""
+        cutoff = now() - _seconds(older_than_s)
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(Job.id).where(sa.or_(
+                sa.and_(Job.status == Status.QUEUED, Job.queued_at < cutoff,
+                        sa.or_(Job.lease_until.is_(None), Job.lease_until < cutoff)),
+                sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
+                        Job.run_deadline < now()),
+            )).limit(limit)).all()
+        return [str(r.id) for r in rows]
+
+    def add_phases(self, job_id: str, phases: dict[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(sa.update(Job).where(Job.id == uuid.UUID(job_id)).values(
+                phases=sa.func.coalesce(Job.phases, sa.cast({}, JSONB)).op("||")(
+                    sa.cast(phases, JSONB))))
+
+    def purge_finished(self, older_than: timedelta) -> int:
+        with self._tx() as conn:
+            done = conn.execute(sa.delete(Job).where(
+                Job.status == Status.FINISHED, Job.finished_at < now() - older_than))
+        return done.rowcount

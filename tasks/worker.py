@@ -1,0 +1,104 @@
+"""``airlock worker``: checks the host, reaps what earlier workers left, then serves jobs."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import structlog
+from celery.signals import worker_ready, worker_shutdown
+
+from airlock.errors import AirlockError, HostNotSafe
+from config.settings import Settings
+from tasks import maintenance, streams
+from tasks.app import app, configure
+from tasks.client import Airlock
+from tasks.store import JobStore, make_engine
+from workers import engine
+from workers.storage import volumes_for
+
+log = structlog.get_logger(__name__)
+RECONCILE_LOCK = "airlock:lock:reconcile"
+
+
+class Maintenance:
+    """The main process's housekeeping thread: reaper sweeps and broker reconciliation."""
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="airlock-maintenance", daemon=True)
+        self.client: Airlock | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.once()
+            except Exception as exc:
+                log.warning("maintenance.failed", error=str(exc))
+            self.stop.wait(self.s.reaper_interval_s)
+
+    def once(self) -> maintenance.SweepReport:
+        s = self.s
+        if self.client is None:
+            self.client = Airlock(s)
+        client = self.client
+        api = engine.connect(s.docker_host)
+        volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
+        report = maintenance.sweep(api, client.store, s, volumes, enqueue=client.enqueue)
+        lock = client.redis.lock(RECONCILE_LOCK, timeout=s.reaper_interval_s * 2,
+                                 blocking=False)
+        if lock.acquire():
+            try:
+                maintenance.reconcile(client.store, client.redis, s, client.enqueue)
+            finally:
+                try:
+                    lock.release()
+                except Exception:
+                    pass
+        return report
+
+
+def check_host(s: Settings) -> None:
+    """Fail closed before taking jobs: the engine answers and the disk bound holds."""
+    engine.connect(s.docker_host)
+    volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid).check()
+    JobStore(make_engine(s.database_url)).engine.dispose()
+    streams.connect(s.redis_url).ping()
+
+
+def start_worker(s: Settings, *, concurrency: int | None = None,
+                 extra: list[str] | None = None) -> None:
+    if concurrency:
+        s = s.model_copy(update={"concurrency": concurrency})
+    try:
+        check_host(s)
+    except (HostNotSafe, AirlockError) as exc:
+        print(f"airlock worker: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(3)
+    except Exception as exc:
+        print(f"airlock worker: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(3)
+    configure(s)
+    housekeeping = Maintenance(s)
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        try:
+            report = housekeeping.once()
+            log.info("worker.ready", reaped=len(report.removed), seen=report.seen)
+        except Exception as exc:
+            log.warning("worker.first_sweep_failed", error=str(exc))
+        housekeeping.start()
+
+    @worker_shutdown.connect(weak=False)
+    def _shutdown(**_: Any) -> None:
+        housekeeping.stop.set()
+
+    argv = ["worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
+            "--loglevel=INFO", "-E", "-O", "fair", *(extra or [])]
+    app.worker_main(argv)

@@ -1,0 +1,73 @@
+"""Usage counters read from the host's cgroup files (v1 and v2), without Docker's stats API.
+
+Each job container runs under a cgroup parent of its own. Docker removes the container's
+cgroup when it stops, but the parent survives it and still holds the peak memory and the
+CPU time charged below it, so the figures are exact and read after the job ended.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_ms: int | None
+    peak_memory_bytes: int | None
+
+
+def is_v2(root: Path = ROOT) -> bool:
+    return (root / "cgroup.controllers").exists()
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split() for line in lines)
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+
+def usage(parent: str, root: Path = ROOT) -> Usage:
+    rel = parent.strip("/")
+    if is_v2(root):
+        cpu = _read_keyed(root / rel / "cpu.stat").get("usage_usec")
+        return Usage(
+            cpu_ms=None if cpu is None else cpu // 1000,
+            peak_memory_bytes=_read_int(root / rel / "memory.peak"),
+        )
+    cpu_ns = _read_int(root / "cpuacct" / rel / "cpuacct.usage")
+    return Usage(
+        cpu_ms=None if cpu_ns is None else cpu_ns // 1_000_000,
+        peak_memory_bytes=_read_int(root / "memory" / rel / "memory.max_usage_in_bytes"),
+    )
+
+
+def pids_max_events(parent: str, container_id: str, root: Path = ROOT) -> int:
+    """How often a fork failed on the container's pids limit (0 once the cgroup is gone)."""
+    rel = parent.strip("/")
+    base = root / rel if is_v2(root) else root / "pids" / rel
+    return _read_keyed(base / container_id / "pids.events").get("max", 0)
+
+
+def remove_parent(parent: str, root: Path = ROOT) -> None:
+    """Remove the (now empty) per-container parent cgroup in every hierarchy."""
+    rel = parent.strip("/")
+    dirs = [root / rel] if is_v2(root) else [d / rel for d in root.iterdir() if d.is_dir()]
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass

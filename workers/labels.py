@@ -1,0 +1,14 @@
+"""The labels that mark a container as Airlock's. Nothing else is ever touched."""
+
+MANAGED = "org.airlock.managed"
+FLEET = "org.airlock.fleet"
+ROLE = "org.airlock.role"
+JOB = "org.airlock.job"
+ATTEMPT = "org.airlock.attempt"
+HOST = "org.airlock.host"
+DEADLINE = "org.airlock.deadline"
+CREATED = "org.airlock.created"
+NAME = "org.airlock.name"
+
+ROLE_JOB = "job"
+ROLE_POOL = "pool"

@@ -1,0 +1,111 @@
+"""The reaper: which of Airlock's containers must go (pure), and removing them (thin I/O).
+
+Selection looks only at containers that carry Airlock's managed label *and* this fleet's
+label; other programs share the Docker daemon and their containers are never touched.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from workers import labels as L
+
+UNKNOWN_JOB_GRACE_S = 120.0  # a container is created only after its claim commits
+
+
+class Reason(enum.StrEnum):
+    JOB_FINISHED = "job_finished"
+    STALE_ATTEMPT = "stale_attempt"
+    LEASE_EXPIRED = "lease_expired"
+    DEADLINE_PASSED = "deadline_passed"
+    UNKNOWN_JOB = "unknown_job"
+    POOL_EXPIRED = "pool_expired"
+    EXITED = "exited"
+
+
+def _float(labels: Mapping[str, str], key: str) -> float:
+    try:
+        return float(labels.get(key, "0") or 0)
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerView:
+    """What the reaper knows of one container. A pooled container's job is not in its labels
+    (labels cannot change after creation): the I/O layer fills it in from the attempts table."""
+
+    id: str
+    labels: Mapping[str, str]
+    running: bool
+    job: str = ""
+    attempt: int = 0
+
+    @classmethod
+    def from_labels(cls, cid: str, labels: Mapping[str, str], running: bool,
+                    job: str = "", attempt: int = 0) -> ContainerView:
+        return cls(cid, labels, running, job or labels.get(L.JOB, ""),
+                   attempt or int(labels.get(L.ATTEMPT, "0") or 0))
+
+    @property
+    def created(self) -> float:
+        return _float(self.labels, L.CREATED)
+
+    @property
+    def deadline(self) -> float:
+        return _float(self.labels, L.DEADLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    status: str
+    attempt: int
+    lease_expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    container: ContainerView
+    reason: Reason
+
+    @property
+    def releases_job(self) -> bool:
+        """After removal the job may be claimed again at once (its attempt is lost)."""
+        return self.reason in (Reason.LEASE_EXPIRED, Reason.DEADLINE_PASSED)
+
+
+def ours(labels: Mapping[str, str], fleet: str) -> bool:
+    return labels.get(L.MANAGED) == "true" and labels.get(L.FLEET) == fleet
+
+
+def select(containers: Iterable[ContainerView], jobs: Mapping[str, JobState], *, fleet: str,
+           now: float, pool_max_age_s: float) -> list[Removal]:
+    out = []
+    for c in containers:
+        if not ours(c.labels, fleet):
+            continue
+        reason = _reason(c, jobs.get(c.job), now, pool_max_age_s)
+        if reason is not None:
+            out.append(Removal(c, reason))
+    return out
+
+
+def _reason(c: ContainerView, job: JobState | None, now: float,
+            pool_max_age_s: float) -> Reason | None:
+    if c.labels.get(L.ROLE) == L.ROLE_POOL and not c.job:
+        if not c.running:
+            return Reason.EXITED
+        return Reason.POOL_EXPIRED if now - c.created > pool_max_age_s else None
+    if job is None:
+        return Reason.UNKNOWN_JOB if now - c.created > UNKNOWN_JOB_GRACE_S else None
+    if job.status == "finished":
+        return Reason.JOB_FINISHED
+    if job.attempt > c.attempt or job.status == "queued":
+        return Reason.STALE_ATTEMPT
+    if job.status == "running" and job.lease_expired:
+        return Reason.LEASE_EXPIRED
+    if c.deadline and now > c.deadline:
+        return Reason.DEADLINE_PASSED
+    return None

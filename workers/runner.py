@@ -1,0 +1,240 @@
+"""One job container: prepared (created, attached, started) ahead of its job, run once, destroyed.
+
+``prepare`` leaves the launcher waiting on stdin, so a sandbox can be made before its job is
+known (the warm pool) or right when it is (a cold job): the run path is the same. ``destroy`` is
+always called, from a ``finally``; it never raises, and what it cannot remove the reaper will.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import structlog
+
+from workers import cgroup
+from workers.capper import OutputCapper
+from workers.engine import call, translated
+from workers.frames import FrameDecoder
+from workers.limits import Limits
+from workers.spec import LaunchPlan, build_create_kwargs
+from workers.storage import BtrfsVolumes, TmpfsVolumes, Volume
+from workers.verdict import Evidence
+
+log = structlog.get_logger(__name__)
+
+Sink = Callable[[str, bytes], None]
+DRAIN_AFTER_KILL_S = 3.0
+TICK_S = 0.1
+PIDS_POLL_S = 0.25
+
+
+@dataclass
+class Sandbox:
+    api: docker.APIClient
+    plan: LaunchPlan
+    volume: Volume
+    container_id: str
+    sock: socket.socket
+    prepared_at: float = field(default_factory=time.monotonic)
+    destroyed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    evidence: Evidence
+    stdout: bytes
+    stderr: bytes
+    stdout_total: int
+    stderr_total: int
+    wall_ms: int
+    cpu_ms: int | None
+    peak_memory_bytes: int | None
+    disk_used_bytes: int | None
+
+
+def _raw_socket(attached: Any) -> socket.socket:
+    sock = getattr(attached, "_sock", attached)
+    assert isinstance(sock, socket.socket)
+    return sock
+
+
+def prepare(api: docker.APIClient, plan: LaunchPlan,
+            volumes: BtrfsVolumes | TmpfsVolumes) -> Sandbox:
+    """Create the job's storage and container, attach before start (no output is lost), start."""
+    volume = volumes.create(plan.name, plan.limits.disk_bytes)
+    container_id = ""
+    try:
+        kwargs = build_create_kwargs(_with_binds(plan, volume))
+        container_id = call("create container", lambda: api.create_container(**kwargs))["Id"]
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        attached = call("attach", lambda: api.attach_socket(container_id, params=params))
+        sock = _raw_socket(attached)
+        call("start container", lambda: api.start(container_id))
+        return Sandbox(api, plan, volume, container_id, sock)
+    except BaseException:
+        _remove(api, container_id or plan.name)
+        volumes.destroy(volume)
+        cgroup.remove_parent(plan.cgroup_parent)
+        raise
+
+
+def _with_binds(plan: LaunchPlan, volume: Volume) -> LaunchPlan:
+    if not volume.binds:
+        return plan
+    from dataclasses import replace
+
+    return replace(plan, binds=dict(volume.binds))
+
+
+def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
+    """Give a started sandbox the limits of the job it is about to run (warm pool path)."""
+    if limits == sandbox.plan.limits:
+        return
+    quota = int(limits.cpus * 100_000)
+    call("update limits", lambda: sandbox.api.update_container(
+        sandbox.container_id, mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes,
+        cpu_period=100_000, cpu_quota=quota, pids_limit=limits.pids))
+
+
+def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
+        sink: Sink | None = None, cancel: threading.Event | None = None,
+        volumes: BtrfsVolumes | TmpfsVolumes | None = None) -> RunOutcome:
+    """Feed the job, relay its output, enforce the wall timeout, and collect the evidence."""
+    sock, api, cid = sandbox.sock, sandbox.api, sandbox.container_id
+    sock.setblocking(False)
+    capper = OutputCapper(limits.output_bytes, keep_bytes)
+    decoder = FrameDecoder()
+    view, sent = memoryview(payload), 0
+    started = time.monotonic()
+    deadline = started + limits.timeout_s
+    drain_until: float | None = None
+    timed_out = cancelled = False
+    pids_events, next_pids = 0, started + PIDS_POLL_S
+
+    def kill(reason: str) -> None:
+        nonlocal drain_until
+        if drain_until is None:
+            drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
+            log.info("job.kill", container=cid[:12], reason=reason)
+            # In a thread: the engine does not finish a kill while the attach stream is full,
+            # so this loop must keep draining it meanwhile.
+            threading.Thread(target=_kill, args=(api, cid), daemon=True).start()
+
+    while True:
+        now = time.monotonic()
+        if drain_until is None:
+            if now >= deadline:
+                timed_out = True
+                kill("timeout")
+            elif cancel is not None and cancel.is_set():
+                cancelled = True
+                kill("cancelled")
+        elif now >= drain_until:
+            break
+        if now >= next_pids:
+            pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
+            next_pids = now + PIDS_POLL_S
+        wait = max(0.0, min(TICK_S, deadline - now if drain_until is None else drain_until - now))
+        writing = [sock] if sent < len(view) else []
+        readable, writable, _ = select.select([sock], writing, [], wait)
+        if writable:
+            try:
+                sent += sock.send(view[sent: sent + 65536])
+                if sent == len(view):
+                    sock.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionResetError):
+                sent = len(view)  # the job stopped reading its stdin; that is its business
+        if readable:
+            try:
+                data = sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                break
+            for stream, chunk in decoder.feed(data):
+                taken = capper.feed(stream, chunk)
+                if taken and sink is not None:
+                    sink(stream, taken)
+            if capper.exceeded:
+                kill("output_limit")
+    wall_ms = int((time.monotonic() - started) * 1000)
+    sock.close()
+    if drain_until is not None and time.monotonic() >= drain_until:
+        log.warning("job.drain_timeout", container=cid[:12])
+    status = _wait_exit(api, cid)
+    state = call("inspect", lambda: api.inspect_container(cid))["State"]
+    usage = cgroup.usage(sandbox.plan.cgroup_parent)
+    disk = volumes.usage(sandbox.volume) if volumes is not None else None
+    out, err = capper.streams["stdout"], capper.streams["stderr"]
+    evidence = Evidence(
+        exit_code=status,
+        oom_killed=bool(state.get("OOMKilled")),
+        timed_out=timed_out,
+        cancelled=cancelled,
+        output_exceeded=capper.exceeded,
+        bytes_dropped=capper.dropped,
+        pids_max_events=pids_events,
+        disk_full=disk is not None and disk >= sandbox.plan.limits.disk_bytes - 1024**2,
+    )
+    return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total, wall_ms,
+                      usage.cpu_ms, usage.peak_memory_bytes, disk)
+
+
+def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
+    # docker-py#1966: wait(timeout=) may raise a connection error rather than a read timeout.
+    try:
+        with translated("wait"):
+            return int(api.wait(cid, timeout=15)["StatusCode"])
+    except Exception as exc:
+        log.warning("job.wait_failed", container=cid[:12], error=str(exc))
+        _kill(api, cid)
+        return None
+
+
+def _kill(api: docker.APIClient, cid: str) -> None:
+    try:
+        api.kill(cid)
+    except docker.errors.APIError:
+        pass  # already gone or stopping
+
+
+def _remove(api: docker.APIClient, cid: str) -> bool:
+    for attempt in range(3):
+        try:
+            api.remove_container(cid, force=True)
+            return True
+        except docker.errors.NotFound:
+            return True
+        except Exception as exc:
+            log.warning("container.remove_failed", container=cid[:12], error=str(exc),
+                        attempt=attempt + 1)
+            time.sleep(0.2 * (attempt + 1))
+    return False
+
+
+def destroy(sandbox: Sandbox, volumes: BtrfsVolumes | TmpfsVolumes) -> bool:
+    """Remove the container, its storage and its cgroup parent. Never raises."""
+    if sandbox.destroyed:
+        return True
+    sandbox.destroyed = True
+    try:
+        sandbox.sock.close()
+    except OSError:
+        pass
+    removed = _remove(sandbox.api, sandbox.container_id)
+    try:
+        volumes.destroy(sandbox.volume)
+    except Exception as exc:
+        log.warning("volume.destroy_failed", volume=str(sandbox.volume.path), error=str(exc))
+    cgroup.remove_parent(sandbox.plan.cgroup_parent)
+    return removed

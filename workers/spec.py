@@ -1,0 +1,121 @@
+"""The container spec: a pure function from a launch plan to Docker's create arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers import labels as L
+from workers.launcher import launcher_command
+from workers.limits import Limits
+
+CAPABILITIES_KEPT = ("CHOWN", "SETUID", "SETGID")
+JOB_MOUNTS = ("/workspace", "/opt/venv", "/home/appuser")
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class TmpfsSizes:
+    tmp: str = "1g"
+    var_tmp: str = "512m"
+    run: str = "64m"
+    shm_bytes: int = 64 * 1024**2
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    """Everything that decides how one job container is created."""
+
+    name: str
+    image: str
+    limits: Limits
+    labels: Mapping[str, str]
+    seccomp_json: str
+    cgroup_parent: str
+    python: str = "python3"
+    user: str = "1000:1000"
+    network_mode: str = "none"
+    tmpfs: TmpfsSizes = TmpfsSizes()
+    # Host folder bound at each job mount; a mount missing here becomes a sized tmpfs.
+    binds: Mapping[str, str] = field(default_factory=dict)
+    job_tmpfs_size: int = 0
+    max_wait_s: int = 900
+    hostname: str = "sandbox"
+
+
+def job_labels(*, fleet: str, host: str, role: str, job: str = "", attempt: int = 0,
+               deadline: float = 0.0, created: float = 0.0) -> dict[str, str]:
+    return {
+        L.MANAGED: "true",
+        L.FLEET: fleet,
+        L.ROLE: role,
+        L.JOB: job,
+        L.ATTEMPT: str(attempt),
+        L.HOST: host,
+        L.DEADLINE: f"{deadline:.3f}",
+        L.CREATED: f"{created:.3f}",
+    }
+
+
+def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
+    """Arguments for ``APIClient.create_container``: host config included, nothing inferred."""
+    limits = plan.limits
+    tmpfs = {
+        "/tmp": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.tmp}",
+        "/var/tmp": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.var_tmp}",
+        "/run": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.run}",
+    }
+    binds = {}
+    for mount in JOB_MOUNTS:
+        if mount in plan.binds:
+            binds[plan.binds[mount]] = {"bind": mount, "mode": "rw"}
+        else:
+            tmpfs[mount] = (
+                f"rw,exec,nosuid,nodev,size={plan.job_tmpfs_size or limits.disk_bytes},"
+                f"uid={plan.user.split(':')[0]},gid={plan.user.split(':')[1]},mode=0700"
+            )
+    host_config: dict[str, Any] = {
+        # Bind options cannot say nosuid/nodev: the volume filesystem is mounted with them.
+        "Binds": [f"{src}:{m['bind']}:rw" for src, m in binds.items()],
+        "Tmpfs": tmpfs,
+        "ReadonlyRootfs": True,
+        "CapDrop": ["ALL"],
+        "CapAdd": list(CAPABILITIES_KEPT),
+        "SecurityOpt": ["no-new-privileges:true", "seccomp=" + plan.seccomp_json],
+        "Privileged": False,
+        "NetworkMode": plan.network_mode,
+        "CpuPeriod": CPU_PERIOD_US,
+        "CpuQuota": int(limits.cpus * CPU_PERIOD_US),
+        "Memory": limits.memory_bytes,
+        "MemorySwap": limits.memory_bytes,  # no swap: memory+swap equals memory
+        "MemorySwappiness": 0,
+        "OomKillDisable": False,
+        "PidsLimit": limits.pids,
+        "ShmSize": plan.tmpfs.shm_bytes,
+        "Init": False,  # the launcher is PID 1 and reaps
+        "IpcMode": "private",
+        "CgroupParent": plan.cgroup_parent,
+        "LogConfig": {"Type": "none", "Config": {}},
+        "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
+        "RestartPolicy": {"Name": "no"},
+        "AutoRemove": False,
+    }
+    if not host_config["Binds"]:
+        del host_config["Binds"]
+    return {
+        "image": plan.image,
+        "command": launcher_command(plan.python, plan.max_wait_s),
+        "name": plan.name,
+        "hostname": plan.hostname,
+        "user": plan.user,
+        "working_dir": "/workspace",
+        "environment": {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"},
+        "labels": dict(plan.labels) | {L.NAME: plan.name},
+        "stdin_open": True,
+        "detach": False,  # with stdin_open: StdinOnce, so closing our stdin ends the job's
+        "use_config_proxy": False,
+        "tty": False,
+        "network_disabled": plan.network_mode == "none",
+        "host_config": host_config,
+    }

@@ -1,0 +1,68 @@
+"""Verdicts are values, not exceptions: what ended a job, decided from raw evidence."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class Verdict(enum.StrEnum):
+    OK = "ok"
+    NONZERO_EXIT = "nonzero_exit"
+    SIGNALED = "signaled"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    OUTPUT_LIMIT = "output_limit"
+    PIDS_LIMIT = "pids_limit"
+    DISK_LIMIT = "disk_limit"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The raw facts a verdict is decided from; stored beside it."""
+
+    exit_code: int | None
+    oom_killed: bool = False
+    timed_out: bool = False
+    cancelled: bool = False
+    output_exceeded: bool = False
+    bytes_dropped: int = 0
+    pids_max_events: int = 0
+    disk_full: bool = False
+    oom_events: int = 0
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the job, as shells report it (exit status 128 + N)."""
+        if self.exit_code is not None and 128 < self.exit_code <= 128 + 64:
+            return self.exit_code - 128
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"signal": self.signal}
+
+
+def classify(ev: Evidence) -> Verdict:
+    """The first matching row wins; Airlock's own kills outrank the job's exit status."""
+    if ev.cancelled:
+        return Verdict.CANCELLED
+    if ev.timed_out:
+        return Verdict.TIMEOUT
+    if ev.output_exceeded:
+        return Verdict.OUTPUT_LIMIT
+    if ev.oom_killed or ev.oom_events:
+        return Verdict.OOM
+    if ev.exit_code is None:
+        return Verdict.ERROR
+    if ev.exit_code == 0:
+        return Verdict.OK
+    if ev.disk_full:
+        return Verdict.DISK_LIMIT
+    if ev.pids_max_events:
+        return Verdict.PIDS_LIMIT
+    if ev.signal is not None:
+        return Verdict.SIGNALED
+    return Verdict.NONZERO_EXIT
