@@ -1,0 +1,93 @@
+"""Shared fixtures. One database, one worker and one fleet label per test session, so
+sessions running side by side never see each other's jobs or containers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from tasks.client import Airlock
+from tasks.records import JobRecord
+from tests.services import WorkerProcess, scratch_database, wait_no_containers
+
+ARTIFACTS = Path(os.environ.get("AIRLOCK_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+RunJob = Callable[..., JobRecord]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        database_url=database_url, fleet=f"test-{tag}", queue=f"airlock-test-{tag}",
+        concurrency=int(os.environ.get("AIRLOCK_TEST_CONCURRENCY", "2")),
+        pool_size=int(os.environ.get("AIRLOCK_TEST_POOL_SIZE", "0")),
+        reaper_interval_s=5.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, artifacts: Path) -> Iterator[WorkerProcess]:
+    proc = WorkerProcess(settings, artifacts / f"worker-{settings.fleet}.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[Airlock]:
+    c = Airlock(settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def run_job(client: Airlock, worker: WorkerProcess) -> RunJob:
+    """Submit a job through the public API and wait for its stored result."""
+
+    def run(code: str | None = None, *, wait: float = 120.0, **fields: Any) -> JobRecord:
+        limits = {k: fields.pop(k) for k in list(fields) if k in (
+            "timeout_s", "cpus", "memory_bytes", "pids", "output_bytes", "disk_bytes")}
+        spec: dict[str, Any] = {"code": code, **fields}
+        if limits:
+            spec["limits"] = limits
+        return client.submit({k: v for k, v in spec.items() if v is not None}).wait(wait)
+
+    return run
+
+
+@pytest.fixture
+def no_leftovers(settings: Settings) -> Iterator[None]:
+    """After the test: no job container of this fleet remains."""
+    yield
+    left = wait_no_containers(settings.fleet, timeout=15)
+    assert not left, f"Airlock containers left behind: {[c['Id'] for c in left]}"
+
+
+@pytest.fixture
+def canary(run_job: RunJob) -> Callable[[], JobRecord]:
+    """A trivial job that must finish normally right after an attack."""
+
+    def check() -> JobRecord:
+        record = run_job("print('canary ok')", timeout_s=30)
+        assert record.verdict == "ok", record.summary()
+        assert record.stdout == "canary ok\n"
+        return record
+
+    return check

@@ -1,0 +1,106 @@
+"""The job spine through the public path: client → Redis → worker → container → PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import RunJob
+from tests.services import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftovers")]
+MiB = 1024**2
+
+
+def test_print_gives_42_and_exit_0(run_job: RunJob) -> None:
+    record = run_job("print(6*7)")
+    assert (record.verdict, record.exit_code, record.stdout) == ("ok", 0, "42\n")
+    assert record.status == "finished"
+
+
+def test_sys_exit_3_is_nonzero_exit(run_job: RunJob) -> None:
+    record = run_job("import sys; print('bye', file=sys.stderr); sys.exit(3)")
+    assert (record.verdict, record.exit_code, record.stderr) == ("nonzero_exit", 3, "bye\n")
+
+
+def test_memory_bomb_under_small_limit_is_oom(run_job: RunJob) -> None:
+    record = run_job("a = bytearray(512 * 2**20)", memory_bytes=64 * MiB)
+    assert record.verdict == "oom", record.summary()
+    assert record.evidence is not None and record.evidence["oom_killed"] is True
+    # It reached its limit (the counter may overshoot by a few kernel pages) and no further.
+    assert record.peak_memory_bytes is not None
+    assert 48 * MiB <= record.peak_memory_bytes <= 65 * MiB
+
+
+def test_busy_loop_times_out_in_about_2s(run_job: RunJob) -> None:
+    record = run_job("while True: pass", timeout_s=2)
+    assert record.verdict == "timeout"
+    assert record.evidence is not None and record.evidence["timed_out"] is True
+    assert record.wall_ms is not None and 1900 <= record.wall_ms <= 3500, record.wall_ms
+    assert record.cpu_ms is not None and record.cpu_ms >= 1500  # it really spun
+
+
+def test_50mb_of_output_is_capped_with_worker_memory_bounded(
+        run_job: RunJob, worker: WorkerProcess) -> None:
+    before = _worker_rss(worker)
+    record = run_job("import sys\nfor _ in range(50): sys.stdout.write('x' * 2**20)",
+                     output_bytes=4 * MiB)
+    after = _worker_rss(worker)
+    assert record.verdict == "output_limit", record.summary()
+    assert record.stdout_truncated is True
+    assert record.evidence is not None and record.evidence["bytes_dropped"] > 0
+    assert len(record.stdout_bytes) <= 4 * MiB
+    assert after - before < 40 * MiB, (before, after)
+
+
+def test_stdin_files_env_and_argv_reach_the_job(run_job: RunJob) -> None:
+    record = run_job(
+        "import os, sys\nprint(sys.stdin.read().upper(), open('data/in.txt').read(),"
+        " os.environ['GREETING'], os.getcwd(), os.getuid())",
+        stdin="hello", files={"data/in.txt": "file!"}, env={"GREETING": "hi"})
+    assert record.stdout == "HELLO file! hi /workspace 1000\n", record.stderr
+
+
+def test_non_utf8_output_survives_as_bytes(run_job: RunJob) -> None:
+    record = run_job("import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe \\x00 end')")
+    assert record.verdict == "ok"
+    assert record.stdout_bytes == b"ok \xff\xfe \x00 end"
+    as_json = record.to_json()
+    assert as_json["stdout_valid_utf8"] is False and "stdout_b64" in as_json
+
+
+def test_result_row_holds_the_record(run_job: RunJob) -> None:
+    record = run_job("print('x')", timeout_s=7, memory_bytes=256 * MiB, pids=64, cpus=1)
+    assert record.limits["timeout_s"] == 7 and record.limits["memory_bytes"] == 256 * MiB
+    assert record.limits["pids"] == 64 and record.limits["cpus"] == 1
+    assert record.image == "airlock/sandbox:latest" and record.profile == "python"
+    assert record.worker_host and record.container_id and record.attempt == 1
+    assert record.wall_ms is not None and record.cpu_ms is not None
+    assert record.peak_memory_bytes and record.peak_memory_bytes > 1 * MiB
+    assert record.queued_at <= record.started_at <= record.finished_at  # type: ignore[operator]
+    assert record.provenance is not None and len(record.provenance["seccomp_sha256"]) == 64
+    phases: dict[str, Any] = record.phases or {}
+    assert {"queue_wait_ms", "container_ready_ms", "run_ms", "collect_ms"} <= set(phases)
+
+
+def test_other_profiles_run(run_job: RunJob) -> None:
+    assert run_job("console.log(6*7)", profile="node").stdout == "42\n"
+    assert run_job("echo $((6*7))", profile="shell").stdout == "42\n"
+    c = run_job('#include <stdio.h>\nint main(){printf("%d\\n", 6*7);return 0;}', profile="c")
+    assert c.stdout == "42\n", c.stderr
+
+
+def test_the_worker_serves_jobs_concurrently(run_job: RunJob, client: Any) -> None:
+    t0 = time.monotonic()
+    handles = [client.submit({"code": "import time; time.sleep(1.5)"}) for _ in range(2)]
+    records = [h.wait(60) for h in handles]
+    assert all(r.verdict == "ok" for r in records)
+    assert time.monotonic() - t0 < 2.9  # two slots: both ran at once
+
+
+def _worker_rss(worker: WorkerProcess) -> int:
+    procs = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children()]
+    return max(p.memory_info().rss for p in procs)

@@ -1,0 +1,142 @@
+"""Real services for the tests: a throwaway database, a worker process, and checks.
+
+Integration tests never skip: with CI=true a missing Docker engine, Redis or PostgreSQL fails
+the run (set-up is .ci/run's job, through scripts/setup-host.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+import psutil
+import sqlalchemy as sa
+
+from config.settings import Settings
+from tasks.migrate import upgrade
+from workers import labels as L
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get("AIRLOCK_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def scratch_database(prefix: str = "airlock_t") -> Iterator[str]:
+    """A fresh database with the schema applied; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    env.update({
+        "AIRLOCK_DATABASE_URL": settings.database_url,
+        "AIRLOCK_BROKER_URL": settings.broker_url,
+        "AIRLOCK_REDIS_URL": settings.redis_url,
+        "AIRLOCK_FLEET": settings.fleet,
+        "AIRLOCK_QUEUE": settings.queue,
+        "AIRLOCK_STORAGE": settings.storage,
+        "AIRLOCK_CONCURRENCY": str(settings.concurrency),
+        "AIRLOCK_REAPER_INTERVAL_S": str(settings.reaper_interval_s),
+        "AIRLOCK_POOL_SIZE": str(settings.pool_size),
+    })
+    if settings.docker_host:
+        env["AIRLOCK_DOCKER_HOST"] = settings.docker_host
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """``airlock worker`` as a real subprocess, with its log kept for the test report."""
+
+    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.env = worker_env(settings, **extra_env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "airlock.cli", "worker"], cwd=ROOT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if " ready." in self.log():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def pool_pids(self) -> list[int]:
+        return [c.pid for c in psutil.Process(self.pid).children()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL the main process only (its pool children are left as they would be)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def airlock_containers(fleet: str, base_url: str | None = None) -> list[dict[str, object]]:
+    client = docker.APIClient(base_url=base_url or "unix:///var/run/docker.sock", version="auto")
+    try:
+        found: list[dict[str, object]] = client.containers(
+            all=True, filters={"label": [f"{L.MANAGED}=true", f"{L.FLEET}={fleet}"]})
+        return found
+    finally:
+        client.close()
+
+
+def wait_no_containers(fleet: str, timeout: float = 10.0, base_url: str | None = None,
+                       roles: tuple[str, ...] = (L.ROLE_JOB,)) -> list[dict[str, object]]:
+    """Wait until no job container of the fleet remains; return what is left (ideally [])."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [c for c in airlock_containers(fleet, base_url)
+                if (c.get("Labels") or {}).get(L.ROLE) in roles  # type: ignore[union-attr]
+                or (c.get("Labels") or {}).get(L.JOB)]  # type: ignore[union-attr]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)

@@ -1,0 +1,71 @@
+"""The container spec is a pure function: check it dict by dict."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from workers.limits import Limits
+from workers.spec import LaunchPlan, build_create_kwargs, job_labels
+
+GiB = 1024**3
+DEFAULT = Limits(timeout_s=30, cpus=2, memory_bytes=4 * GiB, pids=256, output_bytes=4 << 20,
+                 disk_bytes=5 * GiB)
+
+
+def plan(**changes: object) -> LaunchPlan:
+    base = LaunchPlan(name="airlock-x", image="airlock/sandbox:latest", limits=DEFAULT,
+                      labels=job_labels(fleet="f", host="h", role="job", job="j", attempt=2),
+                      seccomp_json='{"defaultAction":"SCMP_ACT_ERRNO"}', cgroup_parent="/airlock/x")
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_default_job_gets_the_security_design() -> None:
+    hc = build_create_kwargs(plan())["host_config"]
+    assert hc["CapDrop"] == ["ALL"] and hc["CapAdd"] == ["CHOWN", "SETUID", "SETGID"]
+    assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert hc["SecurityOpt"][1] == 'seccomp={"defaultAction":"SCMP_ACT_ERRNO"}'
+    assert hc["ReadonlyRootfs"] is True and hc["Privileged"] is False
+    assert (hc["CpuPeriod"], hc["CpuQuota"]) == (100_000, 200_000)
+    assert hc["Memory"] == hc["MemorySwap"] == 4 * GiB
+    assert hc["PidsLimit"] == 256
+    assert hc["NetworkMode"] == "none"
+    assert hc["LogConfig"]["Type"] == "none"
+    assert hc["CgroupParent"] == "/airlock/x"
+
+
+def test_tmpfs_sizes_and_flags() -> None:
+    tmpfs = build_create_kwargs(plan())["host_config"]["Tmpfs"]
+    assert tmpfs["/tmp"] == "rw,noexec,nosuid,nodev,size=1g"
+    assert tmpfs["/var/tmp"].endswith("size=512m") and tmpfs["/run"].endswith("size=64m")
+    # Without bound volumes the job mounts are sized tmpfs of the disk bound.
+    assert f"size={5 * GiB}" in tmpfs["/workspace"] and "uid=1000" in tmpfs["/workspace"]
+    assert {"/opt/venv", "/home/appuser"} <= set(tmpfs)
+
+
+def test_bound_volumes_replace_tmpfs_job_mounts() -> None:
+    binds = {"/workspace": "/v/x/workspace", "/opt/venv": "/v/x/venv", "/home/appuser": "/v/x/home"}
+    hc = build_create_kwargs(plan(binds=binds))["host_config"]
+    assert "/v/x/workspace:/workspace:rw" in hc["Binds"]
+    assert "/workspace" not in hc["Tmpfs"]
+
+
+def test_each_limit_lands_in_the_host_config() -> None:
+    limits = Limits(timeout_s=5, cpus=0.5, memory_bytes=64 << 20, pids=16, output_bytes=1024,
+                    disk_bytes=32 << 20)
+    hc = build_create_kwargs(plan(limits=limits))["host_config"]
+    assert hc["CpuQuota"] == 50_000
+    assert hc["Memory"] == hc["MemorySwap"] == 64 << 20
+    assert hc["PidsLimit"] == 16
+
+
+def test_container_is_non_root_waits_on_stdin_and_is_labelled() -> None:
+    kw = build_create_kwargs(plan())
+    assert kw["user"] == "1000:1000"
+    assert kw["stdin_open"] is True and kw["detach"] is False and kw["tty"] is False
+    assert kw["command"][:4] == ["python3", "-I", "-S", "-c"]
+    labels = kw["labels"]
+    assert labels["org.airlock.managed"] == "true" and labels["org.airlock.job"] == "j"
+    assert labels["org.airlock.attempt"] == "2" and labels["org.airlock.host"] == "h"
+    assert labels["org.airlock.fleet"] == "f" and labels["org.airlock.name"] == "airlock-x"
+    assert kw["environment"] == {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"}
+    assert kw["use_config_proxy"] is False
