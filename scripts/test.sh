@@ -8,6 +8,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 
+# From nothing: the host (Docker, btrfs volumes, images, databases) and the package.
+# Both steps are idempotent and take about a second once done; AIRLOCK_SKIP_SETUP=1 skips them.
+if [[ "${AIRLOCK_SKIP_SETUP:-0}" != 1 ]]; then
+    bash scripts/setup-host.sh
+    "$PY" -m pip install -q -e '.[dev]' 2>&1 | grep -v -e 'is ignored' -e 'as the .root. user' || true
+fi
+
 failed=()
 step() {
     local name=$1 start=$SECONDS rc=0
