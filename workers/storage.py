@@ -83,8 +83,37 @@ class BtrfsVolumes:
 
     def destroy(self, volume: Volume) -> None:
         # Never walks the tree the job wrote: the subvolume goes as a whole, links and all.
-        if volume.path is not None and volume.path.exists():
+        if volume.path is None or not volume.path.exists():
+            return
+        try:
             _btrfs("subvolume", "delete", str(volume.path))
+        except InfrastructureError:
+            # Subvolumes nested inside it (seccomp refuses the ioctl that makes them, but an
+            # older profile may not) block the delete: remove them by id, children first.
+            nested = nested_subvolumes(_btrfs("subvolume", "list", "-p", str(self.root)),
+                                       int(_btrfs("inspect-internal", "rootid", str(volume.path))))
+            for subvol_id in nested:
+                _btrfs("subvolume", "delete", "--subvolid", str(subvol_id), str(self.root))
+            _btrfs("subvolume", "delete", str(volume.path))
+
+
+def nested_subvolumes(listing: str, top: int) -> list[int]:
+    """Ids of the subvolumes below ``top``, deepest first, from ``btrfs subvolume list -p``."""
+    children: dict[int, list[int]] = {}
+    for line in listing.splitlines():
+        words = line.split()
+        if len(words) >= 6 and words[0] == "ID" and words[4] == "parent":
+            children.setdefault(int(words[5]), []).append(int(words[1]))
+    order: list[int] = []
+
+    def visit(node: int) -> None:
+        for child in children.get(node, []):
+            if child not in order:
+                visit(child)
+                order.append(child)
+
+    visit(top)
+    return order
 
 
 class TmpfsVolumes:

@@ -53,7 +53,7 @@ MUST_ENOSYS = words(
     """clone3 mbind set_mempolicy get_mempolicy migrate_pages move_pages
     set_mempolicy_home_node io_setup io_submit"""
 )
-ARG_FILTERED = {"clone", "unshare", "socket", "socketpair", "personality", "mknod", "mknodat"}
+ARG_FILTERED = {"clone", "unshare", "socket", "socketpair", "personality", "mknod", "mknodat", "ioctl"}
 HARMLESS_PERSONALITY = {0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF}
 
 Rule = dict[str, Any]
@@ -220,6 +220,25 @@ def test_mknod_allows_fifos_sockets_and_files_only(
             assert outcome(profile, name, *args) == expected, oct(file_type)
 
 
+# _IOW(0x94, nr, 4096-byte args): a subvolume or snapshot the job made would not belong to its
+# volume's quota group, so its writes would escape the disk bound (unprivileged on btrfs).
+BTRFS_SUBVOLUME_CREATE = {0x50009401, 0x5000940E, 0x50009417, 0x50009418}
+
+
+def test_ioctl_refuses_only_the_btrfs_subvolume_creating_requests(profile: dict[str, Any]) -> None:
+    # The kernel reads the request as 32 bits: upper bits must not slip a request past.
+    rng = random.Random(3)
+    uppers = (0, 0xFFFFFFFF << 32, rng.getrandbits(32) << 32)
+    samples = {0x5000_9400 | low for low in range(256)} | {rng.getrandbits(64) for _ in range(3000)}
+    samples |= {r ^ (1 << b) for r in BTRFS_SUBVOLUME_CREATE for b in range(64)}
+    samples |= {0x541B, 0x5401, 0x80086601, 0x40049409, 0xC0189436}  # FIONREAD, TCGETS, FICLONE..
+    for value in samples:
+        for upper in uppers:
+            request = (value & 0xFFFFFFFF) | upper
+            expected = "errno 1" if value & 0xFFFFFFFF in BTRFS_SUBVOLUME_CREATE else "allow"
+            assert outcome(profile, "ioctl", 3, request) == expected, hex(request)
+
+
 def test_golden_table_matches_the_profile_design() -> None:
     golden = json.loads((Path(__file__).parents[1] / "attacks" / "golden_errnos.json").read_text())
     assert set(golden.values()) <= {0, EPERM, ENOSYS}
@@ -241,6 +260,8 @@ def test_golden_table_matches_the_profile_design() -> None:
         "reboot",
         "syslog",
         "personality_read_implies_exec",
+        "btrfs_subvol_create",
+        "btrfs_subvol_create_upper_bits",
     ):
         assert golden[name] == EPERM, name
     assert golden["clone3"] == ENOSYS

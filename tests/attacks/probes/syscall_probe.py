@@ -110,6 +110,29 @@ def iovec(buf: ctypes.Array[ctypes.c_char]) -> ctypes.Array[ctypes.c_char]:
     return vec
 
 
+def btrfs_ioctl(request: int) -> int:
+    """ioctl(dir, request, zeroed args) on the scratch dir (tmpfs: ENOTTY if it got through)."""
+    fd = os.open(SCRATCH, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return call(16, fd, request, ctypes.create_string_buffer(b"airlock-subvol", 4096))
+    finally:
+        os.close(fd)
+
+
+def reached_kernel(request: int) -> Callable[[], int]:
+    """0 when the request got past the filter (tmpfs answers ENOTTY), else the errno."""
+    return lambda: 0 if btrfs_ioctl(request) == 25 else btrfs_ioctl(request)
+
+
+def pipe_ioctl_fionread() -> int:
+    r, w = os.pipe()
+    try:
+        return call(16, r, 0x541B, ctypes.create_string_buffer(8))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def probes(victim: int) -> dict[str, Callable[[], int]]:
     """name -> body; victim is a sleeping sibling used as the target of ptrace-like calls."""
     shared = ctypes.create_string_buffer(b"airlock", 8)  # same address in the victim (fork)
@@ -227,6 +250,12 @@ def probes(victim: int) -> dict[str, Callable[[], int]]:
         "move_pages": lambda: call(279, 0, 0, None, None, None, 0),
         "io_setup": lambda: call(206, 1, ctypes.create_string_buffer(8)),
         "process_madvise": lambda: call(440, -1, None, 0, 0, 0),
+        # btrfs subvolumes made by the job would escape its volume's quota group
+        "btrfs_snap_create": lambda: btrfs_ioctl(0x50009401),
+        "btrfs_subvol_create": lambda: btrfs_ioctl(0x5000940E),
+        "btrfs_snap_create_v2": lambda: btrfs_ioctl(0x50009417),
+        "btrfs_subvol_create_v2": lambda: btrfs_ioctl(0x50009418),
+        "btrfs_subvol_create_upper_bits": lambda: btrfs_ioctl(0xFFFFFFFF5000940E),
         # newer than the profile's libseccomp, and a number no kernel has
         "mseal": lambda: call(462, 0, 0, 0),
         "nr_999": lambda: call(999),
@@ -242,6 +271,8 @@ def probes(victim: int) -> dict[str, Callable[[], int]]:
         "ok_personality_linux32": lambda: call(135, 0x0008),
         "ok_mkfifo": lambda: call(259, -100, f"{SCRATCH}/fifo".encode(), 0o010600, 0),
         "ok_getpid": lambda: call(39),
+        "ok_ioctl_fionread": pipe_ioctl_fionread,
+        "ok_ioctl_btrfs_neighbour": reached_kernel(0x5000940F),
     }
     return p
 
