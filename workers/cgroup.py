@@ -18,6 +18,12 @@ ROOT = Path("/sys/fs/cgroup")
 class Usage:
     cpu_ms: int | None
     peak_memory_bytes: int | None
+    # The parent's high-water mark of processes (pids.peak, kernel 6.1+); unlike the
+    # container's own pids.events it survives the container, so a cap hit just before
+    # exit is still seen. It counts runc's init threads too (about 6 at start).
+    pids_peak: int | None = None
+    # v2 counts a refused fork in every ancestor's pids.events; v1 only in the leaf.
+    pids_max_events: int = 0
 
 
 def is_v2(root: Path = ROOT) -> bool:
@@ -47,16 +53,21 @@ def usage(parent: str, root: Path = ROOT) -> Usage:
         return Usage(
             cpu_ms=None if cpu is None else cpu // 1000,
             peak_memory_bytes=_read_int(root / rel / "memory.peak"),
+            pids_peak=_read_int(root / rel / "pids.peak"),
+            pids_max_events=_read_keyed(root / rel / "pids.events").get("max", 0),
         )
     cpu_ns = _read_int(root / "cpuacct" / rel / "cpuacct.usage")
     return Usage(
         cpu_ms=None if cpu_ns is None else cpu_ns // 1_000_000,
         peak_memory_bytes=_read_int(root / "memory" / rel / "memory.max_usage_in_bytes"),
+        pids_peak=_read_int(root / "pids" / rel / "pids.peak"),
     )
 
 
 def pids_max_events(parent: str, container_id: str, root: Path = ROOT) -> int:
-    """How often a fork failed on the container's pids limit (0 once the cgroup is gone)."""
+    """How often a fork failed on the container's pids limit (0 once the cgroup is gone:
+    Docker removes it when the container stops, so the runner polls it while it runs).
+    With the cgroupfs driver the leaf is <controller>/<cgroup parent>/<container id>."""
     rel = parent.strip("/")
     base = root / rel if is_v2(root) else root / "pids" / rel
     return _read_keyed(base / container_id / "pids.events").get("max", 0)

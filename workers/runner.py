@@ -168,6 +168,8 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
             if capper.exceeded:
                 kill("output_limit")
     wall_ms = int((time.monotonic() - started) * 1000)
+    # Last look at the leaf before the engine removes it with the stopped container.
+    pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
     sock.close()
     if drain_until is not None and time.monotonic() >= drain_until:
         log.warning("job.drain_timeout", container=cid[:12])
@@ -183,7 +185,9 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         cancelled=cancelled,
         output_exceeded=capper.exceeded,
         bytes_dropped=capper.dropped,
-        pids_max_events=pids_events,
+        pids_max_events=max(pids_events, usage.pids_max_events),
+        pids_peak=usage.pids_peak,
+        pids_limit=limits.pids,
         disk_full=disk is not None and disk >= sandbox.plan.limits.disk_bytes - 1024**2,
     )
     return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total, wall_ms,

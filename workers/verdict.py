@@ -6,6 +6,8 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
+SIGSYS = 31
+
 
 class Verdict(enum.StrEnum):
     OK = "ok"
@@ -30,9 +32,11 @@ class Evidence:
     cancelled: bool = False
     output_exceeded: bool = False
     bytes_dropped: int = 0
-    pids_max_events: int = 0
-    disk_full: bool = False
+    pids_max_events: int = 0  # refused forks seen in the container's pids.events
+    disk_full: bool = False  # the volume's quota group is within 1 MiB of the bound
     oom_events: int = 0
+    pids_peak: int | None = None  # most processes at once (the parent cgroup's pids.peak)
+    pids_limit: int | None = None
 
     @property
     def signal(self) -> int | None:
@@ -41,8 +45,23 @@ class Evidence:
             return self.exit_code - 128
         return None
 
+    @property
+    def pids_capped(self) -> bool:
+        """The job ran into its pids cap: a fork was refused, or the count reached the cap."""
+        if self.pids_max_events > 0:
+            return True
+        peak, cap = self.pids_peak, self.pids_limit
+        return peak is not None and cap is not None and peak >= cap
+
+    @property
+    def seccomp_killed(self) -> bool:
+        """Ended by SIGSYS: what seccomp's kill action (a foreign syscall ABI) sends. A job
+        can also raise SIGSYS itself; an EPERM/ENOSYS denial leaves no trace at all."""
+        return self.signal == SIGSYS
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"signal": self.signal}
+        return asdict(self) | {"signal": self.signal, "pids_capped": self.pids_capped,
+                               "seccomp_killed": self.seccomp_killed}
 
 
 def classify(ev: Evidence) -> Verdict:
@@ -61,7 +80,7 @@ def classify(ev: Evidence) -> Verdict:
         return Verdict.OK
     if ev.disk_full:
         return Verdict.DISK_LIMIT
-    if ev.pids_max_events:
+    if ev.pids_capped:
         return Verdict.PIDS_LIMIT
     if ev.signal is not None:
         return Verdict.SIGNALED

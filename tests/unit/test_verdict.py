@@ -19,6 +19,12 @@ from workers.verdict import Evidence, Verdict, classify
     (Evidence(exit_code=0, pids_max_events=5), Verdict.OK),
     (Evidence(exit_code=1, disk_full=True), Verdict.DISK_LIMIT),
     (Evidence(exit_code=255), Verdict.NONZERO_EXIT),
+    # the parent cgroup's pids.peak at the cap: the leaf's pids.events is gone at exit
+    (Evidence(exit_code=1, pids_peak=64, pids_limit=64), Verdict.PIDS_LIMIT),
+    (Evidence(exit_code=1, pids_peak=63, pids_limit=64), Verdict.NONZERO_EXIT),
+    (Evidence(exit_code=1, pids_peak=None, pids_limit=64), Verdict.NONZERO_EXIT),
+    (Evidence(exit_code=137, timed_out=True, pids_peak=64, pids_limit=64), Verdict.TIMEOUT),
+    (Evidence(exit_code=159), Verdict.SIGNALED),
 ])
 def test_verdict_table(evidence: Evidence, verdict: Verdict) -> None:
     assert classify(evidence) == verdict
@@ -28,3 +34,12 @@ def test_signal_is_read_from_the_shell_convention() -> None:
     assert Evidence(exit_code=137).signal == 9
     assert Evidence(exit_code=3).signal is None
     assert Evidence(exit_code=None).as_dict()["signal"] is None
+
+
+def test_flags_record_a_cap_or_seccomp_kill_that_did_not_decide_the_verdict() -> None:
+    capped = Evidence(exit_code=137, timed_out=True, pids_peak=256, pids_limit=256).as_dict()
+    assert capped["pids_capped"] is True and capped["pids_peak"] == 256
+    assert Evidence(exit_code=0, pids_max_events=3).as_dict()["pids_capped"] is True
+    assert Evidence(exit_code=0, pids_peak=7, pids_limit=256).as_dict()["pids_capped"] is False
+    assert Evidence(exit_code=159).as_dict()["seccomp_killed"] is True  # 128 + SIGSYS
+    assert Evidence(exit_code=137).as_dict()["seccomp_killed"] is False
