@@ -1,14 +1,21 @@
 """Airlock's Docker networks and its egress proxy: created once per host, idempotently.
 
     airlock-backend    Redis, PostgreSQL, Flower and the worker (compose deployments)
-    airlock-workspace  jobs with egress. internal: no route out of the subnet at all;
-                       enable_icc=false: no job-to-job traffic. The one peer a job can
-                       reach is the proxy, at a fixed address below the dynamic range,
-                       and only once scripts/firewall/apply.sh accepts it (fail closed).
+    airlock-workspace  jobs with egress. internal: Docker drops whatever leaves the
+                       subnet; enable_icc=false: no job-to-job traffic. The one peer a
+                       job can reach is the proxy, at a fixed address below the dynamic
+                       range, once scripts/firewall/apply.sh accepts it (fail closed).
     airlock-egress     the proxy's way out; nothing else joins it
 
 Jobs without egress run with network "none". The bridge interface names are fixed so
 that scripts/firewall/*.sh can match them.
+
+DNS, measured on Docker 20.10: the embedded resolver (127.0.0.11) forwards a job's
+lookups from the job's own network namespace, with the job's address, so the firewall
+refuses them and nothing leaves; but the resolver then never answers, and the job's libc
+would wait 2 x 5 s. WORKSPACE_DNS_OPTIONS make such a lookup fail in about 1 s. Give jobs
+no ``dns`` servers of their own (never a loopback one). Newer engines stop forwarding for
+internal networks altogether, which is one more reason the workspace network is internal.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ CA_VOLUME = "airlock-egress-ca"
 CA_DIR = "/etc/airlock/egress-ca"  # in the proxy (written) and in jobs (read-only)
 CA_FILE = f"{CA_DIR}/ca.pem"
 UPSTREAM_CA_FILE = "/etc/airlock/upstream-ca.pem"
+WORKSPACE_DNS_OPTIONS = ("timeout:1", "attempts:1")  # HostConfig DnsOptions of egress jobs
 PROXY_UID = 13  # Debian's fixed uid and gid of user "proxy" (base-passwd), Squid's user
 
 
@@ -103,17 +111,17 @@ def _ensure_network(api: docker.APIClient, plan: NetworkPlan) -> None:
         pool = {"subnet": plan.subnet, "gateway": plan.gateway}
         if plan.ip_range:
             pool["iprange"] = plan.ip_range
-        try:
-            with translated(f"create network {plan.name}"):
+        with translated(f"create network {plan.name}"):
+            try:
                 api.create_network(
                     plan.name, driver="bridge", options=plan.options(), internal=plan.internal,
                     ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(**pool)]),
                     labels={L.MANAGED: "true"}, check_duplicate=True,
                 )
-            return
-        except docker.errors.APIError as exc:  # lost a race with another worker: verify theirs
-            if exc.status_code != 409:
-                raise
+                return
+            except docker.errors.APIError as exc:  # lost a race: verify the winner's network
+                if exc.status_code != 409:
+                    raise
         attrs = _find_network(api, plan.name)
     problems = differences(plan, attrs or {})
     if problems:
@@ -178,6 +186,8 @@ def ensure_proxy(
     if current:  # another configuration (allowlist, image, address): replace it
         with translated(f"remove outdated {name}"):
             api.remove_container(current["Id"], force=True)
+    with translated(f"create volume {CA_VOLUME}"):  # returns the existing one if present
+        api.create_volume(CA_VOLUME, labels={L.MANAGED: "true", L.ROLE: ROLE_PROXY})
     kwargs = proxy_create_kwargs(
         api, image=image, ip=ip, allowlist=allowlist, name=name, port=port,
         workspace=workspace, upstream_ca=upstream_ca, config=config,

@@ -1,0 +1,278 @@
+"""A19-A22 probed from containers started with the raw Docker SDK on airlock-workspace.
+
+Every target is a stand-in this machine owns (scripts/standins.sh): a missing block shows
+up as a hit on our own listener, never as a packet to a real address. The one exception
+is the allowlisted read through the proxy (PyPI), which is the point of the proxy.
+Containers get the stand-in resolver as their DNS upstream, so a forwarded lookup is
+counted there instead of reaching the host's real resolver.
+
+Needs root, the images airlock/sandbox and airlock/proxy (scripts/build-images.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from workers.networks import (
+    EGRESS,
+    PROXY_PORT,
+    WORKSPACE,
+    ensure_networks,
+    ensure_proxy,
+    proxy_ca_bind,
+    proxy_env,
+)
+
+try:
+    from tests.network import probes
+except ImportError:  # pytest's default rootdir-less import: this folder is on sys.path
+    import probes  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.network, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDINS = ROOT / "scripts" / "standins.sh"
+FIREWALL = ROOT / "scripts" / "firewall"
+HITS = Path("/run/airlock-standins/hits")
+SANDBOX = "airlock/sandbox:latest"
+PROXY_IMAGE = "airlock/proxy:latest"
+PROXY_IP = "172.29.0.2"
+RESOLVER = "10.99.0.53"  # the stand-in resolver (scripts/standins.sh "dns-resolver")
+ALLOWLIST = "pypi.org,files.pythonhosted.org,registry.npmjs.org,api.anthropic.com"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+FAST_S = 5.0
+
+
+def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Iterator[docker.DockerClient]:
+    dc = docker.from_env(version="auto")
+    for image in (SANDBOX, PROXY_IMAGE):
+        try:
+            dc.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"{image} is missing: run scripts/build-images.sh")
+    yield dc
+    dc.close()
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client: docker.DockerClient) -> Iterator[dict[str, Any]]:
+    """Networks, firewall, stand-ins and the proxy; each undone if this module made it."""
+    ensure_networks(docker_client)
+    firewall_was_applied = sh(str(FIREWALL / "verify.sh")).returncode == 0
+    applied = sh(str(FIREWALL / "apply.sh"))
+    assert applied.returncode == 0, applied.stderr
+    up = sh(str(STANDINS), "up")
+    assert up.returncode == 0, up.stderr
+    proxy_existed = bool(docker_client.containers.list(all=True, filters={"name": "airlock-egress-proxy"}))
+    # Where the host's own egress intercepts TLS, the proxy must trust the host's CAs.
+    ca = str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None
+    proxy_id = ensure_proxy(docker_client, image=PROXY_IMAGE, ip=PROXY_IP, allowlist=ALLOWLIST,
+                            upstream_ca=ca)
+    wait_healthy(docker_client, proxy_id)
+    targets = [line.split("\t") for line in sh(str(STANDINS), "list").stdout.splitlines()]
+    try:
+        yield {"targets": targets, "proxy": proxy_id}
+    finally:
+        if not proxy_existed:
+            docker_client.containers.get(proxy_id).remove(force=True)
+        sh(str(STANDINS), "down")
+        if not firewall_was_applied:
+            sh(str(FIREWALL / "remove.sh"))
+
+
+def wait_healthy(docker_client: docker.DockerClient, cid: str, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        state = docker_client.api.inspect_container(cid)["State"]
+        if state.get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(0.5)
+    pytest.fail(f"egress proxy not healthy: {docker_client.containers.get(cid).logs(tail=20)!r}")
+
+
+@pytest.fixture(autouse=True)
+def zero_hits(stack: dict[str, Any]) -> None:
+    assert sh(str(STANDINS), "reset").returncode == 0
+
+
+def hits() -> dict[str, int]:
+    time.sleep(0.3)  # a listener counts just after accepting
+    return {f.name: int(f.read_text()) for f in HITS.iterdir() if not f.name.endswith(".tmp")}
+
+
+def run_job(docker_client: docker.DockerClient, code: str, *, network: str = WORKSPACE.name,
+            timeout_s: float = 180) -> dict[str, Any]:
+    """One hardened container runs ``code``; its last output line, parsed."""
+    container = docker_client.containers.create(
+        SANDBOX, ["python3", "-c", code], user="1000:1000", network=network,
+        read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+        cap_drop=["ALL"], cap_add=["CHOWN", "SETUID", "SETGID"],
+        security_opt=["no-new-privileges:true"], pids_limit=128,
+        mem_limit="512m", memswap_limit="512m",
+        dns=[RESOLVER], dns_opt=["timeout:1", "attempts:1"],
+        environment=proxy_env(PROXY_IP, PROXY_PORT), volumes=[proxy_ca_bind()],
+        labels={"org.airlock.managed": "true", "org.airlock.role": "test"},
+    )
+    try:
+        container.start()
+        container.wait(timeout=timeout_s)
+        out = container.logs(stdout=True, stderr=False).decode().strip().splitlines()
+        err = container.logs(stdout=False, stderr=True).decode()
+        assert out, f"no output; stderr: {err}"
+        return dict(json.loads(out[-1]))
+    finally:
+        container.remove(force=True)
+
+
+def ns_targets(stack: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, addr) for name, addr, *_ in stack["targets"] if not name.startswith("host@")]
+
+
+def assert_blocked(results: dict[str, dict[str, Any]]) -> None:
+    broken = {k: v for k, v in results.items() if v["outcome"] in ("connected", "answered")}
+    assert not broken, f"reached: {broken}"
+    slow = {k: v for k, v in results.items() if v["s"] > FAST_S}
+    assert not slow, f"refused, but slowly: {slow}"
+
+
+def test_control_standins_count_a_real_leak(docker_client: docker.DockerClient,
+                                            stack: dict[str, Any]) -> None:
+    """Without our rules in the way (the proxy's own network), a contact is counted."""
+    code = probes.job_code(probes.TCP_CONNECT, targets=[["private-10", "10.99.0.10", 80]])
+    assert run_job(docker_client, code, network=EGRESS.name)["private-10"]["outcome"] == "connected"
+    code = probes.job_code(probes.DNS_LOOKUP, names=[f"leak-{uuid.uuid4().hex[:8]}.example"])
+    run_job(docker_client, code, network=EGRESS.name)
+    counted = hits()
+    assert counted["private-10"] == 1 and counted["dns-resolver"] > 0, counted
+
+
+def test_a19_a21_a22_standins_unreachable_over_tcp_and_udp(docker_client: docker.DockerClient,
+                                                           stack: dict[str, Any]) -> None:
+    targets = [[f"{name}:{port}", addr, port] for name, addr in ns_targets(stack)
+               for port in (80, 443, 22, 5432, 6379, 8080)]
+    assert_blocked(run_job(docker_client, probes.job_code(probes.TCP_CONNECT, targets=targets)))
+    udp = [[name, addr] for name, addr in ns_targets(stack)]
+    assert_blocked(run_job(docker_client, probes.job_code(probes.UDP_SEND, targets=udp)))
+    assert not any(hits().values()), hits()
+
+
+def test_a19_encoded_metadata_addresses(docker_client: docker.DockerClient,
+                                        stack: dict[str, Any]) -> None:
+    targets = [[form, form, 80] for form in probes.METADATA_FORMS]
+    results = run_job(docker_client, probes.job_code(probes.TCP_CONNECT, targets=targets))
+    assert_blocked(results)
+    assert results["2852039166"].get("address") == "169.254.169.254"  # the form did resolve
+    assert hits()["metadata"] == 0
+
+
+def test_a20_host_services_unreachable(docker_client: docker.DockerClient,
+                                       stack: dict[str, Any]) -> None:
+    host_targets = [[name, addr, int(tcp)] for name, addr, tcp, _ in stack["targets"]
+                    if name.startswith("host@")]
+    assert any(addr == WORKSPACE.gateway for _, addr, _ in host_targets), "no gateway stand-in"
+    bridge_ll = sh("ip", "-6", "-o", "addr", "show", "dev", WORKSPACE.bridge, "scope", "link")
+    for word in bridge_ll.stdout.split():
+        if word.startswith("fe80::"):
+            host_targets.append(["bridge-link-local:22", word.split("/")[0] + "%eth0", 22])
+    host_targets += [[f"{name}:{port}", name, port]
+                     for name, port in (("redis", 6379), ("postgres", 5432), ("flower", 5555))]
+    results = run_job(docker_client, probes.job_code(probes.TCP_CONNECT, targets=host_targets))
+    assert_blocked(results)
+    assert all(results[f"{n}:{p}"]["outcome"] == "unresolved"
+               for n, p in (("redis", 6379), ("postgres", 5432), ("flower", 5555)))
+    assert not any(hits().values()), hits()
+
+
+def test_dns_lookups_fail_fast_and_never_leave(docker_client: docker.DockerClient,
+                                               stack: dict[str, Any]) -> None:
+    names = ["pypi.org", "example.com", "metadata.google.internal", "redis", "postgres",
+             f"exfil-{uuid.uuid4().hex[:12]}.example"]
+    results = run_job(docker_client, probes.job_code(probes.DNS_LOOKUP, names=names))
+    assert all(r["outcome"] == "failed" for r in results.values()), results
+    assert max(r["s"] for r in results.values()) < 3.0, results
+    assert hits()["dns-resolver"] == 0
+
+
+def test_a21_second_job_on_the_same_network_unreachable(docker_client: docker.DockerClient,
+                                                        stack: dict[str, Any]) -> None:
+    listener = docker_client.containers.run(
+        SANDBOX, ["python3", "-c", probes.job_code(probes.PEER_LISTEN, port=8000, seconds=4)],
+        detach=True, user="1000:1000", network=WORKSPACE.name, read_only=True,
+        cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        labels={"org.airlock.managed": "true", "org.airlock.role": "test"},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while b"listening" not in listener.logs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        listener.reload()
+        peer = listener.attrs["NetworkSettings"]["Networks"][WORKSPACE.name]["IPAddress"]
+        results = run_job(docker_client, probes.job_code(probes.TCP_CONNECT,
+                                                  targets=[["peer", peer, 8000]]))
+        assert_blocked(results)
+        listener.wait(timeout=30)
+        assert json.loads(listener.logs().decode().splitlines()[-1]) == {"accepted": 0}
+    finally:
+        listener.remove(force=True)
+
+
+def test_a22_proxy_allows_an_allowlisted_read(docker_client: docker.DockerClient,
+                                              stack: dict[str, Any]) -> None:
+    result = run_job(docker_client, probes.job_code(probes.PIP_DOWNLOAD, package="six"))
+    assert result["returncode"] == 0, result["tail"]
+    assert any(f.startswith("six-") for f in result["files"]), result
+
+
+@pytest.mark.parametrize(
+    ("label", "method", "url", "says"),
+    [
+        ("domain", "GET", "https://example.com/", "is not on the egress allowlist"),
+        ("domain-http", "GET", "http://example.com/", "is not on the egress allowlist"),
+        ("unlisted-subdomain", "GET", "https://upload.pypi.org/legacy/", "not on the egress"),
+        ("ip-literal", "GET", "http://10.99.0.10/", "IP addresses are not allowed"),
+        ("metadata", "GET", "http://169.254.169.254/latest/meta-data/", "IP addresses"),
+        ("metadata-decimal", "GET", "http://2852039166/", "IP addresses are not allowed"),
+        ("metadata-hex", "GET", "http://0xA9FEA9FE/", "IP addresses are not allowed"),
+        ("metadata-mapped", "GET", "http://[::ffff:169.254.169.254]/", "IP addresses"),
+        ("port-8080", "GET", "http://pypi.org:8080/", "Only ports 80 and 443"),
+        ("connect-8080", "GET", "https://pypi.org:8080/", "Only ports 80 and 443"),
+        ("post-pypi", "POST", "https://pypi.org/simple/", "read-only"),
+        ("put-npm", "PUT", "https://registry.npmjs.org/airlock-probe", "read-only"),
+    ],
+)
+def test_a22_proxy_refuses_with_a_readable_error(docker_client: docker.DockerClient,
+                                                 stack: dict[str, Any], label: str,
+                                                 method: str, url: str, says: str) -> None:
+    result = run_job(docker_client, probes.job_code(probes.PROXY_REQUEST,
+                                             requests=[[label, method, url]]))[label]
+    assert result["status"] == 403, result
+    assert "Airlock egress proxy refused" in result["body"] and says in result["body"], result
+    assert result["s"] < FAST_S, result
+    assert not any(hits().values()), hits()
+
+
+def test_a22_proxy_refuses_a_tls_tunnel_to_an_ip_literal(docker_client: docker.DockerClient,
+                                                         stack: dict[str, Any]) -> None:
+    # Squid refuses the CONNECT, but it answers inside TLS with a certificate that cannot
+    # name an IP address, so the client fails on that certificate: fast, no connection.
+    result = run_job(docker_client, probes.job_code(
+        probes.PROXY_REQUEST, requests=[["ip", "GET", "https://10.99.0.10/"]]))["ip"]
+    assert result["status"] is None and "certificate" in result["error"], result
+    assert result["s"] < FAST_S, result
+    assert hits()["private-10"] == 0
+    denied = docker_client.containers.get(stack["proxy"]).logs(tail=50).decode()
+    assert "TCP_DENIED/200 0 CONNECT 10.99.0.10:443" in denied
