@@ -103,8 +103,11 @@ class Settings(BaseSettings):
     result_retention_days: float = 30.0
     reaper_interval_s: float = 15.0
     reconcile_after_s: float = 30.0
+    # Warm pool: started containers each worker process keeps ready per pooled image (0: off),
+    # for jobs of pool_profiles' images with the default disk bound (other limits are updated).
     pool_size: int = Field(default=0, ge=0, le=64)
-    pool_max_age_s: float = 600.0
+    pool_max_age_s: float = Field(default=600.0, ge=1.0)
+    pool_profiles: tuple[str, ...] = ("python",)
 
     metrics_port: int | None = None
     log_format: Literal["json", "console"] = "console"
@@ -113,6 +116,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.default_profile not in self.profiles:
             raise ValueError(f"default_profile {self.default_profile!r} is not in profiles")
+        unknown = [p for p in self.pool_profiles if p not in self.profiles]
+        if unknown:
+            raise ValueError(f"pool_profiles {unknown} are not in profiles")
         for name in LimitBounds.model_fields:
             low, default, high = (
                 getattr(self.minimums, name), getattr(self.defaults, name),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from config.settings import Settings
 from tasks import streams
 from tasks.store import JobStore, make_engine
 from workers import engine
+from workers.pool import PoolKey, WarmPool, owner_label
 from workers.storage import BtrfsVolumes, TmpfsVolumes, volumes_for
 
 
@@ -26,7 +28,7 @@ class WorkerContext:
     seccomp_json: str = ""
     seccomp_sha256: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
-    pool: Any = None
+    pool: WarmPool | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -52,3 +54,20 @@ def build_context(settings: Settings) -> WorkerContext:
         seccomp_json=s.seccomp_json,
         seccomp_sha256=profile_sha256(s.seccomp_json),
     )
+
+
+def start_pool(ctx: WorkerContext) -> None:
+    """Give this worker process its warm pool (``pool_size`` > 0) and start its refill thread."""
+    s = ctx.settings
+    if s.pool_size <= 0 or ctx.pool is not None:
+        return
+    from tasks.execute import pool_plan  # execute imports this module
+
+    owner = owner_label(s.hostname, os.getppid())  # a prefork child's parent: the worker
+    keys = sorted({PoolKey(s.profiles[p].image, s.defaults.disk_bytes) for p in s.pool_profiles},
+                  key=lambda k: k.image)
+    ctx.pool = WarmPool(
+        connect=lambda: engine.connect(s.docker_host), caller_api=lambda: ctx.api,
+        volumes=ctx.volumes, make_plan=lambda key, name: pool_plan(ctx, key, name, owner),
+        keys=keys, size=s.pool_size, max_age_s=s.pool_max_age_s,
+    ).start()

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from airlock.errors import AirlockError, InfrastructureError
 from tasks.context import WorkerContext
-from tasks.contract import ResolvedJob, resolve
+from tasks.contract import JobLimits, ResolvedJob, resolve, resolve_limits
 from tasks.lease import LeaseKeeper
 from tasks.store import Claim, Outcome
 from tasks.streams import Publisher
-from workers import runner
+from workers import labels as L
+from workers import pool, runner
 from workers.launcher import encode_payload
+from workers.pool import PoolKey
 from workers.runner import RunOutcome, Sandbox
 from workers.spec import LaunchPlan, TmpfsSizes, job_labels
 from workers.verdict import Verdict, classify
@@ -50,6 +53,19 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
         tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
         max_wait_s=int(s.startup_grace_s),
     )
+
+
+def pool_plan(ctx: WorkerContext, key: PoolKey, name: str, owner: str) -> LaunchPlan:
+    """A warm-pool container's plan: a cold job's plan with the fleet's default limits, except
+    its labels (role=pool, no job yet) and how long its launcher waits for a job."""
+    s = ctx.settings
+    limits = replace(resolve_limits(JobLimits(), s), disk_bytes=key.disk_bytes)
+    job = ResolvedJob("", key.image, (), {}, {}, b"", limits, key.network)
+    plan = plan_for(ctx, job, name=name, role=L.ROLE_POOL)
+    wait_s = pool.launcher_wait_s(s.pool_max_age_s)
+    deadline = time.time() + wait_s + s.startup_grace_s + s.maximums.timeout_s + BACKSTOP_S
+    labels = dict(plan.labels) | {L.DEADLINE: f"{deadline:.3f}", pool.OWNER: owner}
+    return replace(plan, labels=labels, max_wait_s=wait_s)
 
 
 def payload_for(job: ResolvedJob) -> bytes:
@@ -100,6 +116,7 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
          lease: LeaseKeeper) -> tuple[RunOutcome, dict[str, Any]]:
     t0 = time.monotonic()
     sandbox: Sandbox | None = None
+    exited = False
     phases: dict[str, Any] = {
         "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
     try:
@@ -111,11 +128,15 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
         outcome = runner.run(sandbox, payload_for(job), job.limits,
                              keep_bytes=ctx.settings.keep_output_bytes,
                              sink=publisher.chunk, cancel=lease.stop, volumes=ctx.volumes)
+        exited = outcome.evidence.exit_code is not None
         phases["run_ms"] = outcome.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - outcome.wall_ms
         return outcome, phases
     finally:
-        if sandbox is not None:
+        if sandbox is not None and exited and ctx.pool is not None:
+            # Its container has exited: the pool's thread removes it, off the job's path.
+            ctx.pool.dispose(sandbox, lambda removed, ms: _disposed(ctx, claim, removed, ms))
+        elif sandbox is not None:
             t2 = time.monotonic()
             removed = runner.destroy(sandbox, ctx.volumes)
             phases["destroy_ms"] = int((time.monotonic() - t2) * 1000)
@@ -124,6 +145,15 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
                     ctx.store.container_removed(claim.job_id, claim.attempt)
                 except AirlockError:
                     pass  # evidence only; the reaper double-checks the engine
+
+
+def _disposed(ctx: WorkerContext, claim: Claim, removed: bool, ms: int) -> None:
+    try:
+        if removed:
+            ctx.store.container_removed(claim.job_id, claim.attempt)
+        ctx.store.add_phases(claim.job_id, {"destroy_ms": ms})
+    except AirlockError:
+        pass  # evidence only; the reaper double-checks the engine
 
 
 def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:

@@ -10,7 +10,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from airlock.errors import DockerUnavailable, InfrastructureError
 from tasks.app import app, settings
-from tasks.context import WorkerContext, build_context
+from tasks.context import WorkerContext, build_context, start_pool
 from tasks.execute import execute_job
 
 log = structlog.get_logger(__name__)
@@ -22,6 +22,7 @@ def context() -> WorkerContext:
     global _context
     if _context is None:
         _context = build_context(settings())
+        start_pool(_context)
     return _context
 
 
@@ -29,6 +30,11 @@ def context() -> WorkerContext:
 def _fresh_resources(**_: Any) -> None:
     global _context
     _context = None  # never share the parent's sockets after fork
+    if settings().pool_size > 0:
+        try:
+            context()  # warm the pool before the first job arrives
+        except Exception as exc:
+            log.warning("pool.start_failed", error=str(exc))
 
 
 @worker_process_shutdown.connect

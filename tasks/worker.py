@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
@@ -15,7 +16,7 @@ from tasks import maintenance, streams
 from tasks.app import app, configure
 from tasks.client import Airlock
 from tasks.store import JobStore, make_engine
-from workers import engine
+from workers import engine, pool
 from workers.storage import volumes_for
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,24 @@ class Maintenance:
         return report
 
 
+def clear_pool(s: Settings) -> None:
+    """Remove the warm containers this worker's processes kept (a SIGTERM ends a prefork child
+    before its own clean-up); those a job was given are left to the reaper."""
+    try:
+        store = JobStore(make_engine(s.database_url))
+        try:
+            removed = pool.remove_idle(
+                engine.connect(s.docker_host), fleet=s.fleet,
+                owner=pool.owner_label(s.hostname, os.getpid()),
+                volumes=volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid),
+                busy=lambda ids: store.jobs_by_container(ids))
+        finally:
+            store.engine.dispose()
+        log.info("pool.cleared", removed=removed)
+    except Exception as exc:
+        log.warning("pool.clear_failed", error=str(exc))
+
+
 def check_host(s: Settings) -> None:
     """Fail closed before taking jobs: the engine answers and the disk bound holds."""
     engine.connect(s.docker_host)
@@ -98,6 +117,8 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
         housekeeping.stop.set()
+        if s.pool_size > 0:
+            clear_pool(s)
 
     argv = ["worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
             "--loglevel=INFO", "-E", "-O", "fair", *(extra or [])]

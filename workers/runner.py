@@ -24,7 +24,7 @@ from workers.capper import OutputCapper
 from workers.engine import call, translated
 from workers.frames import FrameDecoder
 from workers.limits import Limits
-from workers.spec import LaunchPlan, build_create_kwargs
+from workers.spec import CPU_PERIOD_US, LaunchPlan, build_create_kwargs
 from workers.storage import BtrfsVolumes, TmpfsVolumes, Volume
 from workers.verdict import Evidence
 
@@ -96,12 +96,15 @@ def _with_binds(plan: LaunchPlan, volume: Volume) -> LaunchPlan:
 
 def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
     """Give a started sandbox the limits of the job it is about to run (warm pool path)."""
-    if limits == sandbox.plan.limits:
-        return
-    quota = int(limits.cpus * 100_000)
-    call("update limits", lambda: sandbox.api.update_container(
-        sandbox.container_id, mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes,
-        cpu_period=100_000, cpu_quota=quota, pids_limit=limits.pids))
+    old = sandbox.plan.limits
+    if (limits.memory_bytes, limits.cpus, limits.pids) == (old.memory_bytes, old.cpus, old.pids):
+        return  # timeout and output are the worker's to enforce; the disk bound is fixed
+    # The SDK's update_container has no pids limit: post the engine's update body directly.
+    body = {"Memory": limits.memory_bytes, "MemorySwap": limits.memory_bytes,
+            "CpuPeriod": CPU_PERIOD_US, "CpuQuota": int(limits.cpus * CPU_PERIOD_US),
+            "PidsLimit": limits.pids}
+    api, url = sandbox.api, sandbox.api._url("/containers/{0}/update", sandbox.container_id)
+    call("update limits", lambda: api._result(api._post_json(url, data=body), True))
 
 
 def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
