@@ -193,6 +193,49 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     start_worker(_settings(), concurrency=concurrency, extra=list(ctx.args))
 
 
+@main.command()
+@click.option("--port", type=int, help="Port (default: AIRLOCK_FLOWER_PORT, 5555).")
+@click.option("--address", help="Address to bind (default: AIRLOCK_FLOWER_ADDRESS, 127.0.0.1).")
+def flower(port: int | None, address: str | None) -> None:
+    """Start Flower for Airlock's workers (basic auth from AIRLOCK_FLOWER_USER/_PASSWORD)."""
+    from tasks.dashboard import FlowerRefused, start_flower
+
+    try:
+        start_flower(_settings(), port, address)
+    except FlowerRefused as exc:
+        click.echo(f"airlock flower: refusing to start: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--allow-known-cve", "allowed", multiple=True, metavar="CVE-ID",
+              help="Accept a known runc escape (warn instead of fail); see docs/operations.md.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(allowed: tuple[str, ...], as_json: bool) -> None:
+    """Check this host: engine, runc, cgroups, disk bound, seccomp, firewall, services."""
+    from airlock.doctor import failed, run_checks
+
+    checks = run_checks(_settings(), allowed)
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        _print_checks(checks)
+    sys.exit(1 if failed(checks) else 0)
+
+
+def _print_checks(checks: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    marks = {"ok": "[green]ok[/]", "warn": "[yellow]WARN[/]", "fail": "[bold red]FAIL[/]"}
+    table = Table(title="airlock doctor", title_justify="left")
+    for column in ("check", "status", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(check.name, marks[str(check.status)], check.detail)
+    Console(width=max(100, Console().width)).print(table)
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

@@ -9,7 +9,7 @@ import socket
 from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
@@ -109,8 +109,21 @@ class Settings(BaseSettings):
     pool_max_age_s: float = Field(default=600.0, ge=1.0)
     pool_profiles: tuple[str, ...] = ("python",)
 
-    metrics_port: int | None = None
+    metrics_port: int | None = None  # Prometheus endpoint of each worker; off when unset
+    metrics_address: str = "127.0.0.1"
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR; None: a fresh temp dir per worker
     log_format: Literal["json", "console"] = "console"
+    health_file: str | None = None  # touched by the worker after each good maintenance pass
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+
+    # Flower (``airlock flower``): basic auth is mandatory; loopback unless told otherwise.
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = None
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+
+    # ``airlock doctor``: known CVEs an operator accepted after reading docs/operations.md.
+    allow_known_cves: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -89,9 +89,16 @@ EOF
 }
 
 context_hash() {
-    # Content hash of a build folder (paths + file contents) plus the base
-    # image's ID, so a re-imported base also triggers a rebuild.
-    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+    # Content hash of a build folder (paths + file contents), of the repository paths
+    # it copies in (arguments after the folder, if any) plus the base image's ID, so a
+    # re-imported base also triggers a rebuild.
+    local dir=$1
+    shift
+    (cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+     if (($#)); then
+         cd "$ROOT_DIR" && find "$@" -type f -not -path '*/__pycache__/*' -print0 \
+             | LC_ALL=C sort -z | xargs -0 sha256sum
+     fi
      echo "BASE=$BASE_TAG $(docker image inspect -f '{{.Id}}' "$BASE_TAG")") \
         | sha256sum | cut -c1-16
 }
@@ -105,8 +112,12 @@ build_image() {
         log "$tag: no images/$name/Dockerfile, skipped"
         return
     fi
-    local hash current old_id
-    hash=$(context_hash "$dir")
+    # A Dockerfile with "# build-context: repo PATH..." builds from the repository root
+    # (it installs the project) and is rebuilt when those paths change.
+    local hash current old_id context="$dir" repo_paths=()
+    read -ra repo_paths <<<"$(sed -n 's/^# build-context: repo //p' "$dir/Dockerfile")"
+    ((${#repo_paths[@]})) && context="$ROOT_DIR"
+    hash=$(context_hash "$dir" "${repo_paths[@]}")
     old_id=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
     if [[ $REBUILD -eq 0 ]] && have_image "$tag"; then
         current=$(docker image inspect -f '{{index .Config.Labels "org.airlock.context-hash"}}' "$tag")
@@ -120,11 +131,17 @@ build_image() {
     if grep -Eq '^[[:space:]]*ARG[[:space:]]+BASE([=[:space:]]|$)' "$dir/Dockerfile"; then
         args+=(--build-arg "BASE=$BASE_TAG")
     fi
+    # Where this host's egress intercepts TLS, a build that downloads (pip) needs the CA
+    # certificates the host added; the Dockerfile says so with ARG EXTRA_CA_CERTS.
+    if grep -Eq '^[[:space:]]*ARG[[:space:]]+EXTRA_CA_CERTS' "$dir/Dockerfile" \
+            && compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+        args+=(--build-arg "EXTRA_CA_CERTS=$(cat /usr/local/share/ca-certificates/*.crt)")
+    fi
     [[ $REBUILD -eq 1 ]] && args+=(--no-cache)
     local start=$SECONDS
     local build_log="$LOG_DIR/build-$name.log"
     log "$tag: docker build images/$name (log: $build_log)"
-    docker build "${args[@]}" "$dir" >"$build_log" 2>&1 \
+    docker build "${args[@]}" "$context" >"$build_log" 2>&1 \
         || { tail -n 40 "$build_log"; log "$tag: docker build failed"; exit 1; }
     # Drop the superseded image (fails harmlessly if containers still use it).
     if [[ -n "$old_id" && "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]]; then

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from airlock.errors import AirlockError, InfrastructureError
+from tasks import metrics
 from tasks.context import WorkerContext
 from tasks.contract import JobLimits, ResolvedJob, resolve, resolve_limits
 from tasks.lease import LeaseKeeper
@@ -194,6 +195,7 @@ def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publi
     persist_ms = int((time.monotonic() - t) * 1000)
     publisher.end({"verdict": str(outcome.verdict), "exit_code": outcome.exit_code,
                    "attempt": claim.attempt, "persist_ms": persist_ms})
+    metrics.job_finished(str(outcome.verdict), (outcome.phases or {}) | {"persist_ms": persist_ms})
     log.info("job.finished", job_id=claim.job_id, attempt=claim.attempt,
              verdict=str(outcome.verdict), exit_code=outcome.exit_code, wall_ms=outcome.wall_ms)
     try:

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import structlog
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 
 from airlock.errors import AirlockError, HostNotSafe
+from airlock.logs import bind_job, unbind_job
 from config.settings import Settings
-from tasks import maintenance, streams
+from tasks import maintenance, metrics, retention, streams
 from tasks.app import app, configure
 from tasks.client import Airlock
 from tasks.store import JobStore, make_engine
 from workers import engine, pool
+from workers import labels as L
 from workers.storage import volumes_for
 
 log = structlog.get_logger(__name__)
@@ -51,6 +61,9 @@ class Maintenance:
         api = engine.connect(s.docker_host)
         volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
         report = maintenance.sweep(api, client.store, s, volumes, enqueue=client.enqueue)
+        metrics.reaped(str(removal.reason) for removal in report.removed)
+        metrics.containers_running(v.labels.get(L.ROLE, "") for v in
+                                   maintenance.list_ours(api, s.fleet) if v.running)
         lock = client.redis.lock(RECONCILE_LOCK, timeout=s.reaper_interval_s * 2,
                                  blocking=False)
         if lock.acquire():
@@ -61,6 +74,12 @@ class Maintenance:
                     lock.release()
                 except Exception:
                     pass
+        try:
+            retention.run_if_due(client.store, client.redis, s)
+        except AirlockError as exc:
+            log.warning("retention.failed", error=str(exc))
+        if s.health_file:
+            Path(s.health_file).touch()  # compose's healthcheck: engine, SQL, Redis all answered
         return report
 
 
@@ -102,8 +121,28 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     except Exception as exc:
         print(f"airlock worker: refusing to start: {exc}", file=sys.stderr)
         sys.exit(3)
+    if s.metrics_port is not None:
+        try:
+            metrics.enable(metrics.prepare_directory(s.metrics_dir))  # before the pool forks
+            metrics.serve(s.metrics_port, s.metrics_address)
+        except OSError as exc:
+            print(f"airlock worker: refusing to start: metrics endpoint: {exc}", file=sys.stderr)
+            sys.exit(3)
     configure(s)
     housekeeping = Maintenance(s)
+
+    @setup_logging.connect(weak=False)
+    def _logging(loglevel: Any = None, **_: Any) -> None:
+        # airlock.logs set up the handler; a receiver here keeps Celery from adding its own.
+        logging.getLogger().setLevel(loglevel or logging.INFO)
+
+    @task_prerun.connect(weak=False)
+    def _bind(task_id: str = "", args: Any = None, **_: Any) -> None:
+        bind_job(str(args[0]) if args else "", task_id=task_id)
+
+    @task_postrun.connect(weak=False)
+    def _unbind(**_: Any) -> None:
+        unbind_job()
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
@@ -117,9 +156,11 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
         housekeeping.stop.set()
+        metrics.disable()
         if s.pool_size > 0:
             clear_pool(s)
 
-    argv = ["worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
+    quiet = ["--quiet"] if s.log_format == "json" else []  # Celery's banner is not JSON
+    argv = [*quiet, "worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
             "--loglevel=INFO", "-E", "-O", "fair", *(extra or [])]
     app.worker_main(argv)

@@ -1,0 +1,173 @@
+"""Prometheus metrics of a worker (``AIRLOCK_METRICS_PORT``; off when unset).
+
+Celery's prefork pool runs jobs in child processes, so the metrics use prometheus-client's
+multiprocess mode: every process writes its values to files in one directory, and the main
+process's endpoint adds them up. ``enable`` must run in the main process before the pool
+forks; until it has, every hook here is a no-op (the CLI, the client, tests).
+
+    airlock_jobs_total{verdict}                counter   finished jobs
+    airlock_job_duration_seconds{verdict}      histogram queued → result stored
+    airlock_job_phase_seconds{phase}           histogram queued, container_start, run,
+                                                         collect, destroy, persist
+    airlock_containers_running{role}           gauge     this fleet's running containers
+    airlock_reaper_removals_total{reason}      counter   containers the reaper removed
+    airlock_preflight_status{check}            gauge     1 passed, 0 failed
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# phases key of the result record → phase label
+PHASES = {
+    "queue_wait_ms": "queued",
+    "container_ready_ms": "container_start",
+    "run_ms": "run",
+    "collect_ms": "collect",
+    "destroy_ms": "destroy",
+    "persist_ms": "persist",
+}
+# Jobs run from milliseconds to 10 minutes; phases from sub-millisecond to minutes.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
+PHASE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def phase_seconds(phases: Mapping[str, Any] | None) -> dict[str, float]:
+    """The result record's phase timings (milliseconds) as labelled seconds."""
+    out = {}
+    for key, label in PHASES.items():
+        value = (phases or {}).get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            out[label] = value / 1000.0
+    return out
+
+
+def total_seconds(phases: Mapping[str, Any] | None) -> float | None:
+    """From queued to stored: the sum of the phases, or None without a run to measure."""
+    seconds = phase_seconds(phases)
+    return sum(seconds.values()) if "run" in seconds else None
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    jobs: Any
+    duration: Any
+    phases: Any
+    containers: Any
+    reaped: Any
+    preflight: Any
+    directory: Path
+
+
+_metrics: _Metrics | None = None
+
+
+def prepare_directory(path: str | None) -> Path:
+    """An empty directory for this worker's metric files (stale files would be added up)."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="airlock-metrics-"))
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
+
+
+def enable(directory: Path) -> None:
+    """Switch prometheus-client to multiprocess mode in ``directory`` and create the metrics.
+
+    The environment variable is how prometheus-client finds the directory in every process;
+    the value class is reset because prometheus-client may have been imported already."""
+    global _metrics
+    os.environ[MULTIPROC_ENV] = str(directory)
+    from prometheus_client import Counter, Gauge, Histogram, values
+
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    # registry=None: the files are the registry; the endpoint's collector reads them.
+    _metrics = _Metrics(
+        jobs=Counter("airlock_jobs_total", "Finished jobs by verdict.", ["verdict"],
+                     registry=None),
+        duration=Histogram("airlock_job_duration_seconds",
+                           "From queued to result stored, by verdict.", ["verdict"],
+                           buckets=DURATION_BUCKETS, registry=None),
+        phases=Histogram("airlock_job_phase_seconds", "Time spent in each phase of a job.",
+                         ["phase"], buckets=PHASE_BUCKETS, registry=None),
+        containers=Gauge("airlock_containers_running",
+                         "This fleet's running containers on this engine, by role.", ["role"],
+                         multiprocess_mode="mostrecent", registry=None),
+        reaped=Counter("airlock_reaper_removals_total", "Containers the reaper removed.",
+                       ["reason"], registry=None),
+        preflight=Gauge("airlock_preflight_status", "Preflight checks: 1 passed, 0 failed.",
+                        ["check"], multiprocess_mode="mostrecent", registry=None),
+        directory=directory,
+    )
+
+
+def disable() -> None:
+    """Forget the metrics and remove their files (the worker's shutdown)."""
+    global _metrics
+    if _metrics is None:
+        return
+    from prometheus_client import values
+
+    values.ValueClass = values.MutexValue
+    for path in _metrics.directory.glob("*.db"):
+        path.unlink(missing_ok=True)
+    try:
+        _metrics.directory.rmdir()  # only if empty: never a tree someone pointed us at
+    except OSError:
+        pass
+    os.environ.pop(MULTIPROC_ENV, None)
+    _metrics = None
+
+
+def serve(port: int, address: str) -> None:
+    """The endpoint, in the main process: a daemon thread adding up every process's files."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=address, registry=registry)
+
+
+def job_finished(verdict: str, phases: Mapping[str, Any] | None) -> None:
+    if _metrics is None:
+        return
+    _metrics.jobs.labels(verdict=verdict).inc()
+    total = total_seconds(phases)
+    if total is not None:
+        _metrics.duration.labels(verdict=verdict).observe(total)
+    for phase, seconds in phase_seconds(phases).items():
+        _metrics.phases.labels(phase=phase).observe(seconds)
+
+
+def containers_running(roles: Iterable[str], known: Iterable[str] = ("job", "pool")) -> None:
+    """Set the gauge from one listing of the fleet's running containers (their role labels)."""
+    if _metrics is None:
+        return
+    counts = dict.fromkeys(known, 0)
+    for role in roles:
+        counts[role] = counts.get(role, 0) + 1
+    for role, count in counts.items():
+        _metrics.containers.labels(role=role).set(count)
+
+
+def reaped(reasons: Iterable[str]) -> None:
+    if _metrics is None:
+        return
+    for reason in reasons:
+        _metrics.reaped.labels(reason=reason).inc()
+
+
+def set_preflight(passed: bool, check: str = "all") -> None:
+    """For the preflight self-test: 1 when ``check`` passed, 0 when it failed."""
+    if _metrics is None:
+        return
+    _metrics.preflight.labels(check=check).set(1 if passed else 0)
