@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     job_uid: int = 1000
     job_gid: int = 1000
     seccomp_profile: str | None = None  # a path; None means config/seccomp.json
+    # A known container escape in the engine's runc that no package patched and no operator
+    # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
+    runtime_cve_policy: Literal["warn", "refuse"] = "warn"
 
     # Timeouts, in seconds. Order: job deadline < soft < hard < broker visibility (tested).
     startup_grace_s: float = 60.0

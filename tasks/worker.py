@@ -21,7 +21,7 @@ from celery.signals import (
 from airlock.errors import AirlockError, HostNotSafe
 from airlock.logs import bind_job, unbind_job
 from config.settings import Settings
-from tasks import maintenance, metrics, retention, streams
+from tasks import maintenance, metrics, preflight, retention, streams
 from tasks.app import app, configure
 from tasks.client import Airlock
 from tasks.store import JobStore, make_engine
@@ -121,6 +121,15 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     except Exception as exc:
         print(f"airlock worker: refusing to start: {exc}", file=sys.stderr)
         sys.exit(3)
+    checked = preflight.run(s)  # canary jobs through the runner: is a job contained here?
+    if not checked.ok:
+        print(f"airlock worker: refusing to start: preflight: {'; '.join(checked.failures)}",
+              file=sys.stderr)
+        sys.exit(3)
+    print(f"airlock worker: {checked.summary()}", file=sys.stderr)
+    for name, line in checked.runtime.items():
+        if not line.startswith("ok"):
+            print(f"airlock worker: {name}: {line}", file=sys.stderr)
     if s.metrics_port is not None:
         try:
             metrics.enable(metrics.prepare_directory(s.metrics_dir))  # before the pool forks

@@ -1,0 +1,338 @@
+"""The preflight self-test: before a worker takes jobs, prove on this host that a job is held.
+
+A handful of canary jobs run through the runner exactly as real jobs do (same plan, same
+launcher, same seccomp profile, same storage), not through the queue, in parallel threads:
+a denied syscall, a memory bomb, a fork bomb, a write to the read-only root and a disk fill.
+Each canary's judge is a pure function of what the runner saw; ``run`` returns a
+``PreflightResult`` and ``start_worker`` refuses to start unless every canary was contained.
+The last result stays available (``last_result``) for the metrics endpoint.
+
+The runtime check reports the engine's Docker and runc versions against known container
+escapes (``airlock.doctor``); ``runtime_cve_policy`` decides whether an unpatched one refuses
+the start (``refuse``) or is logged (``warn``, the default: see docs/attacks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from config.settings import Settings
+from tasks.contract import resolve
+from workers import engine, runner
+from workers.runner import RunOutcome
+from workers.verdict import Verdict, classify
+
+log = structlog.get_logger(__name__)
+MiB = 1024**2
+EPERM, EAGAIN, EROFS, ENOSPC, EDQUOT = 1, 11, 30, 28, 122
+CANARY_TIMEOUT_S = 20.0
+
+# --- the canaries' code (runs inside the job container) -------------------------------------
+
+SYSCALLS = r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def errno_of(nr, *args):
+    ctypes.set_errno(0)
+    a = [ctypes.c_long(x) if isinstance(x, int) else x for x in args]
+    return 0 if libc.syscall(ctypes.c_long(nr), *a) != -1 else ctypes.get_errno()
+fd = os.open("/workspace", os.O_RDONLY)
+arg = ctypes.create_string_buffer(b"airlock-preflight", 4096)
+refused = {
+    "unshare_newuser": errno_of(272, 0x10000000),
+    "mount": errno_of(165, b"none", b"/tmp", b"tmpfs", 0, None),
+    "io_uring_setup": errno_of(425, 1, None),
+    "bpf": errno_of(321, 0, None, 0),
+    "keyctl": errno_of(250, 0, -1, 0),
+    "socket_af_alg": errno_of(41, 38, 5, 0),
+    "btrfs_subvol_create": errno_of(16, fd, 0x5000940E, arg),
+}
+status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+print(json.dumps({"refused": refused, "seccomp": status["Seccomp"].strip(),
+                  "no_new_privs": status["NoNewPrivs"].strip(), "cap_eff": status["CapEff"].strip()}))
+"""
+
+MEMORY_BOMB = "b = bytearray(1 << 30)\nprint('not contained')\n"
+
+FORK_BOMB = r"""
+import os, time
+n = 0
+try:
+    while n < 4096:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        n += 1
+except OSError as exc:
+    print(n, exc.errno)
+    raise SystemExit(3)
+print(n, 0)
+"""
+
+READ_ONLY_ROOT = r"""
+import json
+out = {}
+for path in ("/airlock-preflight", "/etc/airlock-preflight", "/usr/bin/airlock-preflight"):
+    try:
+        open(path, "w").close()
+        out[path] = 0
+    except OSError as exc:
+        out[path] = exc.errno
+print(json.dumps(out))
+"""
+
+DISK_FILL = r"""
+written, err, chunk = 0, 0, b"\0" * (1 << 20)
+try:
+    with open("/workspace/fill", "wb", buffering=0) as f:
+        while written < {cap}:
+            written += f.write(chunk)
+except OSError as exc:
+    err = exc.errno
+print(written, err)
+raise SystemExit(1 if err else 0)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the runner saw of one canary: the judges' only input."""
+
+    verdict: Verdict
+    stdout: str
+    evidence: dict[str, Any]
+    peak_memory_bytes: int | None = None
+    disk_used_bytes: int | None = None
+
+    @classmethod
+    def from_outcome(cls, run: RunOutcome) -> Seen:
+        return cls(classify(run.evidence), run.stdout.decode("utf-8", "replace"),
+                   run.evidence.as_dict(), run.peak_memory_bytes, run.disk_used_bytes)
+
+
+Judge = Callable[[Seen], "str | None"]  # None: contained; otherwise why not
+
+
+def _json(seen: Seen) -> dict[str, Any] | None:
+    try:
+        value = json.loads(seen.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def judge_syscalls(seen: Seen) -> str | None:
+    got = _json(seen)
+    if seen.verdict is not Verdict.OK or got is None:
+        return f"the probe did not report ({seen.verdict}): {seen.stdout[-200:]!r}"
+    allowed = {k: v for k, v in got["refused"].items() if v != EPERM}
+    if allowed:
+        return f"not refused with EPERM (errno, 0 = it ran): {allowed}"
+    if got["seccomp"] != "2" or got["no_new_privs"] != "1":
+        return f"Seccomp {got['seccomp']}, NoNewPrivs {got['no_new_privs']} (want 2 and 1)"
+    if int(got["cap_eff"], 16) != 0:
+        return f"the job holds capabilities: CapEff {got['cap_eff']}"
+    return None
+
+
+def judge_memory(seen: Seen, limit: int) -> str | None:
+    if seen.verdict is not Verdict.OOM:
+        return f"verdict {seen.verdict}, not oom: {seen.stdout[-200:]!r}"
+    peak = seen.peak_memory_bytes
+    if peak is not None and peak > limit + MiB:
+        return f"peak memory {peak} is over the {limit}-byte limit"
+    return None
+
+
+def judge_fork(seen: Seen, limit: int) -> str | None:
+    words = seen.stdout.split()
+    if len(words) != 2 or not all(w.isdigit() for w in words):
+        return f"verdict {seen.verdict}, no fork count: {seen.stdout[-200:]!r}"
+    forked, errno = int(words[0]), int(words[1])
+    if errno != EAGAIN or forked >= limit:
+        return f"{forked} forks succeeded under a cap of {limit} (errno {errno})"
+    if seen.verdict is not Verdict.PIDS_LIMIT or not seen.evidence.get("pids_capped"):
+        return f"cap held but not recorded: verdict {seen.verdict}, evidence {seen.evidence}"
+    return None
+
+
+def judge_read_only(seen: Seen) -> str | None:
+    got = _json(seen)
+    if got is None:
+        return f"verdict {seen.verdict}, no report: {seen.stdout[-200:]!r}"
+    writable = {path: errno for path, errno in got.items() if errno != EROFS}
+    return f"not refused as read-only (errno, 0 = written): {writable}" if writable else None
+
+
+def judge_disk(seen: Seen, limit: int, storage: str) -> str | None:
+    words = seen.stdout.split()
+    if len(words) != 2 or not all(w.isdigit() for w in words):
+        return f"verdict {seen.verdict}, no byte count: {seen.stdout[-200:]!r}"
+    written, errno = int(words[0]), int(words[1])
+    if errno not in (EDQUOT, ENOSPC) or written > limit:
+        return f"{written} bytes written under a {limit}-byte bound (errno {errno})"
+    if storage == "btrfs" and seen.verdict is not Verdict.DISK_LIMIT:
+        return f"bound held but not recorded: verdict {seen.verdict}, evidence {seen.evidence}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    name: str
+    spec: dict[str, Any]
+    judge: Judge
+
+
+def canaries(s: Settings) -> list[Canary]:
+    memory, pids, disk = 64 * MiB, 32, max(16 * MiB, s.minimums.disk_bytes)
+    limits = {"timeout_s": CANARY_TIMEOUT_S}
+    return [
+        Canary("denied_syscalls", {"code": SYSCALLS, "limits": limits}, judge_syscalls),
+        Canary("memory_bomb", {"code": MEMORY_BOMB, "limits": limits | {"memory_bytes": memory}},
+               lambda seen: judge_memory(seen, memory)),
+        Canary("fork_bomb", {"code": FORK_BOMB, "limits": limits | {"pids": pids}},
+               lambda seen: judge_fork(seen, pids)),
+        Canary("read_only_root", {"code": READ_ONLY_ROOT, "limits": limits}, judge_read_only),
+        Canary("disk_fill", {"code": DISK_FILL.replace("{cap}", str(4 * disk)),
+                             "limits": limits | {"disk_bytes": disk}},
+               lambda seen: judge_disk(seen, disk, s.storage)),
+    ]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CanaryResult:
+    name: str
+    contained: bool
+    detail: str
+    verdict: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightResult:
+    ok: bool
+    canaries: tuple[CanaryResult, ...]
+    runtime: dict[str, str] = field(default_factory=dict)  # name -> "status: detail"
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[str]:
+        out = [f"{c.name}: {c.detail}" for c in self.canaries if not c.contained]
+        return out + [f"{k}: {v}" for k, v in self.runtime.items() if v.startswith("refuse")]
+
+    def summary(self) -> str:
+        parts = [f"{c.name} {'ok' if c.contained else 'NOT CONTAINED'} {c.seconds:.1f}s"
+                 for c in self.canaries]
+        return f"preflight {'ok' if self.ok else 'FAILED'} in {self.seconds:.1f}s: " + ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "seconds": round(self.seconds, 3), "runtime": self.runtime,
+                "canaries": [{"name": c.name, "contained": c.contained, "detail": c.detail,
+                              "verdict": c.verdict, "seconds": round(c.seconds, 3)}
+                             for c in self.canaries]}
+
+
+def judge_runtime(status: str, detail: str, policy: str) -> str:
+    """The runtime check's line: a failed check refuses only under the ``refuse`` policy."""
+    if status == "fail":
+        return f"{'refuse' if policy == 'refuse' else 'warn'}: {detail}"
+    return f"{status}: {detail}"
+
+
+_last: PreflightResult | None = None
+_last_lock = threading.Lock()
+
+
+def last_result() -> PreflightResult | None:
+    """The latest preflight of this process (None before the first): for the metrics gauge."""
+    with _last_lock:
+        return _last
+
+
+# --- running them (I/O) ---------------------------------------------------------------------
+
+def _run_canary(s: Settings, ctx: Any, canary: Canary) -> CanaryResult:
+    from tasks.execute import payload_for, plan_for
+
+    t0 = time.monotonic()
+    try:
+        _, job = resolve(canary.spec, s)
+        api = engine.connect(s.docker_host)
+        try:
+            name = f"airlock-preflight-{canary.name.replace('_', '')}-{uuid.uuid4().hex[:6]}"
+            sandbox = runner.prepare(api, plan_for(ctx, job, name=name, role="preflight"),
+                                     ctx.volumes)
+            try:
+                outcome = runner.run(sandbox, payload_for(job), job.limits, keep_bytes=64 * 1024,
+                                     volumes=ctx.volumes)
+            finally:
+                runner.destroy(sandbox, ctx.volumes)
+        finally:
+            api.close()
+        seen = Seen.from_outcome(outcome)
+        why = canary.judge(seen)
+        return CanaryResult(canary.name, why is None, why or "contained", str(seen.verdict),
+                            time.monotonic() - t0)
+    except Exception as exc:  # a canary that cannot run proves nothing: not contained
+        return CanaryResult(canary.name, False, f"could not run: {type(exc).__name__}: {exc}",
+                            "error", time.monotonic() - t0)
+
+
+def _runtime(s: Settings) -> dict[str, str]:
+    try:
+        from airlock import doctor
+
+        api = engine.connect(s.docker_host)
+        try:
+            checks = [doctor.check_engine(api), doctor.check_runc(api, s.allow_known_cves)]
+        finally:
+            api.close()
+    except Exception as exc:
+        return {"runtime": judge_runtime("fail", f"cannot check: {exc}", s.runtime_cve_policy)}
+    return {c.name: judge_runtime(str(c.status), c.detail, s.runtime_cve_policy) for c in checks}
+
+
+def run(s: Settings) -> PreflightResult:
+    """Run every canary at once and the runtime check; remember and return the result."""
+    global _last
+    from tasks.context import build_context
+
+    t0 = time.monotonic()
+    ctx = build_context(s)
+    results: dict[str, CanaryResult] = {}
+    todo = canaries(s)
+
+    def one(canary: Canary) -> None:
+        results[canary.name] = _run_canary(s, ctx, canary)
+
+    threads = [threading.Thread(target=one, args=(c,), name=f"preflight-{c.name}") for c in todo]
+    try:
+        for t in threads:
+            t.start()
+        runtime = _runtime(s)
+        for t in threads:
+            t.join()
+    finally:
+        ctx.store.engine.dispose()
+        ctx.redis.close()
+    done = tuple(results[c.name] for c in todo)
+    result = PreflightResult(all(c.contained for c in done) and
+                             not any(v.startswith("refuse") for v in runtime.values()),
+                             done, runtime, time.monotonic() - t0)
+    with _last_lock:
+        _last = result
+    log.info("preflight", ok=result.ok, seconds=round(result.seconds, 2),
+             canaries={c.name: c.detail if not c.contained else round(c.seconds, 2) for c in done},
+             runtime=runtime)
+    return result
