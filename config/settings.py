@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=0, ge=0, le=64)
     pool_max_age_s: float = Field(default=600.0, ge=1.0)
     pool_profiles: tuple[str, ...] = ("python",)
+    # Network-namespace holders (workers/holders.py): "egress" for jobs with a network only
+    # (a job without one gets a fresh namespace at no cost), "all", or "off".
+    netns_holders: Literal["off", "egress", "all"] = "egress"
+    holder_max_jobs: int = Field(default=200, ge=1)
+    holder_max_age_s: float = Field(default=900.0, ge=1.0)
 
     metrics_port: int | None = None  # Prometheus endpoint of each worker; off when unset
     metrics_address: str = "127.0.0.1"

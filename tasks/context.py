@@ -14,6 +14,7 @@ from config.settings import Settings
 from tasks import streams
 from tasks.store import JobStore, make_engine
 from workers import engine
+from workers.holders import HolderPlan, Holders
 from workers.pool import PoolKey, WarmPool, owner_label
 from workers.storage import BtrfsVolumes, TmpfsVolumes, volumes_for
 
@@ -29,6 +30,7 @@ class WorkerContext:
     seccomp_sha256: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
     pool: WarmPool | None = None
+    holders: Holders | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -57,13 +59,21 @@ def build_context(settings: Settings) -> WorkerContext:
 
 
 def start_pool(ctx: WorkerContext) -> None:
-    """Give this worker process its warm pool (``pool_size`` > 0) and start its refill thread."""
+    """Give this worker process its namespace holders (made on first use) and its warm pool
+    (``pool_size`` > 0), whose refill thread starts now."""
     s = ctx.settings
+    owner = owner_label(s.hostname, os.getppid())  # a prefork child's parent: the worker
+    if s.netns_holders != "off" and ctx.holders is None:
+        ctx.holders = Holders(
+            lambda: engine.connect(s.docker_host),
+            HolderPlan(fleet=s.fleet, host=s.hostname, owner=owner,
+                       image=s.profiles[s.default_profile].image, seccomp_json=ctx.seccomp_json,
+                       user=f"{s.job_uid}:{s.job_gid}", max_age_s=s.holder_max_age_s),
+            mode=s.netns_holders, max_jobs=s.holder_max_jobs)
     if s.pool_size <= 0 or ctx.pool is not None:
         return
     from tasks.execute import pool_plan  # execute imports this module
 
-    owner = owner_label(s.hostname, os.getppid())  # a prefork child's parent: the worker
     keys = sorted({PoolKey(s.profiles[p].image, s.defaults.disk_bytes) for p in s.pool_profiles},
                   key=lambda k: k.image)
     ctx.pool = WarmPool(

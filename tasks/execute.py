@@ -62,7 +62,7 @@ def pool_plan(ctx: WorkerContext, key: PoolKey, name: str, owner: str) -> Launch
     s = ctx.settings
     limits = replace(resolve_limits(JobLimits(), s), disk_bytes=key.disk_bytes)
     job = ResolvedJob("", key.image, (), {}, {}, b"", limits, key.network)
-    plan = plan_for(ctx, job, name=name, role=L.ROLE_POOL)
+    plan = _in_holder(ctx, plan_for(ctx, job, name=name, role=L.ROLE_POOL))
     wait_s = pool.launcher_wait_s(s.pool_max_age_s)
     deadline = time.time() + wait_s + s.startup_grace_s + s.maximums.timeout_s + BACKSTOP_S
     labels = dict(plan.labels) | {L.DEADLINE: f"{deadline:.3f}", pool.OWNER: owner}
@@ -141,11 +141,30 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
             t2 = time.monotonic()
             removed = runner.destroy(sandbox, ctx.volumes)
             phases["destroy_ms"] = int((time.monotonic() - t2) * 1000)
+            if not removed:
+                _tainted(ctx, sandbox)
             if removed:
                 try:
                     ctx.store.container_removed(claim.job_id, claim.attempt)
                 except AirlockError:
                     pass  # evidence only; the reaper double-checks the engine
+
+
+def _in_holder(ctx: WorkerContext, plan: LaunchPlan) -> LaunchPlan:
+    """Join this process's namespace holder for the plan's network, where holders apply."""
+    if ctx.holders is None:
+        return plan
+    mode = ctx.holders.network_mode(plan.network_mode)
+    return plan if mode == plan.network_mode else replace(plan, network_mode=mode, hostname="")
+
+
+def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
+    """A container that may still run shares no namespace with a later job: retire its holder
+    and the pooled containers waiting in it."""
+    if ctx.holders is not None:
+        ctx.holders.done(sandbox.plan.network_mode, clean=False)
+    if ctx.pool is not None and sandbox.plan.network_mode.startswith("container:"):
+        ctx.pool.discard_joined(sandbox.plan.network_mode)
 
 
 def _disposed(ctx: WorkerContext, claim: Claim, removed: bool, ms: int) -> None:
@@ -164,7 +183,7 @@ def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
             return pooled
     name = f"airlock-{claim.job_id[:8]}-{claim.attempt}-{int(time.time() * 1000) % 100000}"
     plan = plan_for(ctx, job, name=name, job_id=claim.job_id, attempt=claim.attempt)
-    return runner.prepare(ctx.api, plan, ctx.volumes)
+    return runner.prepare(ctx.api, _in_holder(ctx, plan), ctx.volumes)
 
 
 def _outcome(ctx: WorkerContext, claim: Claim, job: ResolvedJob, run: RunOutcome,

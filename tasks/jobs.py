@@ -41,6 +41,8 @@ def _fresh_resources(**_: Any) -> None:
 def _close_resources(**_: Any) -> None:
     if _context is not None and _context.pool is not None:
         _context.pool.drain()
+    if _context is not None and _context.holders is not None:
+        _context.holders.close()
 
 
 @app.task(name="airlock.run_job", bind=True, acks_late=True, reject_on_worker_lost=True)

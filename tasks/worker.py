@@ -25,7 +25,7 @@ from tasks import maintenance, metrics, preflight, retention, streams
 from tasks.app import app, configure
 from tasks.client import Airlock
 from tasks.store import JobStore, make_engine
-from workers import engine, pool
+from workers import engine, holders, pool
 from workers import labels as L
 from workers.storage import volumes_for
 
@@ -84,8 +84,8 @@ class Maintenance:
 
 
 def clear_pool(s: Settings) -> None:
-    """Remove the warm containers this worker's processes kept (a SIGTERM ends a prefork child
-    before its own clean-up); those a job was given are left to the reaper."""
+    """Remove the warm containers and namespace holders this worker's processes kept (a SIGTERM
+    ends a prefork child before its own clean-up); those a job was given are the reaper's."""
     try:
         store = JobStore(make_engine(s.database_url))
         try:
@@ -94,6 +94,8 @@ def clear_pool(s: Settings) -> None:
                 owner=pool.owner_label(s.hostname, os.getpid()),
                 volumes=volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid),
                 busy=lambda ids: store.jobs_by_container(ids))
+            removed += holders.remove_owned(engine.connect(s.docker_host), fleet=s.fleet,
+                                            owner=pool.owner_label(s.hostname, os.getpid()))
         finally:
             store.engine.dispose()
         log.info("pool.cleared", removed=removed)
@@ -166,7 +168,7 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     def _shutdown(**_: Any) -> None:
         housekeeping.stop.set()
         metrics.disable()
-        if s.pool_size > 0:
+        if s.pool_size > 0 or s.netns_holders != "off":
             clear_pool(s)
 
     quiet = ["--quiet"] if s.log_format == "json" else []  # Celery's banner is not JSON

@@ -39,13 +39,15 @@ def settings(database_url: str) -> Settings:
         database_url=database_url, fleet=f"test-{tag}", queue=f"airlock-test-{tag}",
         concurrency=int(os.environ.get("AIRLOCK_TEST_CONCURRENCY", "2")),
         pool_size=int(os.environ.get("AIRLOCK_TEST_POOL_SIZE", "0")),
+        netns_holders=os.environ.get("AIRLOCK_TEST_NETNS_HOLDERS", "egress"),
         reaper_interval_s=5.0,
     )
 
 
 @pytest.fixture(scope="session")
 def worker(settings: Settings, artifacts: Path) -> Iterator[WorkerProcess]:
-    proc = WorkerProcess(settings, artifacts / f"worker-{settings.fleet}.log").start()
+    proc = WorkerProcess(settings, artifacts / f"worker-{settings.fleet}.log",
+                         AIRLOCK_NETNS_HOLDERS=settings.netns_holders).start()
     yield proc
     proc.stop()
 

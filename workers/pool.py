@@ -223,6 +223,18 @@ class WarmPool:
         if then is not None:
             then(removed, int((time.monotonic() - t) * 1000))
 
+    def discard_joined(self, network_mode: str) -> int:
+        """Give up the waiting sandboxes created in this (namespace holder's) network mode."""
+        with self._cond:
+            gone = 0
+            for slot in self._slots.values():
+                keep = deque(s for s in slot.ready if s.plan.network_mode != network_mode)
+                gone += len(slot.ready) - len(keep)
+                self._doomed.extend(s for s in slot.ready if s.plan.network_mode == network_mode)
+                slot.ready = keep
+        self._wake.set()
+        return gone
+
     def _discard(self, sandbox: Sandbox) -> None:
         with self._cond:
             self._doomed.append(sandbox)

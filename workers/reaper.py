@@ -11,8 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from workers import labels as L
+from workers.holders import ROLE_HOLDER
 
 UNKNOWN_JOB_GRACE_S = 120.0  # a container is created only after its claim commits
+START_GRACE_S = 30.0  # a pool container or holder is listed "created" until its start returns
 
 
 class Reason(enum.StrEnum):
@@ -22,6 +24,7 @@ class Reason(enum.StrEnum):
     DEADLINE_PASSED = "deadline_passed"
     UNKNOWN_JOB = "unknown_job"
     POOL_EXPIRED = "pool_expired"
+    HOLDER_EXPIRED = "holder_expired"
     EXITED = "exited"
 
 
@@ -94,9 +97,13 @@ def select(containers: Iterable[ContainerView], jobs: Mapping[str, JobState], *,
 
 def _reason(c: ContainerView, job: JobState | None, now: float,
             pool_max_age_s: float) -> Reason | None:
+    if c.labels.get(L.ROLE) == ROLE_HOLDER:  # a namespace holder: never a job's, no attempt
+        if not c.running:  # exited, or created and not started yet: give it time to start
+            return Reason.EXITED if now - c.created > START_GRACE_S else None
+        return Reason.HOLDER_EXPIRED if c.deadline and now > c.deadline else None
     if c.labels.get(L.ROLE) == L.ROLE_POOL and not c.job:
         if not c.running:
-            return Reason.EXITED
+            return Reason.EXITED if now - c.created > START_GRACE_S else None
         return Reason.POOL_EXPIRED if now - c.created > pool_max_age_s else None
     if job is None:
         return Reason.UNKNOWN_JOB if now - c.created > UNKNOWN_JOB_GRACE_S else None

@@ -1,0 +1,192 @@
+"""Network-namespace holders: long-lived, empty containers whose namespace job containers join
+(``network_mode="container:<holder>"``) instead of having Docker set up a network of their own.
+
+Measured on this engine (docs/benchmark.md): a job on a Docker network (the workspace network,
+for egress) costs about 370 ms and as much host CPU to start, most of it the veth pair, the
+bridge port and the iptables work of a new endpoint; joining a holder already attached costs
+about 165 ms. A job with *no* network is already cheap: Airlock creates it with NetworkDisabled,
+so runc makes a fresh empty namespace without Docker's network set-up hook, and a holder saves
+nothing while sharing a namespace between consecutive jobs. Hence ``netns_holders="egress"``
+(the default) puts holders only under jobs that have a network; ``"all"`` also under the rest.
+
+One holder per network per worker process: a process runs one job at a time, so two jobs never
+share a namespace at the same time. A holder is recycled after ``max_jobs`` jobs, after
+``max_age_s``, and after any job that did not end cleanly. Its only process is ``sleep`` for a
+little longer than ``max_age_s``, so an orphan (its worker killed) exits on its own; the reaper
+removes holders that exited or passed their deadline label, never a live one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import structlog
+
+from workers import labels as L
+from workers import runner
+from workers.engine import call
+
+log = structlog.get_logger(__name__)
+
+ROLE_HOLDER = "holder"
+OWNER = "org.airlock.owner"  # same key as workers.pool.OWNER
+SLEEP_MARGIN_S = 60.0
+MODES = ("off", "egress", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class HolderPlan:
+    """How this worker's holders are made: as hardened as a job container, and smaller."""
+
+    fleet: str
+    host: str
+    owner: str
+    image: str
+    seccomp_json: str
+    user: str = "1000:1000"
+    hostname: str = "sandbox"  # containers joining a namespace take its holder's hostname
+    max_age_s: float = 900.0
+
+
+def wants_holder(mode: str, network_mode: str) -> bool:
+    """Whether a job planned with ``network_mode`` joins a holder under this ``mode``."""
+    if mode == "off" or network_mode.startswith(("container:", "host")):
+        return False
+    return mode == "all" or network_mode != "none"
+
+
+def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float) -> dict[str, Any]:
+    """A holder: ``sleep`` as its only process, nothing writable, no capabilities, the job's
+    seccomp profile and user; attached to ``network`` (or a fresh empty namespace for none)."""
+    sleep_s = int(plan.max_age_s + SLEEP_MARGIN_S)
+    return {
+        "image": plan.image,
+        "command": ["sleep", str(sleep_s)],
+        "name": name,
+        "hostname": plan.hostname,
+        "user": plan.user,
+        "labels": {
+            L.MANAGED: "true", L.FLEET: plan.fleet, L.ROLE: ROLE_HOLDER, L.HOST: plan.host,
+            L.NAME: name, OWNER: plan.owner, L.CREATED: f"{now:.3f}",
+            L.DEADLINE: f"{now + sleep_s:.3f}", L.JOB: "", L.ATTEMPT: "0",
+        },
+        "network_disabled": network == "none",
+        "use_config_proxy": False,
+        "host_config": {
+            "NetworkMode": network,
+            "ReadonlyRootfs": True,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges:true", "seccomp=" + plan.seccomp_json],
+            "Memory": 16 * 1024**2,
+            "MemorySwap": 16 * 1024**2,
+            "PidsLimit": 4,
+            "CpuPeriod": 100_000,
+            "CpuQuota": 10_000,
+            "IpcMode": "private",
+            "LogConfig": {"Type": "none", "Config": {}},
+            "RestartPolicy": {"Name": "no"},
+            "AutoRemove": False,
+        },
+    }
+
+
+@dataclass
+class Holder:
+    container_id: str
+    network: str
+    born: float = field(default_factory=time.monotonic)
+    jobs: int = 0
+
+    @property
+    def network_mode(self) -> str:
+        return f"container:{self.container_id}"
+
+
+class Holders:
+    """This worker process's holders, one per network. Thread-safe: the pool's refill thread
+    and the job's thread both plan containers into them."""
+
+    def __init__(self, connect: Callable[[], docker.APIClient], plan: HolderPlan, *,
+                 mode: str = "egress", max_jobs: int = 200) -> None:
+        if mode not in MODES:
+            raise ValueError(f"netns_holders must be one of {MODES}, not {mode!r}")
+        self._connect, self.plan, self.mode, self.max_jobs = connect, plan, mode, max_jobs
+        self._api: docker.APIClient | None = None
+        self._lock = threading.Lock()
+        self._current: dict[str, Holder] = {}
+        self._by_id: dict[str, Holder] = {}
+        self.made = 0
+
+    def network_mode(self, planned: str) -> str:
+        """The network mode to create a container with: its holder's, or ``planned`` as is."""
+        if not wants_holder(self.mode, planned):
+            return planned
+        with self._lock:
+            holder = self._current.get(planned)
+            if holder is not None and self._worn(holder):
+                self._retire(holder)
+                holder = None
+            if holder is None:
+                holder = self._make(planned)
+            holder.jobs += 1  # counted when planned: a pooled container's job comes later
+            return holder.network_mode
+
+    def done(self, network_mode: str, *, clean: bool) -> None:
+        """A job that ran in ``network_mode`` ended; a job that did not end cleanly (its
+        container may not have stopped) retires its holder at once."""
+        if not network_mode.startswith("container:"):
+            return
+        with self._lock:
+            holder = self._by_id.get(network_mode.removeprefix("container:"))
+            if holder is not None and not clean:
+                self._retire(holder)
+
+    def _worn(self, holder: Holder) -> bool:
+        return (holder.jobs >= self.max_jobs
+                or time.monotonic() - holder.born >= self.plan.max_age_s)
+
+    def _make(self, network: str) -> Holder:
+        if self._api is None:
+            self._api = self._connect()
+        api = self._api
+        name = f"airlock-holder-{os.getpid()}-{secrets.token_hex(4)}"
+        kwargs = holder_create_kwargs(self.plan, network, name, time.time())
+        cid = str(call("create holder", lambda: api.create_container(**kwargs))["Id"])
+        try:
+            call("start holder", lambda: api.start(cid))
+        except BaseException:
+            runner._remove(api, cid)
+            raise
+        holder = Holder(cid, network)
+        self._current[network] = holder
+        self._by_id[cid] = holder
+        self.made += 1
+        log.info("holder.made", container=cid[:12], network=network)
+        return holder
+
+    def _retire(self, holder: Holder) -> None:
+        """Remove a holder. Containers still in its namespace keep it alive until they end."""
+        if self._current.get(holder.network) is holder:
+            del self._current[holder.network]
+        self._by_id.pop(holder.container_id, None)
+        if self._api is not None:
+            runner._remove(self._api, holder.container_id)
+
+    def close(self) -> None:
+        with self._lock:
+            for holder in list(self._by_id.values()):
+                self._retire(holder)
+
+
+def remove_owned(api: docker.APIClient, *, fleet: str, owner: str) -> int:
+    """At a worker's shutdown: remove the holders its processes made."""
+    found = api.containers(all=True, filters={"label": [
+        f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={ROLE_HOLDER}", f"{OWNER}={owner}"]})
+    return sum(1 for c in found if runner._remove(api, c["Id"]))
