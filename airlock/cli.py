@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -114,7 +114,7 @@ def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: b
     try:
         handle = client.submit(spec)
         if not as_json:
-            _relay(client, handle.id)
+            _OutputRelay().run(client, handle.id)
         record = client.wait(handle.id, wait_timeout)
     except AirlockError as exc:
         click.echo(f"airlock: {exc}", err=True)
@@ -128,12 +128,26 @@ def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: b
     sys.exit(record.exit_code if record.exit_code is not None else EXIT_AIRLOCK_FAILED)
 
 
-def _relay(client: Any, job_id: str) -> None:
-    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
-    for event in client.events(job_id):
-        if event.kind in outs:
-            outs[event.kind].write(event.data)
-            outs[event.kind].flush()
+class _OutputRelay:
+    """Writes a job's output events to our stdout/stderr as they come; remembers the offset."""
+
+    def __init__(self, offset: str = "0-0") -> None:
+        self.offset = offset
+
+    def run(self, client: Any, job_id: str, follow: bool = True) -> None:
+        outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+        for event in client.events(job_id, self.offset, follow=follow):
+            if event.kind in outs:
+                outs[event.kind].write(event.data)
+                outs[event.kind].flush()
+            elif event.kind == "lagging":
+                skipped = sum(event.summary.values())
+                click.echo(f"airlock: live output fell behind: {skipped} bytes skipped here"
+                           " (the stored result keeps the head)", err=True)
+            elif event.kind == "truncated":
+                click.echo("airlock: live output stops here (its bound is reached);"
+                           " the job goes on", err=True)
+            self.offset = event.offset
 
 
 @main.command()
@@ -158,29 +172,100 @@ def result(job_id: str, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends.")
 @click.option("--offset", default="0-0", help="Resume after this stream offset.")
 def logs(job_id: str, follow: bool, offset: str) -> None:
-    """Print a job's output (live with --follow), resumable from an offset."""
-    client = _client()
-    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
-    for event in client.events(job_id, offset, follow=follow):
-        if event.kind in outs:
-            outs[event.kind].write(event.data)
-            outs[event.kind].flush()
+    """Print a job's output (live with --follow), resumable from an offset.
+
+    Interrupted, it prints the offset to resume from with --offset."""
+    relay = _OutputRelay(offset)
+    try:
+        relay.run(_client(), job_id, follow=follow)
+    except AirlockError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(f"\nairlock: stopped; resume with --offset {relay.offset}", err=True)
+        sys.exit(130)
 
 
 @main.command()
 @click.argument("job_id")
-def cancel(job_id: str) -> None:
-    """Cancel a job: a queued one never starts; a running one is killed."""
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS",
+              help="Then wait up to this long for the job's verdict and print it.")
+def cancel(job_id: str, wait_s: float | None) -> None:
+    """Cancel a job: a queued one never starts; a running one is killed.
+
+    Exits 0 also when the job had already finished (nothing to do); non-zero for an unknown id."""
+    client = _client()
     try:
-        state = _client().cancel(job_id)
+        state = client.cancel(job_id)
+        messages = {
+            "cancelled": "cancelled before it started",
+            "cancelling": "cancelling: its container is being killed",
+            "already_finished": "already finished: nothing to cancel",
+        }
+        click.echo(f"{job_id}: {messages[state]}")
+        if wait_s is not None:
+            click.echo(client.wait(job_id, wait_s).summary())
     except AirlockError as exc:
         raise click.ClickException(str(exc)) from exc
-    messages = {
-        "cancelled": "cancelled before it started",
-        "cancelling": "cancelling: its container is being killed",
-        "already_finished": "already finished: nothing to cancel",
-    }
-    click.echo(f"{job_id}: {messages[state]}")
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--in-flight", type=click.IntRange(1, 10_000), default=16, show_default=True,
+              help="Jobs submitted but not finished, at most.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every result as JSON Lines (one per job, as they finish).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results as CSV.")
+@click.option("--on-error", type=click.Choice(["skip", "stop"]), default="skip", show_default=True,
+              help="A malformed line: report it and go on, or stop submitting there.")
+@click.option("--batch-id", help="Scope of the idempotency keys (default: the input's path).")
+def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None, on_error: str,
+           batch_id: str | None) -> None:
+    """Run a batch: SOURCE is JSON Lines (one job per line, the API's fields) or a folder of
+    scripts (.py .js .sh .c). Re-running it after an interruption runs nothing twice.
+
+    Exits 0 when every line ran, 1 when lines were malformed, 125 when Airlock failed."""
+    from rich.console import Console
+
+    from airlock.batchview import BatchProgress, summary_table
+    from tasks.batch import BatchRunner, ItemResult, OnError, ResultsWriter, load
+
+    err = Console(stderr=True)
+    client = _client()
+    mode = cast(OnError, on_error)
+    batch = load(source, client.settings, batch_id)
+    todo = batch.to_submit(mode)
+    writer = ResultsWriter(out, csv_path)
+    try:
+        with BatchProgress(err, len(todo), f"{source.name}: {len(todo)} jobs") as view:
+
+            def on_result(result: ItemResult) -> None:
+                writer.write(result)
+                view.on_result(result)
+
+            report = BatchRunner(client, batch, in_flight=in_flight, on_error=mode,
+                                 on_result=on_result, on_invalid=view.on_invalid).run()
+    except AirlockError as exc:
+        err.print(f"airlock: {exc}; re-run the same command to resume")
+        sys.exit(EXIT_AIRLOCK_FAILED)
+    except KeyboardInterrupt:
+        err.print("airlock: interrupted; re-run the same command to resume"
+                  " (finished jobs are fetched, not run again)")
+        sys.exit(130)
+    finally:
+        writer.close()
+    Console().print(summary_table(report, f"batch {source.name}"))
+    notes = [f"{report.submitted} submitted", f"{report.reused} finished earlier (fetched)",
+             f"{report.resumed} from an earlier run (waited for)"]
+    if batch.ignored:
+        notes.append(f"{len(batch.ignored)} files ignored (not .py/.js/.sh/.c)")
+    if out is not None:
+        notes.append(f"results: {out}" + (f", {csv_path}" if csv_path else ""))
+    err.print(" · ".join(notes))
+    if report.stopped_at is not None:
+        err.print(f"stopped at {report.stopped_at.source} (--on-error stop);"
+                  f" {len(batch.items) - len(todo) - 1} lines after it not submitted")
+    sys.exit(1 if report.invalid else 0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -101,8 +101,14 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = 900.0
     lease_s: float = 30.0
     max_attempts: int = Field(default=3, ge=1)
-    stream_maxlen: int = 20_000
-    stream_ttl_s: int = 3600
+    # Live output (docs/streaming.md). A job's stream holds at most stream_max_bytes of output
+    # (also bounded by its own output cap) in at most stream_maxlen entries, from the start:
+    # nothing is trimmed, so late joiners see the head; past either bound it says "truncated".
+    stream_maxlen: int = 50_000
+    stream_max_bytes: int = 64 * MiB
+    stream_ttl_s: int = 3600  # kept this long after the job ends; then PostgreSQL answers
+    relay_buffer_bytes: int = 16 * MiB  # per worker process; past it chunks are skipped, not waited on
+    relay_entry_bytes: int = 256 * 1024  # coalesced chunks per stream entry, at most
     result_retention_days: float = 30.0
     reaper_interval_s: float = 15.0
     reconcile_after_s: float = 30.0

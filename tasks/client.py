@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,48 +117,67 @@ class Airlock:
                 self.redis.set(streams.cancel_key(job_id), 1, ex=self.settings.stream_ttl_s)
             except redis.exceptions.RedisError:
                 pass  # the worker also sees the flag when it renews its lease
+        elif state == "cancelled":  # no worker will ever end its stream: readers and waiters
+            streams.publish_end(self.redis, job_id, end_summary(self.store.get(job_id)),
+                                self.settings.stream_ttl_s)
         return state
 
     def events(self, job_id: str, offset: str = streams.START,
                follow: bool = True) -> Iterator[Event]:
-        """Output events from ``offset`` on, ending with an ``end`` event. Once the stream
-        has expired, the stored result stands in for it."""
-        if not follow:
-            yield from streams.read(self.redis, job_id, offset, block_ms=0) if \
-                streams.stream_exists(self.redis, job_id) else self._replay(job_id)
-            return
-        idle = 0.0
-        for event in streams.follow(self.redis, job_id, offset):
-            if event is not None:
-                idle = 0.0
+        """Output events after ``offset`` (a previous event's ``offset``; default: from the
+        start). With ``follow``, until the ``end`` event that carries the verdict; without,
+        what is there now. Once the stream has expired (or if the relay lost it), the stored
+        result stands in for it, from the same byte positions."""
+        cursor = streams.Cursor.parse(offset)
+        self.store.get(job_id)  # raises JobNotFound for an unknown id
+        idle, check = 0, True
+        while cursor.entry != streams.STORED:
+            if check and not streams.stream_exists(self.redis, job_id) and (
+                    not follow or self.store.get(job_id).done):
+                break  # expired (or never written): the stored result answers
+            batch = streams.read(self.redis, job_id, cursor, block_ms=1000 if follow else None)
+            for event in batch:
+                cursor = event.cursor
                 yield event
+                if event.kind == "end":
+                    return
+            check = not batch
+            if batch:
+                idle = 0
                 continue
-            idle += 1.0
-            record = self.store.get(job_id)
-            if record.done and (idle >= 2 or not streams.stream_exists(self.redis, job_id)):
-                if offset == streams.START and not streams.stream_exists(self.redis, job_id):
-                    yield from self._replay(job_id)
-                else:
-                    yield _end_event(record)
+            if not follow:
                 return
+            idle += 1
+            if idle >= 3 and self.store.get(job_id).done:
+                break  # finished, but its stream will not end by itself (the relay lost it)
+        yield from self._replay(job_id, cursor)
 
-    def _replay(self, job_id: str) -> Iterator[Event]:
+    def _replay(self, job_id: str, cursor: streams.Cursor) -> Iterator[Event]:
+        """The stored result as events, from the cursor's byte positions on (the stored
+        head holds the first ``keep_output_bytes`` of each stream)."""
         record = self.store.get(job_id)
-        if record.stdout_bytes:
-            yield Event("stored-1", "stdout", record.stdout_bytes)
-        if record.stderr_bytes:
-            yield Event("stored-2", "stderr", record.stderr_bytes)
+        out, err = cursor.stdout, cursor.stderr
+        rest = record.stdout_bytes[out:]
+        if rest:
+            out += len(rest)
+            yield Event(str(streams.Cursor(streams.STORED, out, err)), "stdout", rest)
+        rest = record.stderr_bytes[err:]
+        if rest:
+            err += len(rest)
+            yield Event(str(streams.Cursor(streams.STORED, out, err)), "stderr", rest)
         if record.done:
-            yield _end_event(record)
+            yield _end_event(record, streams.Cursor(streams.STORED, out, err))
 
     def close(self) -> None:
         self.store.engine.dispose()
         self.redis.close()
 
 
-def _end_event(record: JobRecord) -> Event:
-    import json
+def end_summary(record: JobRecord) -> dict[str, Any]:
+    return {"verdict": record.verdict, "exit_code": record.exit_code, "attempt": record.attempt,
+            "stdout_bytes": record.stdout_total or 0, "stderr_bytes": record.stderr_total or 0,
+            "error": record.error, "stored": True}
 
-    body = json.dumps({"verdict": record.verdict, "exit_code": record.exit_code,
-                       "attempt": record.attempt})
-    return Event("stored-end", "end", body.encode())
+
+def _end_event(record: JobRecord, cursor: streams.Cursor) -> Event:
+    return Event(str(cursor), "end", json.dumps(end_summary(record)).encode())

@@ -12,6 +12,7 @@ import redis
 from config.seccomp import profile_sha256
 from config.settings import Settings
 from tasks import streams
+from tasks.relay import Relay
 from tasks.store import JobStore, make_engine
 from workers import engine
 from workers.holders import HolderPlan, Holders
@@ -30,6 +31,7 @@ class WorkerContext:
     seccomp_sha256: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
     pool: WarmPool | None = None
+    relay: Relay | None = None  # live output: made, and its thread started, on first use
     holders: Holders | None = None
 
     @property

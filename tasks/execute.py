@@ -13,8 +13,8 @@ from tasks import metrics
 from tasks.context import WorkerContext
 from tasks.contract import JobLimits, ResolvedJob, resolve, resolve_limits
 from tasks.lease import LeaseKeeper
+from tasks.relay import Publisher, Relay
 from tasks.store import Claim, Outcome
-from tasks.streams import Publisher
 from workers import labels as L
 from workers import pool, runner
 from workers.launcher import encode_payload
@@ -81,10 +81,14 @@ def execute_job(job_id: str, ctx: WorkerContext) -> str:
     claim = ctx.store.claim(job_id, host=s.hostname, lease_s=s.lease_s,
                             run_budget_s=s.startup_grace_s + s.maximums.timeout_s + 20)
     if claim is None:
-        log.info("job.not_claimed", job_id=job_id)
+        if ctx.store.end_cancelled(job_id):
+            log.info("job.cancelled_unclaimed", job_id=job_id)
+            _relay(ctx).publisher(job_id).end({"verdict": str(Verdict.CANCELLED)})
+            return "cancelled"
+        log.info("job.not_claimed", job_id=job_id)  # finished, cancelled, or another's: dropped
         return "not_claimed"
     log_ = log.bind(job_id=job_id, attempt=claim.attempt)
-    publisher = Publisher(ctx.redis, job_id, s.stream_maxlen, s.stream_ttl_s)
+    publisher = _relay(ctx).publisher(job_id)
     if claim.unfinished >= s.max_attempts:
         error = f"gave up after {claim.unfinished} attempts whose worker died (a poison job?)"
         _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher)
@@ -111,6 +115,12 @@ def execute_job(job_id: str, ctx: WorkerContext) -> str:
         return "stale"
     _record(ctx, claim, _outcome(ctx, claim, job, outcome, phases), publisher)
     return "finished"
+
+
+def _relay(ctx: WorkerContext) -> Relay:
+    if ctx.relay is None:
+        ctx.relay = Relay.for_settings(ctx.redis, ctx.settings)
+    return ctx.relay
 
 
 def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,

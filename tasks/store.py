@@ -209,7 +209,10 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> str:
         """Cancel: a queued job ends at once; a running one is flagged for its worker."""
-        key = uuid.UUID(job_id)
+        try:
+            key = uuid.UUID(job_id)
+        except ValueError as exc:
+            raise JobNotFound(f"no job {job_id!r}") from exc
         with self._tx() as conn:
             done = conn.execute(sa.update(Job).where(
                 Job.id == key, Job.status == Status.QUEUED
@@ -226,6 +229,25 @@ class JobStore:
         if exists is None:
             raise JobNotFound(f"no job {job_id}")
         return "already_finished"
+
+    def end_cancelled(self, job_id: str) -> bool:
+        """End a job flagged for cancellation that no live attempt will end: handed back to
+        the queue after its cancel (an infrastructure retry), or its worker died. Its claim is
+        refused, so without this it would stay unfinished and be re-enqueued forever."""
+        stale = sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
+                        Job.run_deadline < now())
+        key = uuid.UUID(job_id)
+        with self._tx() as conn:
+            done = conn.execute(sa.update(Job).where(
+                Job.id == key, Job.cancel_requested.is_(True),
+                sa.or_(Job.status == Status.QUEUED, stale),
+            ).values(status=Status.FINISHED, verdict="cancelled", finished_at=now(),
+                     lease_until=None, error="cancelled; it was not running any more"))
+            if done.rowcount:
+                conn.execute(sa.update(Attempt).where(
+                    Attempt.job_id == key, Attempt.outcome.is_(None)
+                ).values(outcome="lost", ended_at=now()))
+        return done.rowcount == 1
 
     def expired_leases(self, limit: int = 500) -> list[tuple[str, int]]:
         """Running jobs whose worker stopped renewing (for the reaper and reconciler)."""

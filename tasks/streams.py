@@ -1,14 +1,20 @@
 """Live output through Redis Streams: one stream per job, resumable from any offset.
 
-Entries: ``{t: "stdout"|"stderr", d: <bytes>}`` while the job runs, then one ``{t: "end",
-d: <json summary>}``. Stream ids are the offsets: a reader passes the last id it saw and gets
-exactly what follows. Streams are capped in length and expire a while after the job ends, after
-which the stored result in PostgreSQL is the fallback.
+Entries: ``{t: "stdout"|"stderr", d: <bytes>, p: "<stdout pos>,<stderr pos>"}`` while the job
+runs (``p``: the byte positions in each stream after the entry), maybe ``lagging`` (the relay fell
+behind and skipped bytes, ``d`` says how many) or ``truncated`` (the live stream reached its
+bound; the job goes on), then one ``end`` whose ``d`` is the JSON summary with the verdict.
+
+A reader's offset is a ``Cursor``: the last entry id it saw plus the two positions, written
+``<id>:<stdout>:<stderr>``. With the id a reader resumes exactly after what it saw; with the
+positions it resumes exactly in the stored result (PostgreSQL) once the stream has expired.
+The worker writes through ``tasks.relay`` (bounded, off the job's read loop).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +22,12 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from airlock.errors import BrokerUnavailable
+from airlock.errors import AirlockError, BrokerUnavailable
 
 START = "0-0"
+STORED = "stored"  # the entry id of events replayed from PostgreSQL
+READ_COUNT = 64  # entries per XREAD (each holds at most relay_entry_bytes)
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 def output_key(job_id: str) -> str:
@@ -34,14 +43,47 @@ def cancel_key(job_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a reader is: after stream entry ``entry``, having seen ``stdout``/``stderr`` bytes."""
+
+    entry: str = START
+    stdout: int = 0
+    stderr: int = 0
+
+    @classmethod
+    def parse(cls, text: str | Cursor) -> Cursor:
+        if isinstance(text, Cursor):
+            return text
+        parts = text.strip().split(":")
+        try:
+            if len(parts) not in (1, 3) or not (_ENTRY_ID.match(parts[0]) or parts[0] == STORED):
+                raise ValueError(text)
+            out, err = (int(parts[1]), int(parts[2])) if len(parts) == 3 else (0, 0)
+            if out < 0 or err < 0:
+                raise ValueError(text)
+        except ValueError:
+            raise AirlockError(f"offset {text!r} is not a stream offset (<id>:<stdout>:<stderr>,"
+                               " as events and `airlock logs` give them)") from None
+        return cls(parts[0], out, err)
+
+    def __str__(self) -> str:
+        return f"{self.entry}:{self.stdout}:{self.stderr}"
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    offset: str
-    kind: str  # stdout, stderr, end
+    offset: str  # a Cursor as text: pass it back to resume right after this event
+    kind: str  # stdout, stderr, lagging, truncated, end
     data: bytes
 
     @property
     def summary(self) -> dict[str, Any]:
-        return json.loads(self.data) if self.kind == "end" else {}
+        """The JSON body of end, lagging and truncated events."""
+        return json.loads(self.data) if self.kind not in ("stdout", "stderr") else {}
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor.parse(self.offset)
 
 
 def connect(url: str) -> redis.Redis:
@@ -49,45 +91,33 @@ def connect(url: str) -> redis.Redis:
                                 health_check_interval=30)
 
 
-class Publisher:
-    """The worker's side. Never raises into the job's path: relay loss is logged, not fatal."""
-
-    def __init__(self, r: redis.Redis, job_id: str, maxlen: int, ttl_s: int) -> None:
-        self.r, self.key, self.maxlen, self.ttl = r, output_key(job_id), maxlen, ttl_s
-        self.job_id = job_id
-        self.failed = False
-        self._expiry_set = False
-
-    def chunk(self, stream: str, data: bytes) -> None:
-        if self.failed:
-            return
-        try:
-            self.r.xadd(self.key, {"t": stream, "d": data}, maxlen=self.maxlen, approximate=True)
-            if not self._expiry_set:
-                # If the worker dies, the stream still goes away in time.
-                self.r.expire(self.key, self.ttl * 4)
-                self._expiry_set = True
-        except redis.exceptions.RedisError:
-            self.failed = True
-
-    def end(self, summary: dict[str, Any]) -> None:
-        body = json.dumps(summary, default=str)
-        try:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.xadd(self.key, {"t": "end", "d": body}, maxlen=self.maxlen, approximate=True)
-            pipe.expire(self.key, self.ttl)
-            pipe.xadd(done_key(self.job_id), {"d": body}, maxlen=1)
-            pipe.expire(done_key(self.job_id), self.ttl)
-            pipe.execute()
-        except redis.exceptions.RedisError:
-            self.failed = True
+def queue_end(pipe: Any, job_id: str, body: bytes, ttl_s: int) -> None:
+    """Add to ``pipe``: the stream's expiry after the end, and the ``done`` announcement."""
+    pipe.expire(output_key(job_id), ttl_s)
+    pipe.xadd(done_key(job_id), {"d": body}, maxlen=1)
+    pipe.expire(done_key(job_id), ttl_s)
 
 
-def read(r: redis.Redis, job_id: str, offset: str = START, block_ms: int = 1000,
-         count: int = 512) -> list[Event]:
-    """Events after ``offset`` (waiting up to ``block_ms`` for the first one)."""
+def publish_end(r: redis.Redis, job_id: str, summary: dict[str, Any], ttl_s: int) -> None:
+    """End a stream from outside a worker (a job cancelled before it started)."""
+    body = json.dumps(summary, default=str).encode()
     try:
-        reply = r.xread({output_key(job_id): offset}, count=count, block=block_ms)
+        pipe = r.pipeline(transaction=False)
+        pipe.xadd(output_key(job_id), {"t": "end", "d": body, "p": "0,0"})
+        queue_end(pipe, job_id, body, ttl_s)
+        pipe.execute()
+    except redis.exceptions.RedisError:
+        pass  # readers and waiters fall back to PostgreSQL
+
+
+def read(r: redis.Redis, job_id: str, offset: str | Cursor = START, block_ms: int | None = 1000,
+         count: int = READ_COUNT) -> list[Event]:
+    """Events after ``offset``: waiting up to ``block_ms`` for the first one (None: no wait)."""
+    cursor = Cursor.parse(offset)
+    if block_ms is not None:
+        block_ms = max(1, block_ms)  # BLOCK 0 would wait forever
+    try:
+        reply = r.xread({output_key(job_id): cursor.entry}, count=count, block=block_ms)
     except redis.exceptions.RedisError as exc:
         raise BrokerUnavailable(f"Redis: {exc}") from exc
     events = []
@@ -96,11 +126,16 @@ def read(r: redis.Redis, job_id: str, offset: str = START, block_ms: int = 1000,
         for entry_id, fields in entries:
             ident = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             kind = fields[b"t"].decode()
-            events.append(Event(ident, kind, fields[b"d"]))
+            out, _, err = fields.get(b"p", b"").decode().partition(",")
+            if out and err:
+                cursor = Cursor(ident, int(out), int(err))
+            else:
+                cursor = Cursor(ident, cursor.stdout, cursor.stderr)
+            events.append(Event(str(cursor), kind, fields[b"d"]))
     return events
 
 
-def follow(r: redis.Redis, job_id: str, offset: str = START,
+def follow(r: redis.Redis, job_id: str, offset: str | Cursor = START,
            block_ms: int = 1000) -> Iterator[Event | None]:
     """Yield events until the end event; yields None on each idle wait (a chance to give up)."""
     while True:

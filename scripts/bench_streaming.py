@@ -1,0 +1,122 @@
+"""Measure the live-output relay: runner wall time with no sink, a counting sink, and the Redis
+publisher; and a bare ``docker run`` of the same image printing the same bytes.
+
+    python scripts/bench_streaming.py [--repeat 3] [--modes none,count,publish]
+
+Runs containers directly through workers.runner (no Celery, no PostgreSQL) under a throwaway
+fleet label; every container is removed in a finally. Prints one line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+
+from config.settings import MiB, Settings
+from tasks import streams
+from tasks.context import build_context
+from tasks.contract import resolve
+from tasks.execute import payload_for, plan_for
+from tasks.relay import Relay
+from workers import runner
+
+JOBS = {
+    "big": "import sys\nb = b'x' * 2**20\nfor _ in range(64): sys.stdout.buffer.write(b)",
+    "lines": "import sys\nline = b'y' * 99 + b'\\n'\nw = sys.stdout.buffer.write\n"
+             "for _ in range(671088): w(line)",
+}
+
+
+def run_once(ctx: object, relay: Relay, s: Settings, code: str, mode: str) -> dict[str, float]:
+    from tasks.context import WorkerContext
+
+    assert isinstance(ctx, WorkerContext)
+    _, job = resolve({"code": code, "limits": {"output_bytes": 64 * MiB, "timeout_s": 60}}, s)
+    job_id = str(uuid.uuid4())
+    chunks = 0
+    size = 0
+    spent = 0.0
+    key = streams.output_key(job_id)
+    publisher = relay.publisher(job_id)
+    written = relay.written_entries
+    relay.buffer.high_water = 0
+
+    def sync_xadd(stream: str, data: bytes) -> None:  # the first version: XADD on the read loop
+        ctx.redis.xadd(key, {"t": stream, "d": data}, maxlen=s.stream_maxlen, approximate=True)
+
+    def sink(stream: str, data: bytes) -> None:
+        nonlocal chunks, size, spent
+        chunks += 1
+        size += len(data)
+        if mode in ("sync", "relay"):
+            t = time.perf_counter()
+            (sync_xadd if mode == "sync" else publisher.chunk)(stream, data)
+            spent += time.perf_counter() - t
+
+    plan = plan_for(ctx, job, name=f"airlock-bench-{job_id[:8]}", job_id=job_id, attempt=1)
+    sandbox = runner.prepare(ctx.api, plan, ctx.volumes)
+    try:
+        out = runner.run(sandbox, payload_for(job), job.limits, keep_bytes=s.keep_output_bytes,
+                         sink=None if mode == "none" else sink, volumes=ctx.volumes)
+        t = time.perf_counter()
+        if mode == "relay":
+            publisher.end({"verdict": "ok"})
+        flush_ms = (time.perf_counter() - t) * 1000
+    finally:
+        runner.destroy(sandbox, ctx.volumes)
+        ctx.redis.delete(key, streams.done_key(job_id))
+    total = out.stdout_total
+    return {"wall_ms": out.wall_ms, "bytes": total, "chunks": chunks, "flush_ms": flush_ms,
+            "entries": relay.written_entries - written, "skipped": publisher.skipped_total,
+            "high_water": relay.buffer.high_water,
+            "mean_chunk": size / chunks if chunks else 0, "sink_ms": spent * 1000,
+            "per_chunk_us": spent * 1e6 / chunks if chunks else 0}
+
+
+def bare(code: str) -> float:
+    t = time.monotonic()
+    subprocess.run(["docker", "run", "--rm", "-i", "--network=none", "airlock/sandbox:latest",
+                    "python3", "-u", "-c", code], stdout=subprocess.DEVNULL, check=True)
+    return (time.monotonic() - t) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--modes", default="none,count,sync,relay")
+    ap.add_argument("--jobs", default="big,lines")
+    ap.add_argument("--bare", action="store_true")
+    args = ap.parse_args()
+    s = Settings(fleet=f"bench-{uuid.uuid4().hex[:6]}")
+    ctx = build_context(s)
+    relay = Relay.for_settings(ctx.redis, s)
+    report: Callable[..., None] = print
+    modes = args.modes.split(",")
+    for name in args.jobs.split(","):
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        for _ in range(args.repeat):  # interleaved, so a noisy neighbour hits every mode alike
+            for mode in modes:
+                runs[mode].append(run_once(ctx, relay, s, JOBS[name], mode))
+        for mode in modes:
+            walls = [r["wall_ms"] for r in runs[mode]]
+            skipped = [r["skipped"] for r in runs[mode]]
+            last = runs[mode][-1]
+            med = statistics.median(walls)
+            report(f"{name:6} {mode:6} wall_ms median={med:.0f} all={walls}"
+                   f" MiB/s={last['bytes'] / MiB / (med / 1000):.0f}"
+                   f" chunks={last['chunks']} mean_chunk={last['mean_chunk']:.0f}"
+                   f" sink_ms={last['sink_ms']:.0f} per_chunk_us={last['per_chunk_us']:.1f}"
+                   + (f" entries={last['entries']} end_flush_ms={last['flush_ms']:.0f}"
+                      f" skipped_per_run={skipped} buffer_high_water={last['high_water']}"
+                      if mode == "relay" else ""))
+        if args.bare:
+            walls = [bare(JOBS[name]) for _ in range(args.repeat)]
+            report(f"{name:6} bare-docker-run wall_ms median={statistics.median(walls):.0f}"
+                   f" all={[round(w) for w in walls]} (includes create/start/remove)")
+
+if __name__ == "__main__":
+    main()

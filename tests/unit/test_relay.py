@@ -1,0 +1,150 @@
+"""The live-output relay's bounded buffer, publisher accounting and cursors (no Redis)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from airlock.errors import AirlockError
+from tasks.relay import Entry, Publisher, Relay
+from tasks.streams import START, Cursor
+
+
+def relay(buffer_bytes: int = 1000, entry_bytes: int = 100, max_entries: int = 1000,
+          budget: int = 10_000) -> Relay:
+    # Never started: these tests look at what would be written, not at Redis.
+    return Relay(None, buffer_bytes=buffer_bytes, entry_bytes=entry_bytes,  # type: ignore[arg-type]
+                 max_entries=max_entries, budget_bytes=budget, ttl_s=60)
+
+
+def publisher(r: Relay, job: str = "j") -> Publisher:
+    return Publisher(r, job, r.budget_bytes, r.max_entries)
+
+
+def drain(r: Relay) -> list[tuple[str, bytes, int, int]]:
+    out = []
+    while entries := r.buffer.take(1 << 30, timeout=0):
+        out += [(e.kind, bytes(e.data), e.stdout, e.stderr) for e in entries]
+    return out
+
+
+def test_chunks_of_one_stream_coalesce_up_to_the_entry_size_in_order() -> None:
+    r = relay(entry_bytes=10)
+    p = publisher(r)
+    for piece in (b"abc", b"def", b"ghij", b"k"):
+        p.chunk("stdout", piece)
+    p.chunk("stderr", b"E")
+    p.chunk("stdout", b"l")
+    assert drain(r) == [("stdout", b"abcdefghij", 10, 0), ("stdout", b"k", 11, 0),
+                        ("stderr", b"E", 11, 1), ("stdout", b"l", 12, 1)]
+    assert p.entries == 4
+
+
+def test_a_full_buffer_drops_and_then_says_how_much_was_skipped() -> None:
+    r = relay(buffer_bytes=10, entry_bytes=10)
+    p = publisher(r)
+    p.chunk("stdout", b"0123456789")  # fills the buffer
+    p.chunk("stdout", b"lost1")  # dropped: the job does not wait
+    p.chunk("stderr", b"lost22")
+    assert r.buffer.buffered == 10 and p.skipped_total == 11
+    assert drain(r) == [("stdout", b"0123456789", 10, 0)]
+    p.chunk("stdout", b"back")
+    kinds = drain(r)
+    assert kinds[0][0] == "lagging"
+    assert json.loads(kinds[0][1]) == {"skipped_stdout": 5, "skipped_stderr": 6}
+    assert kinds[0][2:] == (15, 6)  # positions after the skipped bytes, before "back"
+    assert kinds[1] == ("stdout", b"back", 19, 6)
+
+
+def test_memory_stays_bounded_whatever_is_fed() -> None:
+    r = relay(buffer_bytes=4096, entry_bytes=1024)
+    p = publisher(r)
+    for _ in range(10_000):
+        p.chunk("stdout", b"x" * 700)
+    assert r.buffer.high_water <= 4096
+    assert p.positions["stdout"] == 7_000_000
+    assert p.relayed + p.skipped_total == 7_000_000
+
+
+def test_the_live_stream_is_bounded_in_bytes_and_entries_and_says_so() -> None:
+    r = relay(buffer_bytes=1 << 20, entry_bytes=4, budget=10)
+    p = publisher(r)
+    for _ in range(5):
+        p.chunk("stdout", b"abcd")
+    got = drain(r)
+    assert [k for k, *_ in got] == ["stdout", "stdout", "truncated"]
+    assert json.loads(got[-1][1])["reason"] == "stream_max_bytes"
+    assert got[-1][2] == 8 and p.positions["stdout"] == 20  # positions keep counting
+
+    r = relay(buffer_bytes=1 << 20, entry_bytes=1, max_entries=5)
+    p = publisher(r)
+    for _ in range(10):
+        p.chunk("stderr", b"z")
+    got = drain(r)
+    assert len(got) <= 5 and got[-1][0] == "truncated"
+
+
+def test_end_comes_after_pending_output_with_totals_and_waits_for_the_writer() -> None:
+    r = relay(buffer_bytes=5, entry_bytes=5)
+    p = publisher(r)
+    p.chunk("stdout", b"12345")
+    p.chunk("stdout", b"678")  # dropped
+    written: list[Entry] = []
+
+    def writer() -> None:
+        while True:
+            entries = r.buffer.take(1 << 20, timeout=2)
+            written.extend(entries)
+            for e in entries:
+                if e.written is not None:
+                    e.written.set()
+                    return
+
+    t = threading.Thread(target=writer)
+    t.start()
+    r.ensure_started = lambda: None  # type: ignore[method-assign]
+    assert p.end({"verdict": "ok"}, timeout=5)
+    t.join()
+    assert [e.kind for e in written] == ["stdout", "lagging", "end"]
+    summary = json.loads(bytes(written[-1].data))
+    assert summary == {"verdict": "ok", "stdout_bytes": 8, "stderr_bytes": 0,
+                       "live_skipped_bytes": 3}
+
+
+class FakePipe:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: self.calls.append((name, a))
+
+    def execute(self) -> None:
+        self.calls.append(("execute", ()))
+
+
+def test_one_pipeline_per_batch_with_positions_and_expiry_once() -> None:
+    pipe = FakePipe()
+    r = relay()
+    r.r = type("R", (), {"pipeline": lambda self, transaction: pipe})()  # type: ignore[assignment]
+    p = publisher(r, "abc")
+    p.chunk("stdout", b"hi")
+    p.chunk("stderr", b"oops")
+    r._write(r.buffer.take(1 << 20, timeout=0))
+    names = [c[0] for c in pipe.calls]
+    assert names == ["xadd", "expire", "xadd", "execute"]
+    key, fields = pipe.calls[0][1]
+    assert key == "airlock:out:abc" and fields == {"t": "stdout", "d": b"hi", "p": "2,0"}
+    assert pipe.calls[2][1][1]["p"] == "2,4"
+
+
+def test_cursor_round_trips_and_refuses_garbage() -> None:
+    assert Cursor.parse(START) == Cursor("0-0", 0, 0)
+    c = Cursor("1712345678901-3", 65536, 12)
+    assert Cursor.parse(str(c)) == c
+    assert Cursor.parse("stored:5:0") == Cursor("stored", 5, 0)
+    for bad in ("", "abc", "1-2:3", "1-2:x:0", "1-2:-1:0", "$", "1-2:3:4:5"):
+        with pytest.raises(AirlockError):
+            Cursor.parse(bad)
