@@ -289,7 +289,7 @@ def _run_canary(s: Settings, ctx: Any, canary: Canary) -> CanaryResult:
                             "error", time.monotonic() - t0)
 
 
-def _runtime(s: Settings) -> dict[str, str]:
+def runtime_check(s: Settings) -> dict[str, str]:
     try:
         from airlock import doctor
 
@@ -320,7 +320,7 @@ def run(s: Settings) -> PreflightResult:
     try:
         for t in threads:
             t.start()
-        runtime = _runtime(s)
+        runtime = runtime_check(s)
         for t in threads:
             t.join()
     finally:
