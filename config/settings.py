@@ -5,15 +5,19 @@ Build one ``Settings`` at an entry point (the CLI, the worker's start, a test) a
 
 from __future__ import annotations
 
+import re
 import socket
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GiB = 1024**3
 MiB = 1024**2
+# An egress allowlist entry, as the proxy accepts it: ".example.org" also allows subdomains.
+DOMAIN = re.compile(r"^\.?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}$")
+Domains = Annotated[tuple[str, ...], NoDecode]  # from the environment: comma-separated
 
 
 class Profile(BaseModel):
@@ -138,6 +142,40 @@ class Settings(BaseSettings):
 
     # ``airlock doctor``: known CVEs an operator accepted after reading docs/operations.md.
     allow_known_cves: tuple[str, ...] = ()
+
+    # Egress (docs/network.md). Off: a job asking for network "egress" ends with an error
+    # verdict, unrun. On: the worker's start creates the networks and the proxy, and its
+    # preflight refuses to start unless scripts/firewall/verify.sh passes. The names below
+    # are also scripts/firewall/lib.sh's variables (AIRLOCK_WORKSPACE_SUBNET, ...).
+    egress_enabled: bool = False
+    egress_allowlist: Domains = (
+        "pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "api.anthropic.com")
+    egress_tenant_endpoints: Domains = ()  # e.g. each tenant's Bedrock endpoint; merged in
+    proxy_image: str = "airlock/proxy:latest"
+    proxy_ip: str = "172.29.0.2"  # on the workspace network, below its job address range
+    proxy_port: int = 3128
+    proxy_upstream_ca: str | None = None  # host PEM file; only where the host intercepts TLS
+    backend_network: str = "airlock-backend"
+    backend_subnet: str = "172.28.0.0/24"
+    backend_bridge: str = "airlock-be0"
+    workspace_network: str = "airlock-workspace"
+    workspace_subnet: str = "172.29.0.0/24"  # jobs get addresses in its upper half
+    workspace_bridge: str = "airlock-ws0"
+    egress_network: str = "airlock-egress"
+    egress_subnet: str = "172.30.0.0/24"
+    egress_bridge: str = "airlock-eg0"
+
+    @field_validator("egress_allowlist", "egress_tenant_endpoints", mode="before")
+    @classmethod
+    def _domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, (list, tuple)):
+            bad = [d for d in value if not isinstance(d, str) or not DOMAIN.match(d)]
+            if bad:
+                raise ValueError(f"not lower-case domain names: {bad}")
+        return value
+
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -14,7 +14,9 @@ from config.settings import LimitBounds, Settings
 from workers.limits import Limits
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-RESERVED_ENV = re.compile(r"^(AIRLOCK_|HTTPS?_PROXY$|NO_PROXY$|PIP_PROXY$)", re.IGNORECASE)
+# Set by Airlock (the egress proxy's variables win over a job's own: tasks/egress.py).
+RESERVED_ENV = re.compile(r"^(AIRLOCK_|(HTTPS?|ALL|NO)_PROXY$|PIP_PROXY$|NPM_CONFIG_(HTTPS_)?PROXY$)",
+                          re.IGNORECASE)
 MAX_FILES = 100
 
 

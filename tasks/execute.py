@@ -145,7 +145,12 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
         return outcome, phases
     finally:
         if sandbox is not None and exited and ctx.pool is not None:
-            # Its container has exited: the pool's thread removes it, off the job's path.
+            # Its container has exited: the job's files go now, before its result is out; the
+            # stopped container is removed by the pool's thread, off the job's path.
+            try:
+                ctx.volumes.destroy(sandbox.volume)
+            except AirlockError as exc:
+                log.warning("volume.destroy_failed", error=str(exc))  # destroy() tries again
             ctx.pool.dispose(sandbox, lambda removed, ms: _disposed(ctx, claim, removed, ms))
         elif sandbox is not None:
             t2 = time.monotonic()
@@ -178,12 +183,12 @@ def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
 
 
 def _disposed(ctx: WorkerContext, claim: Claim, removed: bool, ms: int) -> None:
-    try:
-        if removed:
+    log.debug("job.container_removed", job_id=claim.job_id, removed=removed, destroy_ms=ms)
+    if removed:
+        try:
             ctx.store.container_removed(claim.job_id, claim.attempt)
-        ctx.store.add_phases(claim.job_id, {"destroy_ms": ms})
-    except AirlockError:
-        pass  # evidence only; the reaper double-checks the engine
+        except AirlockError:
+            pass  # evidence only; the reaper double-checks the engine
 
 
 def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:

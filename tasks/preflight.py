@@ -2,7 +2,9 @@
 
 A handful of canary jobs run through the runner exactly as real jobs do (same plan, same
 launcher, same seccomp profile, same storage), not through the queue, in parallel threads:
-a denied syscall, a memory bomb, a fork bomb, a write to the read-only root and a disk fill.
+a denied syscall, a memory bomb, a fork bomb, a write to the read-only root and a disk fill;
+with egress enabled, also a job on the workspace network that must reach the proxy and nothing
+else, and scripts/firewall/verify.sh must pass (tasks/egress.py).
 Each canary's judge is a pure function of what the runner saw; ``run`` returns a
 ``PreflightResult`` and ``start_worker`` refuses to start unless every canary was contained.
 The last result stays available (``last_result``) for the metrics endpoint.
@@ -101,6 +103,28 @@ except OSError as exc:
 print(written, err)
 raise SystemExit(1 if err else 0)
 """
+
+# With egress enabled (ARGS prepended): from the workspace network, every target must be
+# refused while the proxy, the positive control, answers (else the probe proves nothing).
+EGRESS_BLOCKED = r"""
+import json, socket
+from concurrent.futures import ThreadPoolExecutor
+def attempt(target):
+    try:
+        socket.create_connection((target[0], target[1]), timeout=3).close()
+        return "connected"
+    except OSError as exc:
+        return type(exc).__name__
+with ThreadPoolExecutor(16) as pool:
+    got = dict(zip(ARGS, pool.map(attempt, ARGS.values())))
+print(json.dumps(got))
+"""
+EGRESS_TARGETS = {  # metadata services, private ranges (stand-ins own these in the tests)
+    "metadata": ("169.254.169.254", 80), "ecs-metadata": ("169.254.170.2", 80),
+    "alibaba-metadata": ("100.100.100.200", 80), "azure-wireserver": ("168.63.129.16", 80),
+    "private-10": ("10.99.0.10", 80), "private-172": ("172.31.254.10", 80),
+    "private-192": ("192.168.254.10", 80), "cgnat": ("100.64.0.10", 80),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +229,35 @@ def canaries(s: Settings) -> list[Canary]:
         Canary("disk_fill", {"code": DISK_FILL.replace("{cap}", str(4 * disk)),
                              "limits": limits | {"disk_bytes": disk}},
                lambda seen: judge_disk(seen, disk, s.storage)),
+        *egress_canaries(s),
     ]
+
+
+def egress_canaries(s: Settings) -> list[Canary]:
+    """With egress enabled: a job on the workspace network reaches the proxy and nothing else
+    (metadata, private ranges, the host through the bridge gateway, the backend)."""
+    if not s.egress_enabled:
+        return []
+    from tasks.egress import network_plans
+
+    backend, workspace, _ = network_plans(s)
+    targets = dict(EGRESS_TARGETS) | {"proxy": (s.proxy_ip, s.proxy_port)}
+    for port in (22, 2375, 5432, 5555, 6379):
+        targets[f"gateway:{port}"] = (workspace.gateway, port)
+        targets[f"backend:{port}"] = (backend.gateway, port)
+    code = f"ARGS = {targets!r}\n{EGRESS_BLOCKED}"
+    spec = {"code": code, "network": "egress", "limits": {"timeout_s": CANARY_TIMEOUT_S}}
+    return [Canary("egress_blocked", spec, judge_egress)]
+
+
+def judge_egress(seen: Seen) -> str | None:
+    got = _json(seen)
+    if seen.verdict is not Verdict.OK or got is None:
+        return f"the probe did not report ({seen.verdict}): {seen.stdout[-200:]!r}"
+    if got.get("proxy") != "connected":
+        return f"the egress proxy did not answer ({got.get('proxy')}): the probe proves nothing"
+    reached = sorted(name for name, what in got.items() if name != "proxy" and what == "connected")
+    return f"reached from the workspace network: {reached}" if reached else None
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -289,6 +341,16 @@ def _run_canary(s: Settings, ctx: Any, canary: Canary) -> CanaryResult:
                             "error", time.monotonic() - t0)
 
 
+def _firewall(s: Settings) -> dict[str, str]:
+    """With egress enabled: scripts/firewall/verify.sh must pass, or the worker refuses."""
+    if not s.egress_enabled:
+        return {}
+    from tasks.egress import check_firewall
+
+    problem = check_firewall(s)
+    return {"firewall": f"refuse: {problem}" if problem else "ok: every rule in place"}
+
+
 def runtime_check(s: Settings) -> dict[str, str]:
     try:
         from airlock import doctor
@@ -320,7 +382,7 @@ def run(s: Settings) -> PreflightResult:
     try:
         for t in threads:
             t.start()
-        runtime = runtime_check(s)
+        runtime = runtime_check(s) | _firewall(s)
         for t in threads:
             t.join()
     finally:

@@ -21,7 +21,7 @@ from celery.signals import (
 from airlock.errors import AirlockError, HostNotSafe
 from airlock.logs import bind_job, unbind_job
 from config.settings import Settings
-from tasks import maintenance, metrics, preflight, retention, streams
+from tasks import egress, maintenance, metrics, preflight, retention, streams
 from tasks.app import app, configure
 from tasks.client import Airlock
 from tasks.store import JobStore, make_engine
@@ -104,8 +104,11 @@ def clear_pool(s: Settings) -> None:
 
 
 def check_host(s: Settings) -> None:
-    """Fail closed before taking jobs: the engine answers and the disk bound holds."""
-    engine.connect(s.docker_host)
+    """Fail closed before taking jobs: the engine answers and the disk bound holds; with
+    egress, the networks and the proxy are up (the preflight then verifies the firewall)."""
+    api = engine.connect(s.docker_host)
+    if s.egress_enabled:
+        egress.prepare_host(s, api)
     volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid).check()
     JobStore(make_engine(s.database_url)).engine.dispose()
     streams.connect(s.redis_url).ping()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,26 @@ def ensure_proxy(
         api.connect_container_to_network(cid, egress.name)
         api.start(cid)
     return cid
+
+
+def wait_proxy(client: docker.APIClient | docker.DockerClient, cid: str,
+               within_s: float = 60.0) -> None:
+    """Wait until the proxy's health check passes (its first run is 5 s after a start);
+    HostNotSafe if it exits or stays unhealthy."""
+    api = _api(client)
+    deadline = time.monotonic() + within_s
+    while True:
+        with translated("inspect the egress proxy"):
+            state = api.inspect_container(cid)["State"]
+        health = (state.get("Health") or {}).get("Status")
+        if health == "healthy":
+            return
+        if not state.get("Running") or time.monotonic() > deadline:
+            with translated("read the egress proxy's log"):
+                tail = api.logs(cid, tail=20).decode("utf-8", "replace")
+            raise HostNotSafe(f"the egress proxy is not healthy ({health or state.get('Status')})"
+                              f" after {within_s:g} s; its log ends: {tail[-1500:]}")
+        time.sleep(0.25)
 
 
 def proxy_create_kwargs(

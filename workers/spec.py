@@ -35,7 +35,10 @@ class LaunchPlan:
     cgroup_parent: str
     python: str = "python3"
     user: str = "1000:1000"
-    network_mode: str = "none"
+    network_mode: str = "none"  # or the workspace network, for a job with egress
+    dns_options: tuple[str, ...] = ()  # resolv.conf options; never servers of the job's own
+    # Read-only extras, host source -> container path (the egress proxy's CA certificate).
+    ro_binds: Mapping[str, str] = field(default_factory=dict)
     tmpfs: TmpfsSizes = TmpfsSizes()
     # Host folder bound at each job mount; a mount missing here becomes a sized tmpfs.
     binds: Mapping[str, str] = field(default_factory=dict)
@@ -77,7 +80,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
             )
     host_config: dict[str, Any] = {
         # Bind options cannot say nosuid/nodev: the volume filesystem is mounted with them.
-        "Binds": [f"{src}:{m['bind']}:rw" for src, m in binds.items()],
+        "Binds": [f"{src}:{m['bind']}:rw" for src, m in binds.items()]
+        + [f"{src}:{dest}:ro" for src, dest in plan.ro_binds.items()],
         "Tmpfs": tmpfs,
         "ReadonlyRootfs": True,
         "CapDrop": ["ALL"],
@@ -103,6 +107,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
     }
     if not host_config["Binds"]:
         del host_config["Binds"]
+    if plan.dns_options:
+        host_config["DnsOptions"] = list(plan.dns_options)
     return {
         "image": plan.image,
         "command": launcher_command(plan.python, plan.max_wait_s),

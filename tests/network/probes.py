@@ -10,6 +10,7 @@ about the proxy, and every network call has a short timeout.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # Metadata service spellings that libc and Python resolve to 169.254.169.254.
@@ -25,6 +26,15 @@ METADATA_FORMS = (
 def job_code(probe: str, **args: Any) -> str:
     """The probe with its arguments: a ready-to-run job body."""
     return f"ARGS = {args!r}\n{probe}"
+
+
+def report(stdout: str) -> dict[str, Any]:
+    """Every JSON document a job printed (one per probe, one a line), merged."""
+    merged: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            merged |= json.loads(line)
+    return merged
 
 
 # targets: [[name, host, port], ...]; timeout: seconds per attempt.
@@ -90,6 +100,7 @@ print(json.dumps({name: future.result() for name, future in futures.items()}))
 # Outcome per name: "resolved" with addresses (isolation broken) or the error, timed.
 DNS_LOOKUP = r'''
 import json, socket, time
+from concurrent.futures import ThreadPoolExecutor
 
 def lookup(name):
     start = time.monotonic()
@@ -99,7 +110,9 @@ def lookup(name):
     except OSError as exc:
         return {"outcome": "failed", "error": str(exc), "s": time.monotonic() - start}
 
-print(json.dumps({name: lookup(name) for name in ARGS["names"]}))
+with ThreadPoolExecutor(16) as pool:
+    futures = {name: pool.submit(lookup, name) for name in ARGS["names"]}
+print(json.dumps({name: future.result() for name, future in futures.items()}))
 '''
 
 # requests: [[label, method, url], ...] sent through the proxy from the job's environment
@@ -161,4 +174,32 @@ while time.monotonic() < deadline:
     except socket.timeout:
         pass
 print(json.dumps({"accepted": accepted}))
+'''
+
+# The job's network interfaces and routes as the kernel lists them, and what a connect to
+# each target does (a job without egress must have loopback only: "Network is unreachable").
+INTERFACES = r'''
+import json, socket, time
+names = sorted(name for _, name in socket.if_nameindex())
+routes = open("/proc/net/route").read().splitlines()[1:]
+out = {"interfaces": names, "ipv4_routes": len(routes), "connects": {}}
+for name, host, port in ARGS["targets"]:
+    start = time.monotonic()
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        outcome = "connected"
+    except OSError as exc:
+        outcome = type(exc).__name__ + ": " + (exc.strerror or str(exc))
+    out["connects"][name] = {"outcome": outcome, "s": time.monotonic() - start}
+print(json.dumps(out))
+'''
+
+# Prints this job's own address on the workspace network (the route towards the proxy; a
+# UDP connect sends nothing), then listens like PEER_LISTEN.
+OWN_ADDRESS = r'''
+import socket
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect((ARGS["via"], 9))
+print("address", probe.getsockname()[0], flush=True)
+probe.close()
 '''

@@ -6,7 +6,8 @@ is the allowlisted read through the proxy (PyPI), which is the point of the prox
 Containers get the stand-in resolver as their DNS upstream, so a forwarded lookup is
 counted there instead of reaching the host's real resolver.
 
-Needs root, the images airlock/sandbox and airlock/proxy (scripts/build-images.sh).
+Needs root, the images airlock/sandbox and airlock/proxy (scripts/build-images.sh); the
+session's fixtures (conftest.py) set up the rules, the stand-ins and the proxy.
 """
 
 from __future__ import annotations
@@ -22,33 +23,19 @@ from typing import Any
 import docker
 import pytest
 
-from workers.networks import (
-    EGRESS,
-    PROXY_PORT,
-    WORKSPACE,
-    ensure_networks,
-    ensure_proxy,
-    proxy_ca_bind,
-    proxy_env,
-)
-
-try:
-    from tests.network import probes
-except ImportError:  # pytest's default rootdir-less import: this folder is on sys.path
-    import probes  # type: ignore[no-redef]
+from config.settings import Settings
+from tests.network import probes
+from tests.network.conftest import NetworkHost
+from workers.networks import EGRESS, PROXY_PORT, WORKSPACE, proxy_ca_bind, proxy_env
 
 pytestmark = [pytest.mark.network, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDINS = ROOT / "scripts" / "standins.sh"
-FIREWALL = ROOT / "scripts" / "firewall"
 HITS = Path("/run/airlock-standins/hits")
 SANDBOX = "airlock/sandbox:latest"
-PROXY_IMAGE = "airlock/proxy:latest"
 PROXY_IP = "172.29.0.2"
 RESOLVER = "10.99.0.53"  # the stand-in resolver (scripts/standins.sh "dns-resolver")
-ALLOWLIST = "pypi.org,files.pythonhosted.org,registry.npmjs.org,api.anthropic.com"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 FAST_S = 5.0
 
 
@@ -59,49 +46,16 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def docker_client() -> Iterator[docker.DockerClient]:
     dc = docker.from_env(version="auto")
-    for image in (SANDBOX, PROXY_IMAGE):
-        try:
-            dc.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"{image} is missing: run scripts/build-images.sh")
     yield dc
     dc.close()
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client: docker.DockerClient) -> Iterator[dict[str, Any]]:
-    """Networks, firewall, stand-ins and the proxy; each undone if this module made it."""
-    ensure_networks(docker_client)
-    firewall_was_applied = sh(str(FIREWALL / "verify.sh")).returncode == 0
-    applied = sh(str(FIREWALL / "apply.sh"))
-    assert applied.returncode == 0, applied.stderr
-    up = sh(str(STANDINS), "up")
-    assert up.returncode == 0, up.stderr
-    proxy_existed = bool(docker_client.containers.list(all=True, filters={"name": "airlock-egress-proxy"}))
-    # Where the host's own egress intercepts TLS, the proxy must trust the host's CAs.
-    ca = str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None
-    proxy_id = ensure_proxy(docker_client, image=PROXY_IMAGE, ip=PROXY_IP, allowlist=ALLOWLIST,
-                            upstream_ca=ca)
-    wait_healthy(docker_client, proxy_id)
-    targets = [line.split("\t") for line in sh(str(STANDINS), "list").stdout.splitlines()]
-    try:
-        yield {"targets": targets, "proxy": proxy_id}
-    finally:
-        if not proxy_existed:
-            docker_client.containers.get(proxy_id).remove(force=True)
-        sh(str(STANDINS), "down")
-        if not firewall_was_applied:
-            sh(str(FIREWALL / "remove.sh"))
-
-
-def wait_healthy(docker_client: docker.DockerClient, cid: str, within_s: float = 60) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        state = docker_client.api.inspect_container(cid)["State"]
-        if state.get("Health", {}).get("Status") == "healthy":
-            return
-        time.sleep(0.5)
-    pytest.fail(f"egress proxy not healthy: {docker_client.containers.get(cid).logs(tail=20)!r}")
+def stack(network_host: NetworkHost, egress_settings: Settings) -> dict[str, Any]:
+    """The session's networks, rules, stand-ins and proxy (tests/network/conftest.py)."""
+    assert (egress_settings.proxy_ip, egress_settings.proxy_port) == (PROXY_IP, PROXY_PORT)
+    return {"targets": [list(t) for t in network_host.standins.targets],
+            "proxy": network_host.proxy_id}
 
 
 @pytest.fixture(autouse=True)

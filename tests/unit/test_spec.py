@@ -69,3 +69,37 @@ def test_container_is_non_root_waits_on_stdin_and_is_labelled() -> None:
     assert labels["org.airlock.fleet"] == "f" and labels["org.airlock.name"] == "airlock-x"
     assert kw["environment"] == {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"}
     assert kw["use_config_proxy"] is False
+
+
+def test_a_job_without_egress_has_no_network_and_no_extras() -> None:
+    kw = build_create_kwargs(plan())
+    hc = kw["host_config"]
+    assert kw["network_disabled"] is True and hc["NetworkMode"] == "none"
+    assert "DnsOptions" not in hc and "Dns" not in hc and "Binds" not in hc
+
+
+def test_an_egress_job_joins_the_workspace_network_and_nothing_else_changes() -> None:
+    # Given the plan a worker makes for network="egress" (tasks/egress.py)
+    egress = plan(network_mode="airlock-workspace", dns_options=("timeout:1", "attempts:1"),
+                  ro_binds={"airlock-egress-ca": "/etc/airlock/egress-ca"})
+    kw, hc = build_create_kwargs(egress), build_create_kwargs(egress)["host_config"]
+    # Then it is on the workspace network, with fast-failing lookups and no DNS server of
+    # its own, and the proxy's CA certificate mounted read-only
+    assert kw["network_disabled"] is False and hc["NetworkMode"] == "airlock-workspace"
+    assert hc["DnsOptions"] == ["timeout:1", "attempts:1"] and "Dns" not in hc
+    assert hc["Binds"] == ["airlock-egress-ca:/etc/airlock/egress-ca:ro"]
+    assert kw["environment"] == build_create_kwargs(plan())["environment"]  # proxy env: payload
+    # And everything else is exactly a job without egress
+    cold = build_create_kwargs(plan())
+    for key in ("NetworkMode", "DnsOptions", "Binds"):
+        hc.pop(key, None)
+        cold["host_config"].pop(key, None)
+    assert hc == cold["host_config"]
+    assert {k: v for k, v in kw.items() if k not in ("host_config", "network_disabled")} == \
+        {k: v for k, v in cold.items() if k not in ("host_config", "network_disabled")}
+
+
+def test_read_only_extras_stay_read_only_beside_the_job_volumes() -> None:
+    binds = {"/workspace": "/v/x/workspace"}
+    hc = build_create_kwargs(plan(binds=binds, ro_binds={"ca-vol": "/etc/ca"}))["host_config"]
+    assert hc["Binds"] == ["/v/x/workspace:/workspace:rw", "ca-vol:/etc/ca:ro"]

@@ -1,0 +1,118 @@
+"""A job's network, from the settings (docs/network.md).
+
+A job has no network at all (``none``, the default) or, with ``network="egress"``, joins the
+workspace network, where the one peer it can reach is the egress proxy: it gets the proxy in
+its environment, the proxy's CA certificate read-only, and resolver options that make a name
+lookup fail in about a second (no DNS server of its own: a forwarded lookup is refused by the
+firewall). ``job_network`` is pure; ``prepare_host`` and ``check_firewall`` are the I/O of a
+worker's start when ``egress_enabled``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from airlock.errors import JobSpecError
+from config.settings import Settings
+from workers import networks
+from workers.networks import NetworkPlan
+
+FIREWALL_VERIFY = Path(__file__).resolve().parents[1] / "scripts" / "firewall" / "verify.sh"
+VERIFY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobNetwork:
+    """What a job's container (mode, DNS options, read-only binds) and payload (env) get."""
+
+    mode: str = "none"
+    dns_options: tuple[str, ...] = ()
+    ro_binds: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+NO_NETWORK = JobNetwork()
+
+
+def check_allowed(network: str, s: Settings) -> None:
+    """A worker runs egress jobs only where egress is enabled (and the firewall verified)."""
+    if network == "egress" and not s.egress_enabled:
+        raise JobSpecError("network", "egress is not enabled on this fleet (egress_enabled is"
+                                      " false on its workers); the job was not run")
+
+
+def job_network(s: Settings, network: str) -> JobNetwork:
+    if network == "none":
+        return NO_NETWORK
+    if network != "egress":
+        raise JobSpecError("network", f"unknown network {network!r}")
+    return JobNetwork(
+        mode=s.workspace_network,
+        dns_options=networks.WORKSPACE_DNS_OPTIONS,
+        ro_binds={networks.CA_VOLUME: networks.CA_DIR},
+        env=networks.proxy_env(s.proxy_ip, s.proxy_port),
+    )
+
+
+def allowlist(s: Settings) -> str:
+    """The proxy's allowlist: the fleet's domains and its tenants' endpoints, in order, once."""
+    return ",".join(dict.fromkeys((*s.egress_allowlist, *s.egress_tenant_endpoints)))
+
+
+def network_plans(s: Settings) -> tuple[NetworkPlan, NetworkPlan, NetworkPlan]:
+    """Backend, workspace and egress networks; jobs get addresses in the workspace's upper
+    half, so the proxy's fixed address (in the lower half) is never handed to a job."""
+    upper = list(ipaddress.ip_network(s.workspace_subnet).subnets(prefixlen_diff=1))[1]
+    return (
+        NetworkPlan(s.backend_network, s.backend_subnet, s.backend_bridge),
+        NetworkPlan(s.workspace_network, s.workspace_subnet, s.workspace_bridge,
+                    ip_range=str(upper), internal=True, icc=False),
+        NetworkPlan(s.egress_network, s.egress_subnet, s.egress_bridge),
+    )
+
+
+def prepare_host(s: Settings, client: docker.APIClient | docker.DockerClient) -> str:
+    """Create the networks and start the proxy unless already there as configured; wait
+    until the proxy is healthy. Idempotent. Returns the proxy's container id."""
+    backend, workspace, egress = network_plans(s)
+    networks.ensure_networks(client, backend=backend, workspace=workspace, egress=egress)
+    cid = networks.ensure_proxy(
+        client, image=s.proxy_image, ip=s.proxy_ip, port=s.proxy_port, allowlist=allowlist(s),
+        workspace=workspace, egress=egress, upstream_ca=s.proxy_upstream_ca,
+    )
+    networks.wait_proxy(client, cid)
+    return cid
+
+
+def firewall_env(s: Settings) -> dict[str, str]:
+    """scripts/firewall/lib.sh's settings, from ours (the same names)."""
+    return {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "AIRLOCK_WORKSPACE_SUBNET": s.workspace_subnet,
+        "AIRLOCK_WORKSPACE_BRIDGE": s.workspace_bridge,
+        "AIRLOCK_BACKEND_SUBNET": s.backend_subnet,
+        "AIRLOCK_EGRESS_SUBNET": s.egress_subnet,
+        "AIRLOCK_EGRESS_BRIDGE": s.egress_bridge,
+        "AIRLOCK_PROXY_IP": s.proxy_ip,
+        "AIRLOCK_PROXY_PORT": str(s.proxy_port),
+    }
+
+
+def check_firewall(s: Settings, script: Path = FIREWALL_VERIFY) -> str | None:
+    """Run scripts/firewall/verify.sh for these settings: None if every rule is in place,
+    otherwise what it reported (each missing or changed rule by name)."""
+    try:
+        done = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                              env=firewall_env(s), timeout=VERIFY_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run {script}: {exc}"
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return f"{script.name} exit {done.returncode}: " + " | ".join(lines[-12:])

@@ -1,0 +1,157 @@
+"""Fixtures of the network suite: the host's isolation, set up by the session and undone after.
+
+``network_host`` makes what the tests need, so ``pytest`` alone works (CI sets nothing up for
+it): the Docker networks, the firewall rules (scripts/firewall/apply.sh), the stand-ins
+(scripts/standins.sh: fake metadata services, private-range hosts and host-side listeners,
+each counting its contacts) and the egress proxy, started the way a worker starts it
+(tasks/egress.prepare_host) for ``egress_settings``. At the end it removes the stand-ins, and
+the rules and the proxy unless they were there before. ``egress_worker`` is a real
+``airlock worker`` with egress enabled, on a fleet and queue of its own.
+
+The rules are host-wide: never run this suite beside another session's network tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from config.settings import Settings
+from tasks import egress
+from tasks.client import Airlock
+from tasks.records import JobRecord
+from tests.services import ROOT, WorkerProcess
+
+STANDINS = ROOT / "scripts" / "standins.sh"
+FIREWALL = ROOT / "scripts" / "firewall"
+HITS = Path("/run/airlock-standins/hits")
+PROXY_NAME = "airlock-egress-proxy"
+# This host intercepts outgoing TLS with a CA of its own: the proxy must trust the host's
+# bundle for its upstream connections (production leaves proxy_upstream_ca unset).
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+TENANT_ENDPOINT = "bedrock-runtime.us-east-1.amazonaws.com"  # allowlisted, never contacted
+RunEgress = Callable[..., JobRecord]
+
+
+def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+@dataclass(frozen=True)
+class Standins:
+    """The stand-ins' targets ("name", address, tcp ports, udp ports) and their hit counts."""
+
+    targets: tuple[tuple[str, str, str, str], ...]
+
+    def hits(self) -> dict[str, int]:
+        time.sleep(0.3)  # a listener counts just after accepting
+        return {f.name: int(f.read_text() or 0) for f in HITS.iterdir()
+                if not f.name.endswith(".tmp")}
+
+    def reset(self) -> None:
+        assert sh(str(STANDINS), "reset").returncode == 0
+
+    def named(self, name: str) -> str:
+        return next(addr for n, addr, *_ in self.targets if n == name)
+
+    def in_namespace(self) -> list[tuple[str, str]]:
+        """Fake metadata services, private-range hosts, the "internet" and the resolver."""
+        return [(n, addr) for n, addr, *_ in self.targets if not n.startswith("host@")]
+
+    def on_host(self) -> list[tuple[str, str, int]]:
+        """(name, host address, port): listeners on the host's own addresses."""
+        return [(n, addr, int(tcp)) for n, addr, tcp, _ in self.targets if n.startswith("host@")]
+
+
+@dataclass(frozen=True)
+class NetworkHost:
+    standins: Standins
+    proxy_id: str
+
+
+@pytest.fixture(scope="session")
+def egress_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={
+        "fleet": f"{settings.fleet}-net", "queue": f"{settings.queue}-net",
+        "egress_enabled": True, "egress_tenant_endpoints": (TENANT_ENDPOINT,),
+        "proxy_upstream_ca": str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None,
+    })
+
+
+@pytest.fixture(scope="session")
+def network_host(egress_settings: Settings) -> Iterator[NetworkHost]:
+    s = egress_settings
+    api = docker.APIClient(version="auto")
+    for image in (s.profiles[s.default_profile].image, s.proxy_image):
+        if not api.images(name=image):
+            pytest.fail(f"{image} is missing: run scripts/build-images.sh")
+    firewall_was_applied = sh(str(FIREWALL / "verify.sh")).returncode == 0
+    proxy_existed = bool(api.containers(all=True, filters={"name": f"^/{PROXY_NAME}$"}))
+    try:
+        applied = sh(str(FIREWALL / "apply.sh"))
+        assert applied.returncode == 0, applied.stderr
+        up = sh(str(STANDINS), "up")
+        assert up.returncode == 0, up.stderr
+        listed = sh(str(STANDINS), "list").stdout.splitlines()
+        targets = tuple((a, b, c, d) for a, b, c, d in (line.split("\t") for line in listed))
+        proxy_id = egress.prepare_host(s, api)
+        yield NetworkHost(Standins(targets), proxy_id)
+    finally:
+        if not proxy_existed:
+            for found in api.containers(all=True, filters={"name": f"^/{PROXY_NAME}$"}):
+                api.remove_container(found["Id"], force=True)
+        sh(str(STANDINS), "down")
+        if not firewall_was_applied:
+            sh(str(FIREWALL / "remove.sh"))
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def standins(network_host: NetworkHost) -> Standins:
+    return network_host.standins
+
+
+def worker_env_for(s: Settings) -> dict[str, str]:
+    """What ``egress_settings`` adds to a worker's environment (tests/services.worker_env)."""
+    env = {"AIRLOCK_EGRESS_ENABLED": "true",
+           "AIRLOCK_EGRESS_TENANT_ENDPOINTS": ",".join(s.egress_tenant_endpoints)}
+    if s.proxy_upstream_ca:
+        env["AIRLOCK_PROXY_UPSTREAM_CA"] = s.proxy_upstream_ca
+    return env
+
+
+@pytest.fixture(scope="session")
+def egress_worker(egress_settings: Settings, network_host: NetworkHost,
+                  artifacts: Path) -> Iterator[WorkerProcess]:
+    s = egress_settings
+    proc = WorkerProcess(s, artifacts / f"worker-{s.fleet}.log", **worker_env_for(s)).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def egress_client(egress_settings: Settings) -> Iterator[Airlock]:
+    c = Airlock(egress_settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def run_egress(egress_client: Airlock, egress_worker: WorkerProcess) -> RunEgress:
+    """Submit a job to the egress worker through the public API (network "egress" unless
+    told otherwise) and wait for its stored result."""
+
+    def run(code: str, *, network: str = "egress", wait: float = 120.0,
+            **fields: Any) -> JobRecord:
+        spec: dict[str, Any] = {"code": code, "network": network, **fields}
+        return egress_client.submit(spec).wait(wait)
+
+    return run
+
