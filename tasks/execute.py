@@ -169,8 +169,12 @@ def _in_holder(ctx: WorkerContext, plan: LaunchPlan) -> LaunchPlan:
     """Join this process's namespace holder for the plan's network, where holders apply."""
     if ctx.holders is None:
         return plan
-    mode = ctx.holders.network_mode(plan.network_mode)
-    return plan if mode == plan.network_mode else replace(plan, network_mode=mode, hostname="")
+    mode = ctx.holders.network_mode(plan.network_mode, plan.dns_options)
+    if mode == plan.network_mode:
+        return plan
+    # Docker refuses a hostname with a container network mode; the holder's is "sandbox", and
+    # its resolv.conf (made with these DNS options) is the one the job sees.
+    return replace(plan, network_mode=mode, hostname="", dns_options=())
 
 
 def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
