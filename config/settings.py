@@ -176,7 +176,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"not lower-case domain names: {bad}")
         return value
 
-
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.default_profile not in self.profiles:

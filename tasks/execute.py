@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from airlock.errors import AirlockError, InfrastructureError
-from tasks import metrics
+from tasks import egress, metrics
 from tasks.context import WorkerContext
 from tasks.contract import JobLimits, ResolvedJob, resolve, resolve_limits
 from tasks.lease import LeaseKeeper
@@ -44,8 +45,10 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
              attempt: int = 0, role: str = "job") -> LaunchPlan:
     s = ctx.settings
     now = time.time()
+    net = egress.job_network(s, job.network)
     return LaunchPlan(
         name=name, image=job.image, limits=job.limits,
+        network_mode=net.mode, dns_options=net.dns_options, ro_binds=net.ro_binds,
         labels=job_labels(fleet=s.fleet, host=s.hostname, role=role, job=job_id,
                           attempt=attempt, created=now,
                           deadline=now + s.startup_grace_s + job.limits.timeout_s + BACKSTOP_S),
@@ -69,8 +72,8 @@ def pool_plan(ctx: WorkerContext, key: PoolKey, name: str, owner: str) -> Launch
     return replace(plan, labels=labels, max_wait_s=wait_s)
 
 
-def payload_for(job: ResolvedJob) -> bytes:
-    env = BASE_ENV | job.env
+def payload_for(job: ResolvedJob, *, network_env: Mapping[str, str] | None = None) -> bytes:
+    env = BASE_ENV | job.env | dict(network_env or {})  # the network's (the proxy) wins
     return encode_payload(argv=job.argv, env=env, files=job.files,
                           deadline_s=job.limits.timeout_s + BACKSTOP_S) + job.stdin
 
@@ -95,6 +98,7 @@ def execute_job(job_id: str, ctx: WorkerContext) -> str:
         return "gave_up"
     try:
         _, job = resolve(claim.spec, s)
+        egress.check_allowed(job.network, s)
     except AirlockError as exc:
         _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=str(exc)), publisher)
         return "invalid"
@@ -136,7 +140,8 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
         ctx.store.container_started(claim.job_id, claim.attempt, sandbox.container_id)
         t1 = time.monotonic()
         phases["container_ready_ms"] = int((t1 - t0) * 1000)
-        outcome = runner.run(sandbox, payload_for(job), job.limits,
+        payload = payload_for(job, network_env=egress.job_network(ctx.settings, job.network).env)
+        outcome = runner.run(sandbox, payload, job.limits,
                              keep_bytes=ctx.settings.keep_output_bytes,
                              sink=publisher.chunk, cancel=lease.stop, volumes=ctx.volumes)
         exited = outcome.evidence.exit_code is not None
@@ -145,12 +150,7 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
         return outcome, phases
     finally:
         if sandbox is not None and exited and ctx.pool is not None:
-            # Its container has exited: the job's files go now, before its result is out; the
-            # stopped container is removed by the pool's thread, off the job's path.
-            try:
-                ctx.volumes.destroy(sandbox.volume)
-            except AirlockError as exc:
-                log.warning("volume.destroy_failed", error=str(exc))  # destroy() tries again
+            # Its container has exited: the pool's thread removes it, off the job's path.
             ctx.pool.dispose(sandbox, lambda removed, ms: _disposed(ctx, claim, removed, ms))
         elif sandbox is not None:
             t2 = time.monotonic()
@@ -169,12 +169,8 @@ def _in_holder(ctx: WorkerContext, plan: LaunchPlan) -> LaunchPlan:
     """Join this process's namespace holder for the plan's network, where holders apply."""
     if ctx.holders is None:
         return plan
-    mode = ctx.holders.network_mode(plan.network_mode, plan.dns_options)
-    if mode == plan.network_mode:
-        return plan
-    # Docker refuses a hostname with a container network mode; the holder's is "sandbox", and
-    # its resolv.conf (made with these DNS options) is the one the job sees.
-    return replace(plan, network_mode=mode, hostname="", dns_options=())
+    mode = ctx.holders.network_mode(plan.network_mode)
+    return plan if mode == plan.network_mode else replace(plan, network_mode=mode, hostname="")
 
 
 def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
@@ -187,12 +183,12 @@ def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
 
 
 def _disposed(ctx: WorkerContext, claim: Claim, removed: bool, ms: int) -> None:
-    log.debug("job.container_removed", job_id=claim.job_id, removed=removed, destroy_ms=ms)
-    if removed:
-        try:
+    try:
+        if removed:
             ctx.store.container_removed(claim.job_id, claim.attempt)
-        except AirlockError:
-            pass  # evidence only; the reaper double-checks the engine
+        ctx.store.add_phases(claim.job_id, {"destroy_ms": ms})
+    except AirlockError:
+        pass  # evidence only; the reaper double-checks the engine
 
 
 def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
