@@ -97,7 +97,7 @@ def cves_in_changelog(text: str) -> set[str]:
 
 
 def judge_runc(version_text: str, backported: Iterable[str] = (),
-               accepted: Iterable[str] = ()) -> Check:
+               accepted: Iterable[str] = (), package: str = "") -> Check:
     """Fail on a known container escape nobody patched or accepted; warn on a patched or
     accepted one (the version number alone cannot show a distribution's backport)."""
     version = parse_runc_version(version_text)
@@ -108,7 +108,7 @@ def judge_runc(version_text: str, backported: Iterable[str] = (),
     for known in open_cves(version):
         where = f"{known.cve} (fixed in {known.fixed_in}: {known.summary})"
         if known.cve in backported:
-            notes.append(f"{where}: patched by the distribution's package")
+            notes.append(f"{where}: patched by the distribution's package {package}".rstrip())
         elif known.cve in accepted:
             notes.append(f"{where}: accepted by the operator")
         else:
@@ -157,7 +157,7 @@ def check_runc(api: Any, accepted: Iterable[str]) -> Check:
     version, package = _runc_component(api.version())
     if not version:
         return Check("runc", Status.WARN, "the engine does not report its runc version")
-    return judge_runc(version, distro_backports(package), accepted)
+    return judge_runc(version, distro_backports(package), accepted, package)
 
 
 def check_cgroup() -> Check:

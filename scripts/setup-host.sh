@@ -29,7 +29,7 @@ mkdir -p "$LOG_DIR"
 
 # --- packages ---------------------------------------------------------------
 PACKAGES=(docker.io btrfs-progs debootstrap iptables shellcheck docker-compose
-          jq curl iproute2 psmisc)
+          jq curl iproute2 psmisc chromium chromium-driver)
 command -v psql >/dev/null || PACKAGES+=(postgresql-client)
 command -v redis-cli >/dev/null || PACKAGES+=(redis-tools)
 missing=()

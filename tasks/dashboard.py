@@ -15,7 +15,7 @@ import os
 from airlock.errors import AirlockError
 from config.settings import Settings
 
-COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
+COLUMNS = "name,state,args,worker,received,runtime"  # the job id and code are in args
 
 
 class FlowerRefused(AirlockError):

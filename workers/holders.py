@@ -62,11 +62,13 @@ def wants_holder(mode: str, network_mode: str) -> bool:
     return mode == "all" or network_mode != "none"
 
 
-def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float) -> dict[str, Any]:
+def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float,
+                         dns_options: tuple[str, ...] = ()) -> dict[str, Any]:
     """A holder: ``sleep`` as its only process, nothing writable, no capabilities, the job's
-    seccomp profile and user; attached to ``network`` (or a fresh empty namespace for none)."""
+    seccomp profile and user; attached to ``network`` (or a fresh empty namespace for none).
+    Its resolv.conf is its joiners': the jobs' DNS options go on the holder."""
     sleep_s = int(plan.max_age_s + SLEEP_MARGIN_S)
-    return {
+    kwargs: dict[str, Any] = {
         "image": plan.image,
         "command": ["sleep", str(sleep_s)],
         "name": name,
@@ -95,12 +97,15 @@ def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float) 
             "AutoRemove": False,
         },
     }
+    if dns_options:
+        kwargs["host_config"]["DnsOptions"] = list(dns_options)
+    return kwargs
 
 
 @dataclass
 class Holder:
     container_id: str
-    network: str
+    network: tuple[str, tuple[str, ...]]  # (network, DNS options)
     born: float = field(default_factory=time.monotonic)
     jobs: int = 0
 
@@ -120,21 +125,22 @@ class Holders:
         self._connect, self.plan, self.mode, self.max_jobs = connect, plan, mode, max_jobs
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
-        self._current: dict[str, Holder] = {}
+        self._current: dict[tuple[str, tuple[str, ...]], Holder] = {}
         self._by_id: dict[str, Holder] = {}
         self.made = 0
 
-    def network_mode(self, planned: str) -> str:
+    def network_mode(self, planned: str, dns_options: tuple[str, ...] = ()) -> str:
         """The network mode to create a container with: its holder's, or ``planned`` as is."""
         if not wants_holder(self.mode, planned):
             return planned
+        key = (planned, tuple(dns_options))
         with self._lock:
-            holder = self._current.get(planned)
+            holder = self._current.get(key)
             if holder is not None and self._worn(holder):
                 self._retire(holder)
                 holder = None
             if holder is None:
-                holder = self._make(planned)
+                holder = self._make(key)
             holder.jobs += 1  # counted when planned: a pooled container's job comes later
             return holder.network_mode
 
@@ -152,23 +158,23 @@ class Holders:
         return (holder.jobs >= self.max_jobs
                 or time.monotonic() - holder.born >= self.plan.max_age_s)
 
-    def _make(self, network: str) -> Holder:
+    def _make(self, key: tuple[str, tuple[str, ...]]) -> Holder:
         if self._api is None:
             self._api = self._connect()
         api = self._api
         name = f"airlock-holder-{os.getpid()}-{secrets.token_hex(4)}"
-        kwargs = holder_create_kwargs(self.plan, network, name, time.time())
+        kwargs = holder_create_kwargs(self.plan, key[0], name, time.time(), key[1])
         cid = str(call("create holder", lambda: api.create_container(**kwargs))["Id"])
         try:
             call("start holder", lambda: api.start(cid))
         except BaseException:
             runner._remove(api, cid)
             raise
-        holder = Holder(cid, network)
-        self._current[network] = holder
+        holder = Holder(cid, key)
+        self._current[key] = holder
         self._by_id[cid] = holder
         self.made += 1
-        log.info("holder.made", container=cid[:12], network=network)
+        log.info("holder.made", container=cid[:12], network=key[0])
         return holder
 
     def _retire(self, holder: Holder) -> None:

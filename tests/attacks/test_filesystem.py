@@ -21,14 +21,18 @@ find /etc /usr/bin /usr/lib/python3 -xdev 2>/dev/null | wc -l
 ls -A /workspace /opt/venv /home/appuser /tmp /var/tmp /run /dev/shm
 """
 RM_RF = r"""
-rm -rf / --no-preserve-root 2>&1 | grep -c 'Read-only file system' | sed 's/^/read_only_errors: /'
+# (rm empties /tmp and /workspace too: its errors are counted on the fly, not kept in a file)
+set -- $( (rm -rf / --no-preserve-root 2>&1; echo "rm_status=$?") \
+    | awk '/Read-only file system/ {n++} /^rm_status=/ {split($0, a, "="); s = a[2]} END {print n, s}')
+echo "read_only_errors: $1"
+status=$2
 for path in /etc/passwd /usr/bin/python3 /bin/sh /usr/lib/python3.11/os.py; do
     test -e $path && echo "kept: $path"
 done
 for path in /etc/airlock-x /usr/airlock-x /bin/airlock-x /usr/lib/airlock-x /airlock-x; do
     (echo x > $path) 2>&1 | grep -q 'Read-only file system' && echo "refused: $path"
 done
-exit 0
+exit $status
 """
 
 
@@ -39,6 +43,7 @@ def test_a07_rm_rf_root_meets_the_read_only_root_and_the_next_job_sees_a_pristin
     after = attack.job(FINGERPRINT, profile="shell")
 
     lines = record.stdout.splitlines()
+    assert (record.verdict, record.exit_code) == ("nonzero_exit", 1), record.summary()
     assert int(lines[0].split(": ")[1]) > 1000, record.stdout  # every file of the image refused
     assert sum(line.startswith("kept: ") for line in lines) == 4, record.stdout
     assert sum(line.startswith("refused: ") for line in lines) == 5, record.stdout

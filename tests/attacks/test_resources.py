@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker
 import psutil
 import pytest
 
@@ -49,23 +50,46 @@ def worker_rss(worker: WorkerProcess) -> int:
 
 # --- A23 fork bombs ---------------------------------------------------------------------------
 
-def _bomb_with_canary(attack: Attack, client: Airlock, run_job: RunJob,
-                      **spec: object) -> tuple[JobRecord, float, float, JobRecord]:
+def seconds_to_cap(client: Airlock, handle: JobHandle, cap: int) -> float:
+    """From the job's start until its processes reach the cap, read from the host's cgroup."""
+    deadline = time.monotonic() + 30
+    while not (cid := client.result(handle.id).container_id) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()  # the container has started: the runner records its id then
+    api = docker.APIClient(version="auto")
+    try:
+        parent = api.inspect_container(cid)["HostConfig"]["CgroupParent"].strip("/")
+    finally:
+        api.close()
+    current = Path("/sys/fs/cgroup/pids") / parent / "pids.current"
+    while time.monotonic() - t0 < 10:
+        try:
+            if int(current.read_text()) >= cap:
+                return time.monotonic() - t0
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"never reached {cap} processes")
+
+
+def _bomb_with_canary(attack: Attack, client: Airlock, run_job: RunJob, cap: int,
+                      **spec: object) -> tuple[JobRecord, float, float, JobRecord, float]:
     baseline_s, _ = timed_canary(run_job)
     bomb = client.submit(**spec)
-    wait_running(client, bomb, settle_s=1.0)
+    to_cap = seconds_to_cap(client, bomb, cap)
+    time.sleep(0.5)
     canary_s, canary = timed_canary(run_job)  # submitted while the bomb holds its cap
     record = bomb.wait(60)
     assert canary.finished_at is not None and record.finished_at is not None
     assert canary.finished_at < record.finished_at, "the canary did not run during the bomb"
-    return record, baseline_s, canary_s, canary
+    return record, baseline_s, canary_s, canary, to_cap
 
 
 def test_a23_fork_bomb_shell_row_pids_cap_holds_and_a_concurrent_canary_runs_in_normal_time(
         attack: Attack, client: Airlock, run_job: RunJob) -> None:
     bomb = ":(){ :|:& };:"
-    record, baseline_s, canary_s, canary = _bomb_with_canary(
-        attack, client, run_job, argv=["bash", "-c", f"{bomb}; sleep 60"], profile="shell",
+    record, baseline_s, canary_s, canary, to_cap = _bomb_with_canary(
+        attack, client, run_job, 256, argv=["bash", "-c", f"{bomb}; sleep 60"], profile="shell",
         limits={"timeout_s": 5})
 
     evidence = record.evidence or {}
@@ -77,7 +101,8 @@ def test_a23_fork_bomb_shell_row_pids_cap_holds_and_a_concurrent_canary_runs_in_
                   "pids cap holds (peak 256, forks fail with EAGAIN); the bomb ends at its "
                   "timeout; the canary finishes during the bomb", record,
                   row=":(){ :|:& };: (fork bomb)", canary_during_s=round(canary_s, 2),
-                  canary_during_wall_ms=canary.wall_ms, canary_baseline_s=round(baseline_s, 2))
+                  canary_during_wall_ms=canary.wall_ms, canary_baseline_s=round(baseline_s, 2),
+                  seconds_to_cap=round(to_cap, 2))
 
 
 FORK_LOOP = """
@@ -92,8 +117,8 @@ while True:
 
 def test_a23_os_fork_loop_in_every_process_is_capped_and_a_concurrent_canary_runs(
         attack: Attack, client: Airlock, run_job: RunJob) -> None:
-    record, baseline_s, canary_s, canary = _bomb_with_canary(
-        attack, client, run_job, code=FORK_LOOP, limits={"timeout_s": 4, "pids": 64})
+    record, baseline_s, canary_s, canary, to_cap = _bomb_with_canary(
+        attack, client, run_job, 64, code=FORK_LOOP, limits={"timeout_s": 4, "pids": 64})
 
     evidence = record.evidence or {}
     assert record.verdict == "timeout" and evidence["pids_peak"] == 64, record.summary()
@@ -102,7 +127,8 @@ def test_a23_os_fork_loop_in_every_process_is_capped_and_a_concurrent_canary_run
     attack.record("A23", "python: os.fork() in a loop in every process (pids cap 64, timeout "
                   "4 s), CPU-bound; a concurrent canary", "pids peak 64 = cap; timeout; the "
                   "canary finishes during the bomb", record, canary_during_s=round(canary_s, 2),
-                  canary_during_wall_ms=canary.wall_ms, canary_baseline_s=round(baseline_s, 2))
+                  canary_during_wall_ms=canary.wall_ms, canary_baseline_s=round(baseline_s, 2),
+                  seconds_to_cap=round(to_cap, 2))
 
 
 # --- A24 memory bombs -------------------------------------------------------------------------
@@ -228,7 +254,7 @@ def test_a26_setsid_nohup_double_fork_and_sigterm_ignorers_die_with_the_job(
 
 # --- A27 disk fills ---------------------------------------------------------------------------
 
-def test_a27_dd_row_fill_on_the_read_only_root(attack: Attack) -> None:
+def test_a27_disk_fill_dd_row_meets_the_read_only_root(attack: Attack) -> None:
     record = attack.job("dd if=/dev/zero of=/fill bs=1M", profile="shell")
 
     assert record.verdict == "nonzero_exit" and "Read-only file system" in record.stderr
@@ -282,6 +308,33 @@ def test_a27_dd_into_each_writable_path_stops_at_its_bound(attack: Attack) -> No
                   "512 MiB, /dev/shm 64 MiB (ENOSPC); /run is not writable; host free space "
                   "unchanged; verdict disk_limit", record,
                   written_mib={k: round(v[0] / MiB, 1) for k, v in got.items()})
+
+
+WRITABLE = r"""
+find / \( -path /proc -o -path /sys \) -prune -o -writable -print 2>/dev/null
+for f in /etc/hosts /etc/resolv.conf /etc/hostname /etc/passwd; do
+    (echo x >> $f) 2>/dev/null && echo "appended $f"
+done
+exit 0
+"""
+WRITABLE_EXPECTED = {  # the bounded folders, and character devices and links of /dev
+    "/workspace", "/workspace/main.sh", "/opt/venv", "/home/appuser", "/tmp", "/var/tmp",
+    "/dev/shm", "/dev/mqueue", "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+    "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts/ptmx", "/dev/fd", "/dev/stdin",
+    "/dev/stdout", "/dev/stderr",
+}
+
+
+def test_a27_a_job_can_write_nowhere_but_its_bounded_paths(attack: Attack) -> None:
+    record = attack.job(WRITABLE, profile="shell", timeout_s=30)
+
+    writable = set(record.stdout.split())
+    assert record.verdict == "ok" and writable == WRITABLE_EXPECTED, writable ^ WRITABLE_EXPECTED
+    attack.record("A27", "list everything the job user can write (find / -writable, /proc and "
+                  "/sys aside); append to /etc/hosts, /etc/resolv.conf, /etc/hostname",
+                  "only the three job folders (one quota), /tmp, /var/tmp, /dev/shm (sized "
+                  "tmpfs) and /dev/mqueue (256 queues of 80 KiB at most, 800 KiB per uid) "
+                  "plus /dev's character devices; /etc files refused", record)
 
 
 INODES_BTRFS = r"""

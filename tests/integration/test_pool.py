@@ -119,8 +119,6 @@ def test_a_pooled_job_runs_and_its_container_goes(pool_client: Airlock) -> None:
     wait_for(lambda: record.container_id not in
              {c["Id"] for c in airlock_containers(pool_client.settings.fleet)}, 10,
              "the used container's removal")
-    done = pool_client.result(record.id)
-    assert done.phases is not None and "destroy_ms" in done.phases  # recorded once removed
 
 
 def test_pooled_and_cold_jobs_look_the_same_from_inside(pool_client: Airlock) -> None:

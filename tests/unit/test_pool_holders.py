@@ -91,8 +91,11 @@ def test_a_holder_is_hardened_and_expires_on_its_own() -> None:
     assert kw["command"][0] == "sleep" and sleep_s > 100
     assert float(kw["labels"][L.DEADLINE]) == 1000.0 + sleep_s
     assert kw["labels"][L.ROLE] == ROLE_HOLDER and kw["labels"][OWNER] == "h:1"
-    ws = holder_create_kwargs(plan, "airlock-workspace", "airlock-holder-2", now=1000.0)
+    ws = holder_create_kwargs(plan, "airlock-workspace", "airlock-holder-2", now=1000.0,
+                              dns_options=("timeout:1",))
     assert ws["network_disabled"] is False and ws["host_config"]["NetworkMode"] == "airlock-workspace"
+    assert ws["host_config"]["DnsOptions"] == ["timeout:1"]  # the joiners' resolv.conf is the holder's
+    assert "DnsOptions" not in hc
 
 
 def view(role: str, *, running: bool = True, created: float = 0.0, deadline: float = 0.0,

@@ -1,0 +1,216 @@
+"""docker-compose.yml: valid for docker-compose, secrets only from .env, services ordered by
+health, and its worker and Flower running a real job on this machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+
+from config.settings import Settings
+from tasks.client import Airlock
+from tests.ops.conftest import free_port
+from tests.ops.stack import COMPOSE_FILE, ENV_EXAMPLE, ROOT, compose, load, local_stack
+from workers.networks import BACKEND, EGRESS, WORKSPACE
+
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRLOCK_FLOWER_PASSWORD")
+
+
+@pytest.fixture(scope="module")
+def project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compose file beside a copy of .env.example as its .env, as an operator sets it up."""
+    folder = tmp_path_factory.mktemp("compose")
+    shutil.copy(COMPOSE_FILE, folder / "docker-compose.yml")
+    shutil.copy(ENV_EXAMPLE, folder / ".env")
+    return folder
+
+
+def _config(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return compose("config", *args, project="airlock", files=[folder / "docker-compose.yml"],
+                   env=env, cwd=folder, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def resolved(project_dir: Path) -> dict[str, Any]:
+    done = _config(project_dir)
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = yaml.safe_load(done.stdout)
+    return data
+
+
+def test_docker_compose_accepts_the_file(project_dir: Path) -> None:
+    done = _config(project_dir, "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_the_secrets_come_from_an_env_file_that_is_never_committed(tmp_path: Path) -> None:
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
+    done = _config(tmp_path, "-q")  # no .env: refused, naming what is missing
+    assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
+    assert ignored.returncode == 0, ".env must be in .gitignore"
+    example = ENV_EXAMPLE.read_text()
+    assert all(f"{name}=" in example for name in SECRETS)
+    for line in COMPOSE_FILE.read_text().splitlines():  # every password is a ${VARIABLE}
+        found = re.match(r"\s*[A-Z_]*PASSWORD:\s*(.*)", line)
+        if found:
+            assert found.group(1).startswith("${"), line
+
+
+def test_services_start_in_order_of_health(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "worker", "flower", "proxy"}
+    for name, service in services.items():
+        if name != "migrate":  # a one-shot: its exit status is its health
+            assert service["healthcheck"]["test"], name
+    assert services["worker"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+        "proxy": {"condition": "service_healthy"},
+    }
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["migrate"]["command"] == ["airlock", "db", "upgrade"]
+    assert services["flower"]["depends_on"]["worker"] == {"condition": "service_healthy"}
+
+
+def test_images_pulled_and_built(resolved: dict[str, Any], project_dir: Path) -> None:
+    services = resolved["services"]
+    assert services["postgres"]["image"] == "postgres:15"
+    assert services["redis"]["image"] == "redis:7"
+    assert services["proxy"]["image"] == "airlock/proxy:latest"
+    for name in ("migrate", "worker", "flower"):
+        assert services[name]["image"] == "airlock/worker:latest"
+    build = services["worker"]["build"]
+    assert Path(build["context"]) == project_dir  # the repository root, beside the file
+    assert build["dockerfile"] == "images/worker/Dockerfile"
+    dockerfile = (ROOT / "images/worker/Dockerfile").read_text()
+    assert "ARG BASE=airlock/debian-base:bookworm\nFROM ${BASE}" in dockerfile
+    for image in ("proxy", "sandbox"):
+        assert (ROOT / "images" / image / "Dockerfile").exists()
+
+
+def test_redis_keeps_an_append_only_file_behind_a_password(resolved: dict[str, Any]) -> None:
+    command = " ".join(resolved["services"]["redis"]["command"])
+    for flag in ("--appendonly yes", "--appendfsync everysec", "--requirepass"):
+        assert flag in command
+
+
+def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[str, Any]) -> None:
+    worker, flower = resolved["services"]["worker"], resolved["services"]["flower"]
+    assert not worker.get("privileged")
+    assert worker["cap_add"] == ["SYS_ADMIN"]  # btrfs quota ioctls, explained in the file
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in worker["volumes"]}
+    assert mounts == {"/var/run/docker.sock": "/var/run/docker.sock",
+                      "/sys/fs/cgroup": "/sys/fs/cgroup",
+                      "/var/lib/airlock/volumes": "/var/lib/airlock/volumes"}
+    assert worker["networks"] == {"backend": None} and "ports" not in worker
+    for service in (flower, resolved["services"]["migrate"]):
+        assert service["user"] == "65534:65534" and service["cap_drop"] == ["ALL"]
+        assert "volumes" not in service  # no engine socket for anything but the worker
+    ports = flower["ports"]
+    assert len(ports) == 1 and str(ports[0]).startswith("127.0.0.1:")
+
+
+def test_networks_are_the_ones_workers_networks_plans(resolved: dict[str, Any]) -> None:
+    networks = {n["name"]: n for n in resolved["networks"].values()}
+    for plan in (BACKEND, WORKSPACE, EGRESS):
+        network = networks[plan.name]
+        ipam = network["ipam"]["config"][0]
+        assert ipam["subnet"] == plan.subnet and ipam["gateway"] == plan.gateway
+        assert ipam.get("ip_range") == plan.ip_range
+        assert bool(network.get("internal")) == plan.internal
+        assert network["driver_opts"] == plan.options()
+    proxy = resolved["services"]["proxy"]
+    assert proxy["networks"]["workspace"]["ipv4_address"] == "172.29.0.2"
+    assert set(proxy["networks"]) == {"workspace", "egress"}
+
+
+# --- the worker and Flower from this file, running a job ----------------------------------
+
+def _status(project: str) -> dict[str, str]:
+    client = docker.APIClient(version="auto")
+    try:
+        found = client.containers(all=True, filters={
+            "label": f"com.docker.compose.project={project}"})
+        return {c["Labels"]["com.docker.compose.service"]: c["Status"] for c in found}
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, dict[str, str]]]:
+    tag = uuid.uuid4().hex[:8]
+    s = settings.model_copy(update={"fleet": f"compose-{tag}", "queue": f"compose-{tag}"})
+    env = {
+        "AIRLOCK_DATABASE_URL": s.database_url, "AIRLOCK_BROKER_URL": s.broker_url,
+        "AIRLOCK_REDIS_URL": s.redis_url, "AIRLOCK_FLEET": s.fleet, "AIRLOCK_QUEUE": s.queue,
+        "AIRLOCK_HOSTNAME": f"compose-{tag}", "AIRLOCK_CONCURRENCY": "1",
+        "AIRLOCK_STORAGE": s.storage, "AIRLOCK_LOG_FORMAT": "json",
+        "AIRLOCK_REAPER_INTERVAL_S": "2",
+        # Host network: loopback addresses and free ports instead of the container's own.
+        "AIRLOCK_METRICS_ADDRESS": "127.0.0.1", "AIRLOCK_METRICS_PORT": str(free_port()),
+        "AIRLOCK_FLOWER_ADDRESS": "127.0.0.1", "AIRLOCK_FLOWER_PORT": str(free_port()),
+        "AIRLOCK_FLOWER_USER": "ops", "AIRLOCK_FLOWER_PASSWORD": "compose-test-password",
+    }
+    data = local_stack(load(), env)
+    for service in data["services"].values():
+        service["healthcheck"]["interval"] = "1s"  # only sooner: the same test
+    file = tmp_path / "docker-compose.test.yml"
+    file.write_text(yaml.safe_dump(data))
+    project = f"airlock-test-{tag}"
+    up = compose("up", "-d", project=project, files=[file], env=dict(os.environ))
+    try:
+        assert up.returncode == 0, up.stderr
+        yield s, project, env
+    finally:
+        logs = compose("logs", "--no-color", project=project, files=[file], env=dict(os.environ))
+        (ROOT / "artifacts").mkdir(exist_ok=True)
+        (ROOT / "artifacts" / f"compose-{tag}.log").write_text(logs.stdout + logs.stderr)
+        down = compose("down", "--volumes", "--timeout", "30", project=project, files=[file],
+                       env=dict(os.environ))
+        assert down.returncode == 0, down.stderr
+        assert _status(project) == {}
+
+
+@pytest.mark.integration
+def test_compose_worker_and_flower_run_a_job(
+        stack: tuple[Settings, str, dict[str, str]]) -> None:
+    s, project, env = stack
+    deadline = time.monotonic() + 90
+    while (status := _status(project)) and not all("(healthy)" in v for v in status.values()):
+        assert time.monotonic() < deadline and not any("Exited" in v for v in status.values()), status
+        time.sleep(0.5)
+    assert set(status) == {"worker", "flower"}
+
+    client = Airlock(s)
+    try:
+        record = client.submit(code="print(6*7)").wait(60)
+    finally:
+        client.close()
+    assert record.verdict == "ok" and record.stdout == "42\n", record.summary()
+    assert record.provenance is not None
+    assert record.provenance["host"] == env["AIRLOCK_HOSTNAME"]  # the container's worker ran it
+    assert record.worker_host == env["AIRLOCK_HOSTNAME"]
+
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{env['AIRLOCK_METRICS_PORT']}/metrics", timeout=5).read().decode()
+    assert 'airlock_jobs_total{verdict="ok"} 1.0' in metrics
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{env['AIRLOCK_FLOWER_PORT']}/", timeout=5)
+    refused.value.close()
+    assert refused.value.code == 401

@@ -1,0 +1,94 @@
+"""``airlock doctor`` on this host, through the real command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import pytest
+import sqlalchemy as sa
+
+from airlock.doctor import KNOWN_RUNC_CVES, parse_runc_version
+from config.settings import Settings
+from tests.ops.conftest import free_port
+from tests.services import ADMIN_URL, ROOT, worker_env
+
+CHECKS = ["docker engine", "runc", "cgroup", "disk bound", "seccomp", "firewall", "networks",
+          "sandbox image", "redis", "postgresql", "migrations"]
+# What this host must pass whatever else is going on (the firewall rules and networks belong
+# to the network set-up, whose own tests cover them).
+MUST_PASS = ["docker engine", "cgroup", "disk bound", "seccomp", "sandbox image", "redis",
+             "postgresql", "migrations"]
+
+
+def doctor(s: Settings, *args: str, **env: str) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "airlock.cli", "doctor", *args], cwd=ROOT,
+                          env=worker_env(s, **env), capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout
+
+
+def by_name(output: str) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in json.loads(output)}
+
+
+def engine_runc() -> str:
+    client = docker.APIClient(version="auto")
+    try:
+        return next(c["Version"] for c in client.version()["Components"] if c["Name"] == "runc")
+    finally:
+        client.close()
+
+
+@contextmanager
+def empty_database() -> Iterator[str]:
+    name = f"airlock_empty_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.integration
+def test_doctor_checks_this_host(settings: Settings) -> None:
+    code, out = doctor(settings, "--json")
+    checks = by_name(out)
+    assert list(checks) == CHECKS
+    for name in MUST_PASS:
+        assert checks[name]["status"] == "ok", checks[name]
+    assert "EPERM" in checks["seccomp"]["detail"]
+    assert code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
+
+    runc = parse_runc_version(engine_runc())
+    assert runc is not None
+    open_cves = [k.cve for k in KNOWN_RUNC_CVES if runc < k.fixed_in]
+    if open_cves:  # this host: runc 1.1.5, before the CVE-2024-21626 fix
+        assert checks["runc"]["status"] in ("warn", "fail")
+        assert all(cve in checks["runc"]["detail"] for cve in open_cves)
+        _, accepted = doctor(settings, "--json", *[f"--allow-known-cve={c}" for c in open_cves])
+        assert by_name(accepted)["runc"]["status"] == "warn"
+    else:
+        assert checks["runc"]["status"] == "ok"
+
+
+@pytest.mark.integration
+def test_doctor_fails_and_names_what_is_wrong(settings: Settings) -> None:
+    with empty_database() as url:
+        code, out = doctor(settings, AIRLOCK_DATABASE_URL=url,
+                           AIRLOCK_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert code == 1
+    table = {line.split("│")[1].strip(): line for line in out.splitlines()
+             if line.startswith("│") and line.split("│")[1].strip()}
+    assert "FAIL" in table["migrations"] and "airlock db upgrade" in table["migrations"]
+    assert "FAIL" in table["redis"] and "ok" in table["postgresql"]
+    assert "ok" in table["docker engine"]
