@@ -259,7 +259,7 @@ def test_a27_disk_fill_dd_row_meets_the_read_only_root(attack: Attack) -> None:
 
     assert record.verdict == "nonzero_exit" and "Read-only file system" in record.stderr
     attack.record("A27", "dd if=/dev/zero of=/fill bs=1M", "EROFS at once: the root is "
-                  "read-only; the writable paths are bounded (next tests)", record,
+                  "read-only; each writable path stops at its own bound (the A27 rows below)", record,
                   row="dd if=/dev/zero of=/fill bs=1M")
 
 
