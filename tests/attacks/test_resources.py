@@ -300,7 +300,10 @@ def test_a27_dd_into_each_writable_path_stops_at_its_bound(attack: Attack) -> No
     assert "Permission denied" in got["/run"][1]  # root's 0755 tmpfs: not writable at all
     assert got["shared"][0] <= 24 * MiB, got["shared"]  # one bound for the three folders
     assert record.verdict == "disk_limit", record.summary()
-    assert abs(_free("/") - free_root) < 256 * MiB and abs(_free(str(VOLUMES)) - free_volumes) < 256 * MiB
+    # The tmpfs fills (1.5 GiB) lived in memory: had they reached the host's disk, its free
+    # space would have dropped by more than this (other programs write there too).
+    assert abs(_free("/") - free_root) < 768 * MiB, (free_root, _free("/"))
+    assert abs(_free(str(VOLUMES)) - free_volumes) < 256 * MiB
     attack.record("A27", "dd if=/dev/zero into /workspace, /opt/venv, /home/appuser, /tmp, "
                   "/var/tmp, /run, /dev/shm in turn (disk bound 64 MiB); then 40 MiB in "
                   "/workspace and the rest into /opt/venv", "each stops at its bound: the three "
