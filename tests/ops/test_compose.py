@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ import yaml
 from config.settings import Settings
 from tasks.client import Airlock
 from tests.ops.conftest import free_port
-from tests.ops.stack import COMPOSE_FILE, ENV_EXAMPLE, ROOT, compose, load, local_stack
+from tests.ops.stack import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    ROOT,
+    compose,
+    empty_database,
+    load,
+    local_stack,
+)
 from workers.networks import BACKEND, EGRESS, WORKSPACE
 
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRLOCK_FLOWER_PASSWORD")
@@ -154,8 +163,16 @@ def _status(project: str) -> dict[str, str]:
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, dict[str, str]]]:
+    with ExitStack() as stack_resources:
+        yield from _stack(settings, tmp_path, stack_resources)
+
+
+def _stack(settings: Settings, tmp_path: Path,
+           stack_resources: ExitStack) -> Iterator[tuple[Settings, str, dict[str, str]]]:
     tag = uuid.uuid4().hex[:8]
-    s = settings.model_copy(update={"fleet": f"compose-{tag}", "queue": f"compose-{tag}"})
+    database = stack_resources.enter_context(empty_database())  # the migrate service's to fill
+    s = settings.model_copy(update={"database_url": database, "fleet": f"compose-{tag}",
+                                    "queue": f"compose-{tag}"})
     env = {
         "AIRLOCK_DATABASE_URL": s.database_url, "AIRLOCK_BROKER_URL": s.broker_url,
         "AIRLOCK_REDIS_URL": s.redis_url, "AIRLOCK_FLEET": s.fleet, "AIRLOCK_QUEUE": s.queue,
@@ -169,7 +186,8 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, d
     }
     data = local_stack(load(), env)
     for service in data["services"].values():
-        service["healthcheck"]["interval"] = "1s"  # only sooner: the same test
+        if "healthcheck" in service:
+            service["healthcheck"]["interval"] = "1s"  # only sooner: the same test
     file = tmp_path / "docker-compose.test.yml"
     file.write_text(yaml.safe_dump(data))
     project = f"airlock-test-{tag}"
@@ -192,10 +210,15 @@ def test_compose_worker_and_flower_run_a_job(
         stack: tuple[Settings, str, dict[str, str]]) -> None:
     s, project, env = stack
     deadline = time.monotonic() + 90
-    while (status := _status(project)) and not all("(healthy)" in v for v in status.values()):
-        assert time.monotonic() < deadline and not any("Exited" in v for v in status.values()), status
+    while True:
+        status = _status(project)
+        running = {name: state for name, state in status.items() if name != "migrate"}
+        if all("(healthy)" in state for state in running.values()):
+            break
+        assert time.monotonic() < deadline and "Exited" not in str(running), status
         time.sleep(0.5)
-    assert set(status) == {"worker", "flower"}
+    assert set(status) == {"migrate", "worker", "flower"}
+    assert status["migrate"].startswith("Exited (0)"), status  # `airlock db upgrade`, done
 
     client = Airlock(s)
     try:
@@ -207,9 +230,12 @@ def test_compose_worker_and_flower_run_a_job(
     assert record.provenance["host"] == env["AIRLOCK_HOSTNAME"]  # the container's worker ran it
     assert record.worker_host == env["AIRLOCK_HOSTNAME"]
 
-    metrics = urllib.request.urlopen(
-        f"http://127.0.0.1:{env['AIRLOCK_METRICS_PORT']}/metrics", timeout=5).read().decode()
-    assert 'airlock_jobs_total{verdict="ok"} 1.0' in metrics
+    # Counted just after the result is stored (which is what wait() sees): poll briefly.
+    deadline = time.monotonic() + 10
+    while 'airlock_jobs_total{verdict="ok"} 1.0' not in (metrics := urllib.request.urlopen(
+            f"http://127.0.0.1:{env['AIRLOCK_METRICS_PORT']}/metrics", timeout=5).read().decode()):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.2)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{env['AIRLOCK_FLOWER_PORT']}/", timeout=5)
     refused.value.close()

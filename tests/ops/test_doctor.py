@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import docker
 import pytest
-import sqlalchemy as sa
 
 from airlock.doctor import KNOWN_RUNC_CVES, parse_runc_version
 from config.settings import Settings
 from tests.ops.conftest import free_port
-from tests.services import ADMIN_URL, ROOT, worker_env
+from tests.ops.stack import empty_database
+from tests.services import ROOT, worker_env
 
 CHECKS = ["docker engine", "runc", "cgroup", "disk bound", "seccomp", "firewall", "networks",
           "sandbox image", "redis", "postgresql", "migrations"]
@@ -43,20 +40,6 @@ def engine_runc() -> str:
         return next(c["Version"] for c in client.version()["Components"] if c["Name"] == "runc")
     finally:
         client.close()
-
-
-@contextmanager
-def empty_database() -> Iterator[str]:
-    name = f"airlock_empty_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.integration
