@@ -126,6 +126,13 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     except Exception as exc:
         print(f"airlock worker: refusing to start: {exc}", file=sys.stderr)
         sys.exit(3)
+    if s.metrics_port is not None:
+        try:
+            metrics.enable(metrics.prepare_directory(s.metrics_dir))  # before the pool forks
+            metrics.serve(s.metrics_port, s.metrics_address)
+        except OSError as exc:
+            print(f"airlock worker: refusing to start: metrics endpoint: {exc}", file=sys.stderr)
+            sys.exit(3)
     checked = preflight.run(s)  # canary jobs through the runner: is a job contained here?
     if not checked.ok:
         print(f"airlock worker: refusing to start: preflight: {'; '.join(checked.failures)}",
@@ -135,13 +142,6 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     for name, line in checked.runtime.items():
         if not line.startswith("ok"):
             print(f"airlock worker: {name}: {line}", file=sys.stderr)
-    if s.metrics_port is not None:
-        try:
-            metrics.enable(metrics.prepare_directory(s.metrics_dir))  # before the pool forks
-            metrics.serve(s.metrics_port, s.metrics_address)
-        except OSError as exc:
-            print(f"airlock worker: refusing to start: metrics endpoint: {exc}", file=sys.stderr)
-            sys.exit(3)
     configure(s)
     housekeeping = Maintenance(s)
 
