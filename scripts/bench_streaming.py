@@ -84,13 +84,78 @@ def bare(code: str) -> float:
     return (time.monotonic() - t) * 1000
 
 
+LATENCY_JOB = ("import time\nfor i in range(40):\n"
+               "    print(f'{time.time():.6f}', flush=True)\n    time.sleep(0.05)\n")
+
+
+def live(repeat: int) -> None:
+    """Through a real worker and the client: per-line latency and the client's read rate."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tasks.client import Airlock
+    from tests.services import ROOT, WorkerProcess, scratch_database
+
+    with scratch_database("airlock_bench") as url:
+        s = Settings(database_url=url, fleet=f"bench-{uuid.uuid4().hex[:6]}",
+                     queue=f"airlock-bench-{uuid.uuid4().hex[:6]}", concurrency=1)
+        worker = WorkerProcess(s, ROOT / "artifacts" / f"bench-worker-{s.fleet}.log").start()
+        client = Airlock(s)
+        try:
+            client.submit({"code": "print(1)"}).wait(60)  # warm: the worker process exists
+            latencies: list[float] = []
+            firsts: list[float] = []
+            for _ in range(repeat):
+                handle = client.submit({"code": LATENCY_JOB})
+                pending, first = b"", True
+                for event in handle.events():
+                    now = time.time()
+                    if event.kind != "stdout":
+                        continue
+                    pending += event.data
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        latencies.append((now - float(line)) * 1000)
+                        if first:
+                            firsts.append(latencies[-1])
+                            first = False
+                client.redis.delete(streams.output_key(handle.id))
+            latencies.sort()
+            print(f"latency ms over {len(latencies)} lines: median={statistics.median(latencies):.1f}"
+                  f" p95={latencies[int(len(latencies) * 0.95)]:.1f} max={latencies[-1]:.1f};"
+                  f" first line of each job: {[round(f, 1) for f in firsts]}")
+            for _ in range(repeat):
+                handle = client.submit({"code": JOBS["big"], "limits": {"output_bytes": 64 * MiB}})
+                got, t_first, skipped = 0, 0.0, 0
+                for event in handle.events():
+                    if event.kind == "stdout":
+                        t_first = t_first or time.monotonic()
+                        got += len(event.data)
+                    elif event.kind == "lagging":
+                        skipped += sum(event.summary.values())
+                t_end = time.monotonic()
+                record = handle.wait(30)
+                client.redis.delete(streams.output_key(handle.id))
+                print(f"client read {got / MiB:.1f} MiB (+{skipped} skipped) in"
+                      f" {(t_end - t_first) * 1000:.0f} ms from first byte to end:"
+                      f" {got / MiB / (t_end - t_first):.0f} MiB/s; job wall {record.wall_ms} ms")
+        finally:
+            client.close()
+            worker.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--modes", default="none,count,sync,relay")
     ap.add_argument("--jobs", default="big,lines")
     ap.add_argument("--bare", action="store_true")
+    ap.add_argument("--live", action="store_true", help="through a worker and the client")
     args = ap.parse_args()
+    if args.live:
+        live(args.repeat)
+        return
     s = Settings(fleet=f"bench-{uuid.uuid4().hex[:6]}")
     ctx = build_context(s)
     relay = Relay.for_settings(ctx.redis, s)
@@ -114,9 +179,14 @@ def main() -> None:
                       f" skipped_per_run={skipped} buffer_high_water={last['high_water']}"
                       if mode == "relay" else ""))
         if args.bare:
-            walls = [bare(JOBS[name]) for _ in range(args.repeat)]
-            report(f"{name:6} bare-docker-run wall_ms median={statistics.median(walls):.0f}"
-                   f" all={[round(w) for w in walls]} (includes create/start/remove)")
+            walls, empty = [], []
+            for _ in range(args.repeat):
+                walls.append(bare(JOBS[name]))
+                empty.append(bare("pass"))
+            net = statistics.median(walls) - statistics.median(empty)
+            report(f"{name:6} bare docker run > /dev/null: wall_ms median={statistics.median(walls):.0f}"
+                   f" minus an empty run's {statistics.median(empty):.0f} = {net:.0f} ms,"
+                   f" {64 / (net / 1000):.0f} MiB/s")
 
 if __name__ == "__main__":
     main()

@@ -245,7 +245,7 @@ class BatchRunner:
         verdict = result.record.verdict or "error"
         report.verdicts[verdict] += 1
         report.reused += result.reused
-        if result.record.wall_ms is not None and not result.reused:
+        if result.record.wall_ms is not None:
             report.walls_ms.setdefault(verdict, []).append(result.record.wall_ms)
         self.on_result(result)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,21 +132,6 @@ def read(r: redis.Redis, job_id: str, offset: str | Cursor = START, block_ms: in
                 cursor = Cursor(ident, cursor.stdout, cursor.stderr)
             events.append(Event(str(cursor), kind, fields[b"d"]))
     return events
-
-
-def follow(r: redis.Redis, job_id: str, offset: str | Cursor = START,
-           block_ms: int = 1000) -> Iterator[Event | None]:
-    """Yield events until the end event; yields None on each idle wait (a chance to give up)."""
-    while True:
-        events = read(r, job_id, offset, block_ms)
-        if not events:
-            yield None
-            continue
-        for event in events:
-            offset = event.offset
-            yield event
-            if event.kind == "end":
-                return
 
 
 def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> bool:

@@ -193,3 +193,26 @@ def test_64_mib_stream_with_worker_memory_bounded_and_a_stalled_reader_harmless(
         "skipped_bytes": skipped, "events": events,
         "worker_rss_before_MiB": round(before / MiB, 1),
         "worker_rss_peak_MiB": round(sampler.peak / MiB, 1)})
+
+
+def test_cli_logs_prints_and_resumes_from_an_offset(client: Airlock, settings: Settings,
+                                                    worker: WorkerProcess) -> None:
+    import subprocess
+    import sys
+
+    from tests.services import ROOT, worker_env
+
+    handle = client.submit({"code": "import sys\nfor i in range(3):\n    print(i, flush=True)\n"
+                                    "print('bad', file=sys.stderr)\n"})
+    events = list(handle.events())
+    cut = next(e for e in events if e.kind == "stdout")
+
+    def logs(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "airlock.cli", "logs", handle.id, *args],
+                              cwd=ROOT, env=worker_env(settings), capture_output=True, timeout=60)
+
+    whole = logs("--follow")
+    assert (whole.returncode, whole.stdout, whole.stderr) == (0, b"0\n1\n2\n", b"bad\n")
+    rest = logs("--offset", cut.offset)
+    assert rest.stdout == output_of(events, "stdout")[cut.cursor.stdout:]
+    assert logs("--offset", "nonsense").returncode != 0
