@@ -134,6 +134,9 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
             print(f"airlock worker: refusing to start: metrics endpoint: {exc}", file=sys.stderr)
             sys.exit(3)
     checked = preflight.run(s)  # canary jobs through the runner: is a job contained here?
+    metrics.set_preflight(checked.ok)
+    for canary in checked.canaries:
+        metrics.set_preflight(canary.contained, canary.name)
     if not checked.ok:
         print(f"airlock worker: refusing to start: preflight: {'; '.join(checked.failures)}",
               file=sys.stderr)

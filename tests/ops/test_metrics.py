@@ -116,6 +116,7 @@ def test_worker_endpoint_counts_jobs_phases_containers_and_reaper_removals(
     port = ops_settings.metrics_port
     assert port is not None
     before = _scrape(port)
+    assert _value(before, "airlock_preflight_status", check="all") == 1  # it started: passed
 
     # A job long enough to be seen running by a maintenance pass (every 2 s here).
     slow = ops_client.submit(code="import time; time.sleep(4); print('done')")
