@@ -14,6 +14,7 @@ workers/networks.py); the proxy answers what it refuses with a readable 403.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -44,6 +45,7 @@ pytestmark = [pytest.mark.network, pytest.mark.integration]
 FAST_S = 5.0  # a refusal, as the job sees it; a lookup takes about 1 s
 REFUSED = "Airlock egress proxy refused"
 HOST_PORTS = (22, 2375, 5432, 5555, 6379)
+FLOWER_PASSWORD = "network-test-password"  # a test value, never a real secret
 
 
 MEASURED: dict[str, dict[str, Any]] = {}  # test -> probe -> outcome: artifacts/network.json
@@ -186,7 +188,7 @@ def flower_everywhere(egress_settings: Settings, artifacts: Path) -> Iterator[in
     port = free_port()
     proc = start_flower(egress_settings, artifacts / f"flower-{egress_settings.fleet}.log", port,
                         AIRLOCK_FLOWER_ADDRESS="0.0.0.0", AIRLOCK_FLOWER_USER="ops",
-                        AIRLOCK_FLOWER_PASSWORD="network-test-password")
+                        AIRLOCK_FLOWER_PASSWORD=FLOWER_PASSWORD)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthcheck", proc)
         yield port
@@ -202,11 +204,16 @@ def test_a31_flower_is_unreachable_from_jobs_and_asks_everyone_else_to_log_in(
     got = probe(run_egress, (probes.TCP_CONNECT, {"targets": [
         [f"{addr}:{p}", addr, p] for addr in addresses for p in (port, 5555)]}))
     refused_fast(got)
-    # From the host, on an address jobs would see: a login is required
-    outside = next(a for a in addresses if ":" not in a)
+    # From the host, on an address jobs would see: a login is required, and suffices
+    url = f"http://{next(a for a in addresses if ':' not in a)}:{port}/workers"
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"http://{outside}:{port}/workers", timeout=5)
+        urllib.request.urlopen(url, timeout=5)
+    refused.value.close()
     assert refused.value.code == 401
+    login = base64.b64encode(f"ops:{FLOWER_PASSWORD}".encode()).decode()
+    with urllib.request.urlopen(urllib.request.Request(
+            url, headers={"Authorization": f"Basic {login}"}), timeout=5) as answered:
+        assert answered.status == 200
 
 
 # --- A21: private ranges and other jobs ------------------------------------------------------
@@ -227,19 +234,25 @@ def test_a21_a_second_job_on_the_same_network_is_unreachable(
         "code": probes.job_code(probes.OWN_ADDRESS, via=egress_settings.proxy_ip)
         + "\n" + probes.job_code(probes.PEER_LISTEN, port=8000, seconds=6),
         "network": "egress"})
-    address = ""
-    for event in listener.events():
-        if event.kind == "stdout" and b"address" in event.data:
-            address = event.data.decode().split()[1]
+    address, seen = "", b""
+    for event in listener.events():  # live output: the listener is still running
+        seen += event.data if event.kind == "stdout" else b""
+        line = next((x for x in seen.split(b"\n")[:-1] if x.startswith(b"address ")), b"")
+        if line:
+            address = line.decode().split()[1]
             break
     assert address.startswith("172.29."), listener.wait(30).summary()
     # When a second job, running at the same time, connects to it
-    got = probe(run_egress, (probes.TCP_CONNECT, {"targets": [["peer", address, 8000]]}),
-                (probes.UDP_SEND, {"targets": [["peer-udp", address]]}))
-    # Then it is refused at once and the listener saw nothing
+    code = "\n".join([probes.job_code(probes.TCP_CONNECT, targets=[["peer", address, 8000]]),
+                      probes.job_code(probes.UDP_SEND, targets=[["peer-udp", address]])])
+    second = run_egress(code)
+    got = probes.report(second.stdout)
+    # Then it is refused at once and the listener, still listening then, saw nothing
     refused_fast(got)
-    record = listener.wait(60)
-    assert record.verdict == "ok" and probes.report(record.stdout) == {"accepted": 0}, record.summary()
+    first = listener.wait(60)
+    assert first.verdict == "ok" and probes.report(first.stdout) == {"accepted": 0}, first.summary()
+    assert second.finished_at and first.finished_at and second.finished_at < first.finished_at
+    MEASURED["test_a21_a_second_job_on_the_same_network_is_unreachable"] = got
 
 
 # --- A22: the way out is the proxy, and only to the allowlist --------------------------------
