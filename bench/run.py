@@ -296,7 +296,7 @@ def airlock_worker(args: argparse.Namespace) -> Iterator[tuple[Settings, WorkerP
 
 def phase_medians(records: list[dict[str, Any]]) -> dict[str, float]:
     keys = ["submit_ms", "queue_wait_ms", "container_ready_ms", "run_ms", "collect_ms",
-            "persist_ms", "end_to_end_ms"]
+            "destroy_ms", "persist_ms", "end_to_end_ms"]
     out = {k: median([float(r[k]) for r in records if k in r]) for k in keys}
     out["pooled_share"] = sum(1 for r in records if r.get("pooled")) / max(1, len(records))
     return out

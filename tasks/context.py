@@ -81,5 +81,5 @@ def start_pool(ctx: WorkerContext) -> None:
     ctx.pool = WarmPool(
         connect=lambda: engine.connect(s.docker_host), caller_api=lambda: ctx.api,
         volumes=ctx.volumes, make_plan=lambda key, name: pool_plan(ctx, key, name, owner),
-        keys=keys, size=s.pool_size, max_age_s=s.pool_max_age_s,
+        keys=keys, size=s.pool_size, max_age_s=s.pool_max_age_s, owner_pid=os.getppid(),
     ).start()

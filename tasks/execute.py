@@ -131,7 +131,6 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
          lease: LeaseKeeper) -> tuple[RunOutcome, dict[str, Any]]:
     t0 = time.monotonic()
     sandbox: Sandbox | None = None
-    exited = False
     phases: dict[str, Any] = {
         "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
     try:
@@ -144,15 +143,11 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
         outcome = runner.run(sandbox, payload, job.limits,
                              keep_bytes=ctx.settings.keep_output_bytes,
                              sink=publisher.chunk, cancel=lease.stop, volumes=ctx.volumes)
-        exited = outcome.evidence.exit_code is not None
         phases["run_ms"] = outcome.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - outcome.wall_ms
         return outcome, phases
     finally:
-        if sandbox is not None and exited and ctx.pool is not None:
-            # Its container has exited: the pool's thread removes it, off the job's path.
-            ctx.pool.dispose(sandbox, lambda removed, ms: _disposed(ctx, claim, removed, ms))
-        elif sandbox is not None:
+        if sandbox is not None:  # removed before the result is written, pooled or cold
             t2 = time.monotonic()
             removed = runner.destroy(sandbox, ctx.volumes)
             phases["destroy_ms"] = int((time.monotonic() - t2) * 1000)
@@ -169,8 +164,12 @@ def _in_holder(ctx: WorkerContext, plan: LaunchPlan) -> LaunchPlan:
     """Join this process's namespace holder for the plan's network, where holders apply."""
     if ctx.holders is None:
         return plan
-    mode = ctx.holders.network_mode(plan.network_mode)
-    return plan if mode == plan.network_mode else replace(plan, network_mode=mode, hostname="")
+    mode = ctx.holders.network_mode(plan.network_mode, plan.dns_options)
+    if mode == plan.network_mode:
+        return plan
+    # Docker refuses a hostname with a container network mode; the holder's is "sandbox", and
+    # its resolv.conf (made with these DNS options) is the one the job sees.
+    return replace(plan, network_mode=mode, hostname="", dns_options=())
 
 
 def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
@@ -180,15 +179,6 @@ def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
         ctx.holders.done(sandbox.plan.network_mode, clean=False)
     if ctx.pool is not None and sandbox.plan.network_mode.startswith("container:"):
         ctx.pool.discard_joined(sandbox.plan.network_mode)
-
-
-def _disposed(ctx: WorkerContext, claim: Claim, removed: bool, ms: int) -> None:
-    try:
-        if removed:
-            ctx.store.container_removed(claim.job_id, claim.attempt)
-        ctx.store.add_phases(claim.job_id, {"destroy_ms": ms})
-    except AirlockError:
-        pass  # evidence only; the reaper double-checks the engine
 
 
 def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:

@@ -180,4 +180,8 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     quiet = ["--quiet"] if s.log_format == "json" else []  # Celery's banner is not JSON
     argv = [*quiet, "worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
             "--loglevel=INFO", "-E", "-O", "fair", *(extra or [])]
-    app.worker_main(argv)
+    try:
+        app.worker_main(argv)
+    finally:  # a cold shutdown sends no worker_shutdown: its children's warm containers go here
+        if s.pool_size > 0 or s.netns_holders != "off":
+            clear_pool(s)

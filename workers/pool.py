@@ -121,7 +121,6 @@ class _Slot:
 
 
 Connect = Callable[[], docker.APIClient]
-Disposed = Callable[[bool, int], None]  # (removed, milliseconds it took)
 MakePlan = Callable[[PoolKey, str], LaunchPlan]
 
 
@@ -130,7 +129,7 @@ class WarmPool:
 
     def __init__(self, *, connect: Connect, caller_api: Connect,
                  volumes: BtrfsVolumes | TmpfsVolumes, make_plan: MakePlan,
-                 keys: Iterable[PoolKey], size: int, max_age_s: float,
+                 keys: Iterable[PoolKey], size: int, max_age_s: float, owner_pid: int = 0,
                  min_available_bytes: int = MIN_AVAILABLE_BYTES) -> None:
         self._connect, self._caller_api = connect, caller_api
         self.volumes, self.make_plan = volumes, make_plan
@@ -141,9 +140,9 @@ class WarmPool:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._doomed: list[Sandbox] = []
-        self._then: dict[int, Disposed] = {}  # id(sandbox) -> told when it is gone
         self._api: docker.APIClient | None = None
         self._names = itertools.count(1)
+        self.name_prefix = f"{name_prefix(owner_pid)}{os.getpid()}-"
         self._thread: threading.Thread | None = None
         self.stats = PoolStats()
 
@@ -206,23 +205,6 @@ class WarmPool:
     def _fresh(self, sandbox: Sandbox) -> bool:
         return time.monotonic() - sandbox.prepared_at < hand_out_before_s(self.max_age_s)
 
-    def dispose(self, sandbox: Sandbox, then: Disposed | None = None) -> None:
-        """Destroy a used sandbox whose job has ended, in the refill thread: off the job's path,
-        before any further build. Synchronously when the thread is not running."""
-        with self._cond:
-            running = self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-            if running:
-                self._doomed.append(sandbox)
-                if then is not None:
-                    self._then[id(sandbox)] = then
-        if running:
-            self._wake.set()
-            return
-        t = time.monotonic()
-        removed = runner.destroy(sandbox, self.volumes)
-        if then is not None:
-            then(removed, int((time.monotonic() - t) * 1000))
-
     def discard_joined(self, network_mode: str) -> int:
         """Give up the waiting sandboxes created in this (namespace holder's) network mode."""
         with self._cond:
@@ -281,7 +263,7 @@ class WarmPool:
 
     def _build(self, key: PoolKey) -> None:
         slot = self._slots[key]
-        name = f"airlock-pool-{os.getpid()}-{next(self._names)}-{secrets.token_hex(3)}"
+        name = f"{self.name_prefix}{next(self._names)}-{secrets.token_hex(3)}"
         with self._cond:
             slot.building += 1
         sandbox = None
@@ -318,15 +300,7 @@ class WarmPool:
         for sandbox in doomed:
             if self._api is not None:
                 sandbox.api = self._api  # one client per thread
-            t = time.monotonic()
-            removed = runner.destroy(sandbox, self.volumes)
-            with self._cond:
-                then = self._then.pop(id(sandbox), None)
-            if then is not None:
-                try:
-                    then(removed, int((time.monotonic() - t) * 1000))
-                except Exception as exc:
-                    log.warning("pool.disposed_callback_failed", error=str(exc))
+            runner.destroy(sandbox, self.volumes)
 
     # --- shutdown -------------------------------------------------------------------------
 
@@ -344,18 +318,24 @@ class WarmPool:
                 slot.ready.clear()
             self._doomed = []
         for sandbox in left:
-            removed = runner.destroy(sandbox, self.volumes)
-            then = self._then.pop(id(sandbox), None)
-            if then is not None:
-                try:
-                    then(removed, 0)
-                except Exception as exc:
-                    log.warning("pool.disposed_callback_failed", error=str(exc))
+            runner.destroy(sandbox, self.volumes)
         return len(left)
 
 
 def owner_label(host: str, main_pid: int) -> str:
     return f"{host}:{main_pid}"
+
+
+def name_prefix(main_pid: int) -> str:
+    """Pooled containers (and their volumes and cgroup parents) are named after the worker."""
+    return f"airlock-pool-{main_pid}-"
+
+
+def orphans(on_disk: Iterable[str], named: Iterable[str], main_pid: int) -> list[str]:
+    """This worker's pool volumes that no container names: a process ended between making a
+    volume and its container (a SIGTERM to the process group, a SIGKILL)."""
+    taken, prefix = set(named), name_prefix(main_pid)
+    return sorted(n for n in on_disk if n.startswith(prefix) and n not in taken)
 
 
 def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
@@ -375,16 +355,21 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
     ids = [c["Id"] for c in found]
     taken = set(busy(ids)) if ids else set()
     removed = 0
+    names = []
     for c in found:
         if c["Id"] in taken or not runner._remove(api, c["Id"]):
             continue
         removed += 1
-        name = (c.get("Labels") or {}).get(L.NAME, "")
-        if name:
-            path = Path(volumes.root) / name if isinstance(volumes, BtrfsVolumes) else None
-            try:
-                volumes.destroy(Volume(path, {}))
-            except AirlockError as exc:
-                log.warning("pool.volume_failed", name=name, error=str(exc))
-            cgroup.remove_parent(f"/airlock/{name}")
+        names.append((c.get("Labels") or {}).get(L.NAME, ""))
+    main_pid = int(owner.rsplit(":", 1)[-1])
+    if isinstance(volumes, BtrfsVolumes) and volumes.root.is_dir():
+        left = {(c.get("Labels") or {}).get(L.NAME, "") for c in api.containers(all=True)}
+        names += orphans((p.name for p in volumes.root.iterdir()), left, main_pid)
+    for name in filter(None, names):
+        path = Path(volumes.root) / name if isinstance(volumes, BtrfsVolumes) else None
+        try:
+            volumes.destroy(Volume(path, {}))
+        except AirlockError as exc:
+            log.warning("pool.volume_failed", name=name, error=str(exc))
+        cgroup.remove_parent(f"/airlock/{name}")
     return removed

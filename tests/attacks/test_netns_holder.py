@@ -79,7 +79,7 @@ got["unix_listed"] = NAME in open("/proc/net/unix").read()
 port = format(PORT, "04X")
 rows = [l.split() for l in open("/proc/net/tcp").read().splitlines()[1:]]
 got["tcp_listen"] = [r for r in rows if r[1].endswith(":" + port) and r[3] == "0A"]
-got["time_wait"] = len([r for r in rows if r[1].endswith(":" + port) and r[3] == "06"])
+got["time_wait"] = len([r for r in rows if ":" + port in (r[1][-5:], r[2][-5:]) and r[3] == "06"])
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
     u.bind(("127.0.0.1", PORT)); got["udp_free"] = True
 got["port_range"] = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()

@@ -16,7 +16,15 @@ from tasks.execute import plan_for, pool_plan
 from workers import labels as L
 from workers.holders import ROLE_HOLDER, HolderPlan, holder_create_kwargs, wants_holder
 from workers.limits import Limits
-from workers.pool import OWNER, PoolKey, hand_out_before_s, key_for, launcher_wait_s, needs_update
+from workers.pool import (
+    OWNER,
+    PoolKey,
+    hand_out_before_s,
+    key_for,
+    launcher_wait_s,
+    needs_update,
+    orphans,
+)
 from workers.reaper import START_GRACE_S, ContainerView, Reason, select
 from workers.spec import build_create_kwargs
 
@@ -47,6 +55,12 @@ def test_only_cgroup_limits_need_an_update() -> None:
 def test_ages_the_reaper_and_the_launcher_agree_on() -> None:
     assert hand_out_before_s(600) == 540 and hand_out_before_s(8) == 6
     assert launcher_wait_s(600) > 600  # only an orphan reaches the launcher's own wait
+
+
+def test_orphan_pool_volumes_are_this_workers_without_a_container() -> None:
+    on_disk = ["airlock-pool-10-11-1-aa", "airlock-pool-10-12-1-bb", "airlock-pool-101-5-1-cc",
+               "airlock-0a1b2c3d-1-123", "airlock-pool-20-21-1-dd"]
+    assert orphans(on_disk, ["airlock-pool-10-12-1-bb"], 10) == ["airlock-pool-10-11-1-aa"]
 
 
 def test_a_pooled_plan_is_the_cold_plan_but_for_name_labels_and_wait() -> None:
