@@ -99,11 +99,16 @@ class Settings(BaseSettings):
     # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
     runtime_cve_policy: Literal["warn", "refuse"] = "warn"
 
-    # Timeouts, in seconds. Order: job deadline < soft < hard < broker visibility (tested).
-    startup_grace_s: float = 60.0
+    # Timeouts, in seconds (docs/lifecycle.md). Order, checked below and tested (F0):
+    # container deadline < soft time limit < hard time limit < broker visibility timeout.
+    startup_grace_s: float = 60.0  # claim to payload; a launcher waits this long for its job
+    backstop_s: float = 5.0  # the launcher kills its container this long after the job's timeout
+    soft_margin_s: float = 15.0  # container deadline to Celery's soft limit: collect and record
     hard_margin_s: float = 30.0
     visibility_timeout_s: float = 900.0
     lease_s: float = 30.0
+    lease_grace_s: float = 30.0  # the reaper takes a container once its lease is this overdue
+    shutdown_grace_s: float = 30.0  # warm shutdown: running jobs' time to finish, then handed back
     max_attempts: int = Field(default=3, ge=1)
     # Live output (docs/streaming.md). A job's stream holds at most stream_max_bytes of output
     # (also bounded by its own output cap) in at most stream_maxlen entries, from the start:
@@ -190,18 +195,26 @@ class Settings(BaseSettings):
             )
             if not low <= default <= high:
                 raise ValueError(f"{name}: need minimum {low} <= default {default} <= maximum {high}")
-        if not self.soft_time_limit_s < self.hard_time_limit_s < self.visibility_timeout_s:
+        if not (self.container_deadline_s < self.soft_time_limit_s < self.hard_time_limit_s
+                < self.visibility_timeout_s):
             raise ValueError(
-                "timeouts out of order: need job deadline < soft time limit < hard time limit"
-                f" < visibility timeout, got {self.maximums.timeout_s} < {self.soft_time_limit_s}"
-                f" < {self.hard_time_limit_s} < {self.visibility_timeout_s}"
+                "timeouts out of order: need container deadline < soft time limit < hard time"
+                f" limit < visibility timeout, got {self.container_deadline_s} <"
+                f" {self.soft_time_limit_s} < {self.hard_time_limit_s} < {self.visibility_timeout_s}"
             )
         return self
 
     @property
+    def container_deadline_s(self) -> float:
+        """The longest a job container can live after its claim: the launcher waits at most
+        startup_grace_s for its payload, then kills everything backstop_s after the job's
+        timeout, even if its worker died."""
+        return self.startup_grace_s + self.maximums.timeout_s + self.backstop_s
+
+    @property
     def soft_time_limit_s(self) -> float:
-        """Celery's soft limit: the longest job plus time to start and collect it."""
-        return self.maximums.timeout_s + self.startup_grace_s
+        """Celery's soft limit: the longest container's deadline plus time to collect and record."""
+        return self.container_deadline_s + self.soft_margin_s
 
     @property
     def hard_time_limit_s(self) -> float:

@@ -9,7 +9,8 @@ from typing import Any
 
 import structlog
 
-from airlock.errors import AirlockError, InfrastructureError
+from airlock.errors import AirlockError, DatabaseUnavailable, InfrastructureError
+from config.settings import Settings
 from tasks import egress, metrics
 from tasks.context import WorkerContext
 from tasks.contract import JobLimits, ResolvedJob, resolve, resolve_limits
@@ -25,7 +26,8 @@ from workers.spec import LaunchPlan, TmpfsSizes, job_labels
 from workers.verdict import Verdict, classify
 
 log = structlog.get_logger(__name__)
-BACKSTOP_S = 5.0  # the launcher kills its container this long after the job's own timeout
+DEFAULT_BACKSTOP_S: float = Settings.model_fields["backstop_s"].default
+CLAIM_SLACK_S = 5.0  # added to an attempt's run deadline beyond start-up, timeout and backstop
 BASE_ENV = {
     "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
     "HOME": "/home/appuser",
@@ -36,9 +38,10 @@ BASE_ENV = {
 }
 
 
-def run_budget_s(ctx: WorkerContext, job: ResolvedJob) -> float:
-    """How long after its claim an attempt's container can possibly be alive."""
-    return ctx.settings.startup_grace_s + job.limits.timeout_s + BACKSTOP_S + 5.0
+def claim_overhead_s(ctx: WorkerContext) -> float:
+    """An attempt's run deadline is this plus the job's timeout after its claim (store.claim)."""
+    s = ctx.settings
+    return s.startup_grace_s + s.backstop_s + CLAIM_SLACK_S
 
 
 def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "",
@@ -51,7 +54,7 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
         network_mode=net.mode, dns_options=net.dns_options, ro_binds=net.ro_binds,
         labels=job_labels(fleet=s.fleet, host=s.hostname, role=role, job=job_id,
                           attempt=attempt, created=now,
-                          deadline=now + s.startup_grace_s + job.limits.timeout_s + BACKSTOP_S),
+                          deadline=now + s.startup_grace_s + job.limits.timeout_s + s.backstop_s),
         seccomp_json=ctx.seccomp_json, cgroup_parent=f"/airlock/{name}",
         user=f"{s.job_uid}:{s.job_gid}",
         tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
@@ -67,22 +70,23 @@ def pool_plan(ctx: WorkerContext, key: PoolKey, name: str, owner: str) -> Launch
     job = ResolvedJob("", key.image, (), {}, {}, b"", limits, key.network)
     plan = _in_holder(ctx, plan_for(ctx, job, name=name, role=L.ROLE_POOL))
     wait_s = pool.launcher_wait_s(s.pool_max_age_s)
-    deadline = time.time() + wait_s + s.startup_grace_s + s.maximums.timeout_s + BACKSTOP_S
+    deadline = time.time() + wait_s + s.startup_grace_s + s.maximums.timeout_s + s.backstop_s
     labels = dict(plan.labels) | {L.DEADLINE: f"{deadline:.3f}", pool.OWNER: owner}
     return replace(plan, labels=labels, max_wait_s=wait_s)
 
 
-def payload_for(job: ResolvedJob, *, network_env: Mapping[str, str] | None = None) -> bytes:
+def payload_for(job: ResolvedJob, backstop_s: float = DEFAULT_BACKSTOP_S, *,
+                network_env: Mapping[str, str] | None = None) -> bytes:
     env = BASE_ENV | job.env | dict(network_env or {})  # the network's (the proxy) wins
     return encode_payload(argv=job.argv, env=env, files=job.files,
-                          deadline_s=job.limits.timeout_s + BACKSTOP_S) + job.stdin
+                          deadline_s=job.limits.timeout_s + backstop_s) + job.stdin
 
 
 def execute_job(job_id: str, ctx: WorkerContext) -> str:
     """Run one delivery of a job. Returns what happened; raises only InfrastructureError."""
     s = ctx.settings
     claim = ctx.store.claim(job_id, host=s.hostname, lease_s=s.lease_s,
-                            run_budget_s=s.startup_grace_s + s.maximums.timeout_s + 20)
+                            overhead_s=claim_overhead_s(ctx))
     if claim is None:
         if ctx.store.end_cancelled(job_id):
             log.info("job.cancelled_unclaimed", job_id=job_id)
@@ -114,11 +118,25 @@ def execute_job(job_id: str, ctx: WorkerContext) -> str:
             error = f"{type(exc).__name__}: {exc}"
             _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher)
             return "error"
-    if lease.stale:
-        log_.warning("job.stale_attempt")
-        return "stale"
-    _record(ctx, claim, _outcome(ctx, claim, job, outcome, phases), publisher)
+        except BaseException:
+            # A shutdown signal (SystemExit) mid-job: the container is gone (``_run``'s
+            # finally); hand the job back so its redelivery can claim it at once.
+            log_.warning("job.interrupted")
+            _release_quietly(ctx, claim, "interrupted")
+            raise
+        if lease.stale:
+            log_.warning("job.stale_attempt")
+            return "stale"
+        # Still under the lease: a database outage during the write is waited out.
+        _record(ctx, claim, _outcome(ctx, claim, job, outcome, phases), publisher)
     return "finished"
+
+
+def _release_quietly(ctx: WorkerContext, claim: Claim, reason: str) -> None:
+    try:
+        ctx.store.release(claim.job_id, claim.attempt, reason)
+    except AirlockError as exc:
+        log.warning("job.release_failed", job_id=claim.job_id, error=str(exc))
 
 
 def _relay(ctx: WorkerContext) -> Relay:
@@ -136,10 +154,18 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
     try:
         sandbox = _acquire(ctx, claim, job)
         phases["pooled"] = sandbox.plan.labels.get("org.airlock.role") == "pool"
-        ctx.store.container_started(claim.job_id, claim.attempt, sandbox.container_id)
+        s = ctx.settings
+        if not ctx.store.container_started(claim.job_id, claim.attempt, sandbox.container_id,
+                                           lease_s=s.lease_s,
+                                           need_s=job.limits.timeout_s + s.backstop_s):
+            # Fed now, the job could outlive the attempt's run deadline, after which another
+            # attempt may take it over; or another already has. Never fed: removed below.
+            raise InfrastructureError("the attempt lost its job or its run deadline before the"
+                                      " container was ready")
         t1 = time.monotonic()
         phases["container_ready_ms"] = int((t1 - t0) * 1000)
-        payload = payload_for(job, network_env=egress.job_network(ctx.settings, job.network).env)
+        payload = payload_for(job, s.backstop_s,
+                              network_env=egress.job_network(s, job.network).env)
         outcome = runner.run(sandbox, payload, job.limits,
                              keep_bytes=ctx.settings.keep_output_bytes,
                              sink=publisher.chunk, cancel=lease.stop, volumes=ctx.volumes)
@@ -213,7 +239,7 @@ def _outcome(ctx: WorkerContext, claim: Claim, job: ResolvedJob, run: RunOutcome
 def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher) -> None:
     t = time.monotonic()
     keep = ctx.settings.keep_output_bytes
-    if not ctx.store.finish(claim.job_id, claim.attempt, outcome, keep):
+    if not _finish_patiently(ctx, claim, outcome, keep):
         log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
         return
     persist_ms = int((time.monotonic() - t) * 1000)
@@ -226,3 +252,22 @@ def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publi
         ctx.store.add_phases(claim.job_id, {"persist_ms": persist_ms})
     except AirlockError:
         pass  # a timing figure is not worth failing a finished job for
+
+
+def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome, keep: int) -> bool:
+    """Write the result, waiting out a database outage for as long as the attempt would keep
+    its container from the reaper (``lease_s + lease_grace_s``). A retried write is idempotent
+    (a COMMIT whose reply was lost counts as done); past the patience the error propagates and
+    the job is run again once its lease and run deadline have passed."""
+    s = ctx.settings
+    give_up = time.monotonic() + s.lease_s + s.lease_grace_s
+    delay = 0.5
+    while True:
+        try:
+            return ctx.store.finish(claim.job_id, claim.attempt, outcome, keep)
+        except DatabaseUnavailable as exc:
+            if time.monotonic() + delay > give_up:
+                raise
+            log.warning("job.result_write_retry", job_id=claim.job_id, error=str(exc))
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -8,7 +8,7 @@ import structlog
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from airlock.errors import DockerUnavailable, InfrastructureError
+from airlock.errors import DatabaseUnavailable, DockerUnavailable, InfrastructureError
 from tasks.app import app, settings
 from tasks.context import WorkerContext, build_context, start_pool
 from tasks.execute import execute_job
@@ -54,6 +54,12 @@ def run_job(self: Task, job_id: str) -> str:
         if isinstance(exc, DockerUnavailable):
             ctx.reset_engine()
         if self.request.retries >= MAX_INFRA_RETRIES:
+            if isinstance(exc, DatabaseUnavailable):
+                # Nothing can be recorded now; PostgreSQL still says queued (or running with a
+                # lease that will lapse): the reconciler sends the job again once it is back.
+                log.warning("job.left_to_reconciler", job_id=job_id, error=str(exc))
+                return "deferred"
             ctx.store.fail_queued(job_id, "error", f"infrastructure kept failing: {exc}")
             return "gave_up"
-        raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=min(30, 2 ** self.request.retries),
+                         max_retries=MAX_INFRA_RETRIES) from exc

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import redis
@@ -49,7 +50,8 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
              if v.id in pooled else v for v in views]
     raw = store.states([v.job for v in views if v.job])
     jobs = {k: JobState(*state) for k, state in raw.items()}
-    removals = select(views, jobs, fleet=s.fleet, now=now, pool_max_age_s=s.pool_max_age_s)
+    removals = select(views, jobs, fleet=s.fleet, now=now, pool_max_age_s=s.pool_max_age_s,
+                      lease_grace_s=s.lease_grace_s)
     released = []
     for removal in removals:
         c = removal.container
@@ -80,29 +82,79 @@ def _cleanup_storage(volumes: BtrfsVolumes | TmpfsVolumes, s: Settings, name: st
     cgroup.remove_parent(f"/airlock/{name}")
 
 
-def broker_job_ids(r: redis.Redis, queue: str) -> set[str]:
-    """Job ids the broker still holds: waiting in the queue or delivered but unacknowledged."""
-    raw = list(r.lrange(queue, 0, -1))
-    raw += [json.loads(v)[0] for v in r.hvals("unacked")]  # kombu: [message, exchange, key]
-    ids = set()
-    for item in raw:
-        try:
-            message = json.loads(item) if isinstance(item, (bytes, str)) else item
-            body = json.loads(base64.b64decode(message["body"]))
-            ids.add(str(body[0][0]))
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue
-    return ids
+QUEUED = -1.0  # in broker_holdings: the message waits in the queue list
+ORPHANED_DELIVERY_S = 60.0  # a queued job's delivery this much past reconcile_after_s is orphaned
 
 
-def reconcile(store: JobStore, r: redis.Redis, s: Settings, enqueue: Enqueue) -> list[str]:
-    """Re-enqueue jobs PostgreSQL says should run but that Redis no longer holds."""
+def requeue_key(job_id: str) -> str:
+    return f"airlock:requeued:{job_id}"
+
+
+def _job_id(message: object) -> str | None:
+    try:
+        payload = json.loads(message) if isinstance(message, (bytes, str)) else message
+        body = json.loads(base64.b64decode(payload["body"]))  # type: ignore[index]
+        return str(body[0][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def broker_holdings(r: redis.Redis, queue: str) -> dict[str, float]:
+    """Job ids the broker holds: ``QUEUED`` for a message in the queue list, else the time kombu
+    delivered it (its ``unacked`` hash, scored in ``unacked_index``), whose consumer may be dead."""
+    held: dict[str, float] = {}
+    scored: Any = r.zrange("unacked_index", 0, -1, withscores=True)
+    delivered = {_text(k): float(score) for k, score in scored}
+    for tag, value in r.hgetall("unacked").items():  # kombu: [message, exchange, routing key]
+        job = _job_id(json.loads(value)[0])
+        if job is not None:
+            held[job] = max(held.get(job, 0.0), delivered.get(_text(tag), 0.0))
+    for item in r.lrange(queue, 0, -1):
+        job = _job_id(item)
+        if job is not None:
+            held[job] = QUEUED
+    return held
+
+
+def needs_requeue(status: str, held: float | None, *, now: float, reconcile_after_s: float) -> bool:
+    """Pure: whether a stranded job (PostgreSQL says it should run) needs a fresh message.
+
+    A message waiting in the queue list will be delivered. A delivered, unacknowledged one is
+    trusted only for a queued job, and only for a while: a live worker claims what it was
+    given within moments (or a retry's countdown), and one that was SIGKILLed never acks,
+    leaving kombu to restore it only after the visibility timeout. A running job whose lease
+    expired and whose run deadline passed has no live holder: its delivery is not trusted.
+    Extra messages are harmless: a delivery that cannot claim the job exits without a container.
+    """
+    if held is None:
+        return True
+    if held == QUEUED:
+        return False
+    if status == "running":
+        return True
+    return now - held > reconcile_after_s + ORPHANED_DELIVERY_S
+
+
+def reconcile(store: JobStore, r: redis.Redis, s: Settings, enqueue: Enqueue,
+              now: float | None = None) -> list[str]:
+    """Re-enqueue jobs PostgreSQL says should run but that no live consumer holds; each at most
+    once per ``reconcile_after_s``."""
     stranded = store.stranded(older_than_s=s.reconcile_after_s)
     if not stranded:
         return []
-    held = broker_job_ids(r, s.queue)
-    sent = [job for job in stranded if job not in held]
-    for job in sent:
-        log.info("reconciler.requeue", job_id=job)
+    now = time.time() if now is None else now
+    held = broker_holdings(r, s.queue)
+    sent = []
+    for job, status in stranded:
+        if not needs_requeue(status, held.get(job), now=now, reconcile_after_s=s.reconcile_after_s):
+            continue
+        if not r.set(requeue_key(job), 1, nx=True, ex=max(1, int(s.reconcile_after_s))):
+            continue
+        log.info("reconciler.requeue", job_id=job, status=status)
         enqueue(job)
+        sent.append(job)
     return sent

@@ -105,22 +105,26 @@ class JobStore:
             raise JobNotFound(f"no job {job_id}")
         return JobRecord.from_row(Job(**row._mapping))
 
-    def claim(self, job_id: str, *, host: str, lease_s: float, run_budget_s: float) -> Claim | None:
+    def claim(self, job_id: str, *, host: str, lease_s: float, overhead_s: float) -> Claim | None:
         """Take the job for a new attempt, or return None when it is not ours to run.
 
-        A running job may be taken over only when its lease expired and its previous
-        container's own deadline passed (or the reaper released it), so two containers never
+        The attempt's run deadline is ``overhead_s`` plus the job's own timeout from now: its
+        payload is sent only while that leaves the job's whole timeout and backstop
+        (``container_started``), and the launcher kills the job by then even if the worker
+        died. A running job may be taken over only when its lease expired and that deadline
+        passed (or the reaper removed its container and released it), so two containers never
         run one job at once.
         """
         stale = sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
                         Job.run_deadline < now())
+        timeout_s = sa.func.coalesce(sa.cast(Job.limits["timeout_s"].astext, sa.Float), 0.0)
+        run_deadline = now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, timeout_s + overhead_s)
         stmt = (
             sa.update(Job)
             .where(Job.id == uuid.UUID(job_id), sa.or_(Job.status == Status.QUEUED, stale),
                    Job.cancel_requested.is_(False))
             .values(status=Status.RUNNING, attempt=Job.attempt + 1, worker_host=host,
-                    lease_until=now() + _seconds(lease_s),
-                    run_deadline=now() + _seconds(run_budget_s),
+                    lease_until=now() + _seconds(lease_s), run_deadline=run_deadline,
                     started_at=now(), container_id=None)
             .returning(Job.attempt, Job.spec, Job.queued_at, Job.started_at)
         )
@@ -143,13 +147,18 @@ class JobStore:
         return sa.and_(Job.id == uuid.UUID(job_id), Job.attempt == attempt,
                        Job.status == Status.RUNNING)
 
-    def container_started(self, job_id: str, attempt: int, container_id: str) -> bool:
+    def container_started(self, job_id: str, attempt: int, container_id: str, *,
+                          lease_s: float, need_s: float) -> bool:
+        """Record the attempt's container; True when the job may be fed to it now: the attempt
+        still owns the job and its run deadline leaves ``need_s`` (the job's timeout plus the
+        backstop). Renews the lease. On False the caller removes the container unfed."""
         with self._tx() as conn:
             conn.execute(sa.update(Attempt).where(
                 Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt
             ).values(container_id=container_id, container_started_at=now()))
-            done = conn.execute(sa.update(Job).where(self._fenced(job_id, attempt))
-                                .values(container_id=container_id))
+            done = conn.execute(sa.update(Job).where(
+                self._fenced(job_id, attempt), Job.run_deadline > now() + _seconds(need_s),
+            ).values(container_id=container_id, lease_until=now() + _seconds(lease_s)))
         return done.rowcount == 1
 
     def container_removed(self, job_id: str, attempt: int) -> None:
@@ -181,10 +190,15 @@ class JobStore:
             "phases": outcome.phases, "provenance": outcome.provenance, "error": outcome.error,
             "finished_at": now(), "lease_until": None,
         }
+        key = uuid.UUID(job_id)
         with self._tx() as conn:
             done = conn.execute(sa.update(Job).where(self._fenced(job_id, attempt)).values(values))
+            if not done.rowcount and conn.execute(sa.select(Attempt.attempt).where(
+                    Attempt.job_id == key, Attempt.attempt == attempt,
+                    Attempt.outcome == "finished")).first() is not None:
+                return True  # a retried write whose first COMMIT went through: stored once
             conn.execute(sa.update(Attempt).where(
-                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt
+                Attempt.job_id == key, Attempt.attempt == attempt, Attempt.outcome.is_(None),
             ).values(ended_at=now(), outcome="finished" if done.rowcount else "stale"))
         return done.rowcount == 1
 
@@ -257,17 +271,23 @@ class JobStore:
             ).limit(limit)).all()
         return [(str(r.id), r.attempt) for r in rows]
 
-    def states(self, job_ids: list[str]) -> dict[str, tuple[str, int, bool]]:
-        """(status, attempt, lease expired) of each known job id."""
-        if not job_ids:
+    def states(self, job_ids: list[str]) -> dict[str, tuple[str, int, float]]:
+        """(status, attempt, seconds the lease is overdue) of each known job id: negative while
+        the lease holds, infinite when there is none. Ids that are not UUIDs are unknown."""
+        keys = []
+        for j in job_ids:
+            try:
+                keys.append(uuid.UUID(j))
+            except ValueError:
+                continue
+        if not keys:
             return {}
-        keys = [uuid.UUID(j) for j in job_ids]
+        overdue = sa.func.extract("epoch", now() - Job.lease_until)
         with self._tx() as conn:
-            rows = conn.execute(sa.select(
-                Job.id, Job.status, Job.attempt,
-                sa.func.coalesce(Job.lease_until < now(), True).label("expired"),
-            ).where(Job.id.in_(keys))).all()
-        return {str(r.id): (r.status, r.attempt, bool(r.expired)) for r in rows}
+            rows = conn.execute(sa.select(Job.id, Job.status, Job.attempt,
+                                          overdue.label("overdue")).where(Job.id.in_(keys))).all()
+        return {str(r.id): (r.status, r.attempt,
+                            float("inf") if r.overdue is None else float(r.overdue)) for r in rows}
 
     def jobs_by_container(self, container_ids: list[str]) -> dict[str, tuple[str, int]]:
         if not container_ids:
@@ -289,17 +309,18 @@ class JobStore:
             ).values(ended_at=now(), outcome="lost", container_removed_at=now()))
         return done.rowcount == 1
 
-    def stranded(self, older_than_s: float, limit: int = 500) -> list[str]:
-        """Queued jobs waiting longer than ``older_than_s``, and running jobs free to take over."""
+    def stranded(self, older_than_s: float, limit: int = 500) -> list[tuple[str, str]]:
+        """(job id, status) of queued jobs waiting longer than ``older_than_s``, and of running
+        jobs free to take over (lease expired and run deadline passed)."""
         cutoff = now() - _seconds(older_than_s)
         with self._tx() as conn:
-            rows = conn.execute(sa.select(Job.id).where(sa.or_(
+            rows = conn.execute(sa.select(Job.id, Job.status).where(sa.or_(
                 sa.and_(Job.status == Status.QUEUED, Job.queued_at < cutoff,
                         sa.or_(Job.lease_until.is_(None), Job.lease_until < cutoff)),
                 sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
                         Job.run_deadline < now()),
-            )).limit(limit)).all()
-        return [str(r.id) for r in rows]
+            )).order_by(Job.queued_at).limit(limit)).all()
+        return [(str(r.id), r.status) for r in rows]
 
     def add_phases(self, job_id: str, phases: dict[str, Any]) -> None:
         with self._tx() as conn:

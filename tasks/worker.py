@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import structlog
+from billiard.exceptions import TimeLimitExceeded
 from celery.signals import (
     setup_logging,
+    task_failure,
     task_postrun,
     task_prerun,
     worker_ready,
     worker_shutdown,
+    worker_shutting_down,
 )
 
 from airlock.errors import AirlockError, HostNotSafe
@@ -41,6 +45,7 @@ class Maintenance:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="airlock-maintenance", daemon=True)
         self.client: Airlock | None = None
+        self.api: Any = None  # one engine client for the process, remade after a failure
 
     def start(self) -> None:
         self.thread.start()
@@ -50,6 +55,7 @@ class Maintenance:
             try:
                 self.once()
             except Exception as exc:
+                self.api = None
                 log.warning("maintenance.failed", error=str(exc))
             self.stop.wait(self.s.reaper_interval_s)
 
@@ -58,7 +64,9 @@ class Maintenance:
         if self.client is None:
             self.client = Airlock(s)
         client = self.client
-        api = engine.connect(s.docker_host)
+        if self.api is None:
+            self.api = engine.connect(s.docker_host)
+        api = self.api
         volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
         report = maintenance.sweep(api, client.store, s, volumes, enqueue=client.enqueue)
         metrics.reaped(str(removal.reason) for removal in report.removed)
@@ -81,6 +89,37 @@ class Maintenance:
         if s.health_file:
             Path(s.health_file).touch()  # compose's healthcheck: engine, SQL, Redis all answered
         return report
+
+    def end_hard_timeout(self, job_id: str) -> None:
+        """Celery's hard time limit killed the pool process running this job (it was stuck:
+        the job's own timeout and the container's deadline come well before). The job ends
+        as an error rather than run again; its container's launcher has already killed it and
+        the reaper removes it."""
+        if self.client is None:
+            self.client = Airlock(self.s)
+        error = (f"the worker process exceeded Celery's hard time limit"
+                 f" ({self.s.hard_time_limit_s:g} s) and was killed; not retried")
+        try:
+            if self.client.store.fail_queued(job_id, "error", error):
+                log.error("job.hard_time_limit", job_id=job_id)
+                streams.publish_end(self.client.redis, job_id, {"verdict": "error"},
+                                    self.s.stream_ttl_s)
+        except AirlockError as exc:
+            log.warning("job.hard_time_limit_unrecorded", job_id=job_id, error=str(exc))
+
+
+def escalate_after(grace_s: float) -> threading.Timer:
+    """Bound a warm shutdown: after ``grace_s`` turn it into a cold one, whose SIGTERM to each
+    pool process unwinds its job (container removed, job handed back) and whose broker channel
+    restores the unacknowledged messages to the queue."""
+    def cold() -> None:
+        log.warning("worker.warm_shutdown_timeout", grace_s=grace_s)
+        os.kill(os.getpid(), signal.SIGQUIT)
+
+    timer = threading.Timer(grace_s, cold)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def clear_pool(s: Settings) -> None:
@@ -147,6 +186,17 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
             print(f"airlock worker: {name}: {line}", file=sys.stderr)
     configure(s)
     housekeeping = Maintenance(s)
+    main_pid = os.getpid()
+
+    @worker_shutting_down.connect(weak=False)
+    def _bounded(how: str = "", **_: Any) -> None:
+        if how == "Warm" and os.getpid() == main_pid:
+            escalate_after(s.shutdown_grace_s)
+
+    @task_failure.connect(weak=False)
+    def _hard_limit(exception: Any = None, args: Any = None, **_: Any) -> None:
+        if isinstance(exception, TimeLimitExceeded) and args and os.getpid() == main_pid:
+            housekeeping.end_hard_timeout(str(args[0]))
 
     @setup_logging.connect(weak=False)
     def _logging(loglevel: Any = None, **_: Any) -> None:
@@ -179,7 +229,8 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
 
     quiet = ["--quiet"] if s.log_format == "json" else []  # Celery's banner is not JSON
     argv = [*quiet, "worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
-            "--loglevel=INFO", "-E", "-O", "fair", *(extra or [])]
+            "--loglevel=INFO", "-E", "-O", "fair", "--without-mingle", "--without-gossip",
+            *(extra or [])]
     try:
         app.worker_main(argv)
     finally:  # a cold shutdown sends no worker_shutdown: its children's warm containers go here

@@ -67,23 +67,27 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """``airlock worker`` as a real subprocess, with its log kept for the test report."""
 
-    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, args: tuple[str, ...] = (),
+                 **extra_env: str) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.args = args  # extra ``celery worker`` options, e.g. --prefetch-multiplier=2
         self.env = worker_env(settings, **extra_env)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
+        """Start (or restart) the worker and wait until it says it is ready."""
+        seen = len(self.log())  # a restart appends to the same log: look past the old lines
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "airlock.cli", "worker"], cwd=ROOT, env=self.env,
+                [sys.executable, "-m", "airlock.cli", "worker", *self.args], cwd=ROOT, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if " ready." in self.log():
+            if " ready." in self.log()[seen:]:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log()[-3000:]}")

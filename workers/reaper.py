@@ -63,9 +63,16 @@ class ContainerView:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
+    """A job as PostgreSQL sees it; ``lease_overdue_s`` is measured on the database's clock
+    (negative while the lease holds, infinite when there is none)."""
+
     status: str
     attempt: int
-    lease_expired: bool
+    lease_overdue_s: float
+
+    @property
+    def lease_expired(self) -> bool:
+        return self.lease_overdue_s > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +91,22 @@ def ours(labels: Mapping[str, str], fleet: str) -> bool:
 
 
 def select(containers: Iterable[ContainerView], jobs: Mapping[str, JobState], *, fleet: str,
-           now: float, pool_max_age_s: float) -> list[Removal]:
+           now: float, pool_max_age_s: float, lease_grace_s: float = 0.0) -> list[Removal]:
+    """The containers to remove, each with its reason. ``now`` is the engine host's clock (the
+    labels' times); a lease counts as lost once it is more than ``lease_grace_s`` overdue, so a
+    database outage shorter than that does not cost a running job its container."""
     out = []
     for c in containers:
         if not ours(c.labels, fleet):
             continue
-        reason = _reason(c, jobs.get(c.job), now, pool_max_age_s)
+        reason = _reason(c, jobs.get(c.job), now, pool_max_age_s, lease_grace_s)
         if reason is not None:
             out.append(Removal(c, reason))
     return out
 
 
 def _reason(c: ContainerView, job: JobState | None, now: float,
-            pool_max_age_s: float) -> Reason | None:
+            pool_max_age_s: float, lease_grace_s: float) -> Reason | None:
     if c.labels.get(L.ROLE) == ROLE_HOLDER:  # a namespace holder: never a job's, no attempt
         if not c.running:  # exited, or created and not started yet: give it time to start
             return Reason.EXITED if now - c.created > START_GRACE_S else None
@@ -111,7 +121,7 @@ def _reason(c: ContainerView, job: JobState | None, now: float,
         return Reason.JOB_FINISHED
     if job.attempt > c.attempt or job.status == "queued":
         return Reason.STALE_ATTEMPT
-    if job.status == "running" and job.lease_expired:
+    if job.status == "running" and job.lease_overdue_s > lease_grace_s:
         return Reason.LEASE_EXPIRED
     if c.deadline and now > c.deadline:
         return Reason.DEADLINE_PASSED

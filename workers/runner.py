@@ -211,8 +211,8 @@ def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
 def _kill(api: docker.APIClient, cid: str) -> None:
     try:
         api.kill(cid)
-    except docker.errors.APIError:
-        pass  # already gone or stopping
+    except Exception:
+        pass  # already gone or stopping, or the engine is away: best effort (the reaper follows)
 
 
 def _remove(api: docker.APIClient, cid: str) -> bool:

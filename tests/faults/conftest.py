@@ -1,0 +1,66 @@
+"""Fixtures of the fault suite: a fleet of the test's own, dedicated Redis servers, a PostgreSQL
+proxy, and the second Docker engine (started for the session if it was not running)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings
+from tests.faults.rig import Engine2, Fleet, PgProxy, RedisServer, fleet_for
+
+MakeRedis = Callable[..., RedisServer]
+
+
+@pytest.fixture(scope="session")
+def fault_logs(artifacts: Path) -> Path:
+    path = artifacts / "faults"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fault_base() -> Settings:
+    """Small intervals so the reaper and the reconciler act within a second or two; leases and
+    deadlines keep their defaults (tests make time pass in SQL instead of sleeping)."""
+    return Settings(concurrency=1, reaper_interval_s=1.0, reconcile_after_s=2.0,
+                    pool_size=0)
+
+
+@pytest.fixture
+def fleet(fault_base: Settings, fault_logs: Path) -> Iterator[Fleet]:
+    with fleet_for(fault_base, fault_logs) as f:
+        yield f
+
+
+@pytest.fixture
+def make_redis(tmp_path: Path) -> Iterator[MakeRedis]:
+    servers: list[RedisServer] = []
+
+    def make(*, appendonly: bool) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", appendonly=appendonly).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def pg_proxy() -> Iterator[PgProxy]:
+    proxy = PgProxy().start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def engine2() -> Iterator[Engine2]:
+    e = Engine2()
+    was_running = e.running()
+    e.start()
+    yield e
+    if not was_running:
+        e.stop()

@@ -1,0 +1,576 @@
+"""The fault rig: real processes to break on purpose, and ways to look at what happened.
+
+- ``RedisServer``: a dedicated redis-server on a free port (never the machine's 6379), with
+  the append-only file on or off, killed with SIGKILL and started again on the same files.
+- ``PgProxy``: a TCP proxy in front of the machine's PostgreSQL that the test controls: refuse
+  and cut every connection (PostgreSQL "down"), drop a connection right after the server
+  confirmed a COMMIT, or hold a statement (or the COMMIT's reply) in flight.
+- ``Engine2``: the second Docker engine (scripts/second-engine.sh), restarted or stopped.
+- ``EventLog``: the engine's container events of one fleet, streamed live (the engine keeps
+  only a short history), to count creations and check that one job never ran twice at once.
+- ``Fleet``: a scratch database, a fleet label and queue of its own, worker processes with
+  settings of the test's choosing, and SQL helpers that make time pass (leases, deadlines).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import docker
+import psutil
+import redis
+import sqlalchemy as sa
+from pydantic import BaseModel, SecretStr
+
+from config.settings import Settings
+from tasks.client import Airlock
+from tasks.records import JobRecord
+from tasks.streams import output_key
+from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_database
+from workers import labels as L
+
+ENGINE1 = "unix:///var/run/docker.sock"
+ENGINE2 = "unix:///run/airlock-engine2.sock"
+ENGINE2_PIDFILE = Path("/run/airlock-engine2.pid")
+SANDBOX = "airlock/sandbox:latest"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis
+
+
+class RedisServer:
+    """A redis-server of the test's own; ``appendonly`` picks durability (AOF, fsync every s)."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
+             "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        r = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            wait_for("redis-server to answer", lambda: self._pings(r), timeout)
+        finally:
+            r.close()
+        return self
+
+    @staticmethod
+    def _pings(r: redis.Redis) -> bool:
+        try:
+            return bool(r.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: whatever the AOF has not fsynced is lost."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.kill()
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL proxy
+
+COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+FINISH_SQL = b"stdout_truncated="  # only the result write sets this column
+
+
+@dataclass(eq=False)  # kept in a set: hashed by identity
+class _Pair:
+    client: socket.socket
+    upstream: socket.socket
+    watching: bool = False  # saw the armed statement: act on the next COMMIT reply
+    held: bool = False
+    tail: bytes = b""
+
+    def close(self) -> None:
+        for s in (self.client, self.upstream):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+class PgProxy:
+    """Forwards 127.0.0.1:<port> to PostgreSQL, with faults on demand.
+
+    ``mode`` decides what happens to a connection once it sent a statement containing
+    ``pattern``: "drop_after_commit" closes it as soon as the server confirms the COMMIT
+    (the transaction is durable, the client never hears so); "hold_statement" stops
+    forwarding at that statement (it never reaches the server); "hold_after_commit" lets
+    the COMMIT happen and withholds the reply. ``fired`` is set when it happened.
+    """
+
+    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.pairs: set[_Pair] = set()
+        self.listener: socket.socket | None = None
+        self.mode: str | None = None
+        self.pattern = FINISH_SQL
+        self.fired = threading.Event()
+        self.closed = False
+
+    def url(self, database_url: str) -> str:
+        parts = urlsplit(database_url)
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0] + "@" if len(netloc) == 2 else ""
+        query = "sslmode=disable" + ("&" + parts.query if parts.query else "")
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}", query=query))
+
+    def start(self) -> PgProxy:
+        self.up()
+        return self
+
+    def up(self) -> None:
+        """Accept connections again (PostgreSQL is back)."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """PostgreSQL is gone: new connections are refused, open ones cut."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        self.cut_all()
+
+    def cut_all(self) -> None:
+        with self.lock:
+            pairs, self.pairs = list(self.pairs), set()
+        for pair in pairs:
+            pair.close()
+
+    def arm(self, mode: str, pattern: bytes = FINISH_SQL) -> None:
+        self.pattern, self.fired = pattern, threading.Event()
+        self.mode = mode
+
+    def close(self) -> None:
+        self.closed = True
+        self.down()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(self.upstream, timeout=5)
+                up.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            pair = _Pair(client, up)
+            with self.lock:
+                self.pairs.add(pair)
+            threading.Thread(target=self._pump, args=(pair, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(pair, False), daemon=True).start()
+
+    def _pump(self, pair: _Pair, to_server: bool) -> None:
+        src, dst = (pair.client, pair.upstream) if to_server else (pair.upstream, pair.client)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if to_server and self.mode and not self.fired.is_set():
+                    window = pair.tail + data
+                    pair.tail = data[-len(self.pattern):]
+                    if self.pattern in window:
+                        pair.watching = True
+                        if self.mode == "hold_statement":
+                            pair.held = True
+                            self.fired.set()
+                if not to_server and pair.watching and COMMIT_DONE in data \
+                        and not self.fired.is_set():
+                    pair.watching = False
+                    if self.mode == "drop_after_commit":
+                        self.fired.set()
+                        break
+                    if self.mode == "hold_after_commit":
+                        pair.held = True
+                        self.fired.set()
+                if pair.held:
+                    while not self.closed and pair in self.pairs:
+                        time.sleep(0.05)  # in flight until the test cuts it
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        with self.lock:
+            self.pairs.discard(pair)
+        pair.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The second engine
+
+
+class Engine2:
+    """scripts/second-engine.sh, plus restarts. Stopped at the end only if this run started it."""
+
+    script = ROOT / "scripts" / "second-engine.sh"
+
+    def running(self) -> bool:
+        return subprocess.run(["bash", str(self.script), "status"], capture_output=True).returncode == 0
+
+    def start(self) -> None:
+        subprocess.run(["bash", str(self.script), "start"], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(self.script), "stop"], check=True, capture_output=True)
+
+    def pid(self) -> int:
+        return int(ENGINE2_PIDFILE.read_text().strip())
+
+    def kill_daemon(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> float:
+        """Stop the daemon (SIGTERM: it stops its containers first); return how long it took."""
+        pid, t0 = self.pid(), time.monotonic()
+        os.kill(pid, sig)
+        wait_for("engine 2 to exit", lambda: not psutil.pid_exists(pid)
+                 or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout)
+        return time.monotonic() - t0
+
+
+# --------------------------------------------------------------------------------------------
+# Container events
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    time: float
+    action: str
+    id: str
+    engine: str
+    job: str
+    attempt: int
+
+
+class EventLog:
+    """Live container events of one fleet on one or more engines (reconnects after restarts)."""
+
+    def __init__(self, fleet: str, engines: tuple[str, ...] = (ENGINE1,)) -> None:
+        self.fleet = fleet
+        self.events: list[ContainerEvent] = []
+        self.stop_flag = threading.Event()
+        self.streams: dict[str, Any] = {}
+        self.ready = {e: threading.Event() for e in engines}
+        self.threads = [threading.Thread(target=self._follow, args=(e,), daemon=True)
+                        for e in engines]
+
+    def start(self) -> EventLog:
+        for t in self.threads:
+            t.start()
+        for e, ready in self.ready.items():
+            if not ready.wait(15):
+                raise AssertionError(f"no event stream from {e}")
+        return self
+
+    def _follow(self, engine: str) -> None:
+        while not self.stop_flag.is_set():
+            api = None
+            try:
+                # A fixed API version: "auto" asks the engine at once and, if it is down,
+                # leaks the socket it opened for that (docker-py).
+                api = docker.APIClient(base_url=engine, version="1.41", timeout=None)
+                stream = api.events(decode=True, filters={
+                    "type": "container", "label": [f"{L.FLEET}={self.fleet}"]})
+                self.streams[engine] = stream
+                self.ready[engine].set()
+                for ev in stream:
+                    attrs = ev.get("Actor", {}).get("Attributes", {})
+                    self.events.append(ContainerEvent(
+                        ev.get("timeNano", 0) / 1e9, ev.get("Action", ""), ev.get("id", ""),
+                        engine, attrs.get(L.JOB, ""), int(attrs.get(L.ATTEMPT, "0") or 0)))
+            except Exception:
+                time.sleep(0.5)
+            finally:
+                if engine in self.streams:
+                    try:
+                        self.streams.pop(engine).close()
+                    except Exception:
+                        pass
+                if api is not None:
+                    api.close()
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        for stream in list(self.streams.values()):
+            try:
+                stream.close()
+            except Exception:
+                pass
+        for thread in self.threads:
+            thread.join(5)
+
+    def created(self, job: str) -> list[ContainerEvent]:
+        return [e for e in self.events if e.action == "create" and e.job == job]
+
+    def run_intervals(self) -> dict[str, list[tuple[float, float, str]]]:
+        """Per job: (start, die, container) of every container that started; an interval
+        without a die event ends now."""
+        starts: dict[str, ContainerEvent] = {}
+        dies: dict[str, float] = {}
+        for e in self.events:
+            if e.action == "start":
+                starts[e.id] = e
+            elif e.action == "die":
+                dies.setdefault(e.id, e.time)
+        out: dict[str, list[tuple[float, float, str]]] = {}
+        for cid, e in starts.items():
+            out.setdefault(e.job, []).append((e.time, dies.get(cid, time.time()), cid))
+        return out
+
+
+def overlaps(intervals: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
+    """Pairs of intervals that overlap in time."""
+    ordered = sorted(intervals)
+    return [(a[2], b[2]) for a, b in itertools.pairwise(ordered) if b[0] < a[1]]
+
+
+# --------------------------------------------------------------------------------------------
+# A fleet of the test's own
+
+
+def env_for(s: Settings) -> dict[str, str]:
+    """AIRLOCK_* variables for every setting that differs from its default."""
+    env = {}
+    for name, info in Settings.model_fields.items():
+        value = getattr(s, name)
+        if value == info.get_default(call_default_factory=True) or isinstance(value, SecretStr):
+            continue
+        if isinstance(value, BaseModel):
+            text = value.model_dump_json()
+        elif isinstance(value, (dict, list, tuple)):
+            text = json.dumps(value, default=lambda m: m.model_dump())
+        elif value is None:
+            continue
+        else:
+            text = str(value)
+        env[f"AIRLOCK_{name.upper()}"] = text
+    return env
+
+
+@dataclass
+class Attempt:
+    attempt: int
+    worker_host: str
+    container_id: str | None
+    container_started_at: datetime | None
+    container_removed_at: datetime | None
+    ended_at: datetime | None
+    outcome: str | None
+
+
+@dataclass
+class Fleet:
+    """One test's database, fleet label, queue, workers, client and event log."""
+
+    settings: Settings
+    logs: Path
+    client: Airlock
+    db: sa.Engine
+    stack: ExitStack
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def configure(self, **overrides: Any) -> Settings:
+        """Change the fleet's settings (workers started later get them); a new client too."""
+        self.settings = Settings.model_validate(self.settings.model_dump() | overrides)
+        self.client.close()
+        self.client = Airlock(self.settings)
+        return self.settings
+
+    def worker(self, name: str = "w", *, args: tuple[str, ...] = (), start: bool = True,
+               **overrides: Any) -> WorkerProcess:
+        s = self.settings.model_copy(update=overrides) if overrides else self.settings
+        proc = WorkerProcess(s, self.logs / f"{s.fleet}-{name}.log", args=args, **env_for(s))
+        self.workers.append(proc)
+        return proc.start() if start else proc
+
+    def submit(self, code: str, **fields: Any) -> str:
+        limits = {k: fields.pop(k) for k in list(fields) if k in (
+            "timeout_s", "cpus", "memory_bytes", "pids", "output_bytes", "disk_bytes")}
+        spec: dict[str, Any] = {"code": code, **fields}
+        if limits:
+            spec["limits"] = limits
+        return self.client.submit(spec).id
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> JobRecord:
+        return self.client.wait(job_id, timeout)
+
+    def record(self, job_id: str) -> JobRecord:
+        return self.client.result(job_id)
+
+    def sql(self, text: str, **params: Any) -> list[Any]:
+        with self.db.begin() as conn:
+            result = conn.execute(sa.text(text), params)
+            return list(result.all()) if result.returns_rows else []
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        rows = self.sql("SELECT attempt, worker_host, container_id, container_started_at,"
+                        " container_removed_at, ended_at, outcome FROM attempts"
+                        " WHERE job_id = :j ORDER BY attempt", j=job_id)
+        return [Attempt(*r) for r in rows]
+
+    def running_container(self, job_id: str, attempt: int | None = None) -> str:
+        """Wait until the job's (current) attempt has a container; return its id."""
+        def started() -> str | None:
+            for a in reversed(self.attempts(job_id)):
+                if (attempt is None or a.attempt == attempt) and a.container_id \
+                        and a.outcome is None:
+                    return a.container_id
+            return None
+        return wait_for(f"a container for job {job_id}", started, 60)
+
+    def expire_lease(self, job_id: str) -> None:
+        """Time passes: the lease ran out long ago (its worker stopped renewing it)."""
+        self.sql("UPDATE jobs SET lease_until = now() - interval '1 hour' WHERE id = :j",
+                 j=job_id)
+
+    def expire_deadline(self, job_id: str) -> None:
+        """Time passes: the attempt's run deadline passed too. Only honest once its container
+        is really dead or gone: the run deadline is what keeps two containers apart."""
+        self.sql("UPDATE jobs SET lease_until = now() - interval '1 hour',"
+                 " run_deadline = now() - interval '1 hour' WHERE id = :j", j=job_id)
+
+    def containers(self, engine: str = ENGINE1, job: str | None = None) -> list[dict[str, Any]]:
+        found = airlock_containers(self.settings.fleet, engine)
+        return [c for c in found if job is None or (c.get("Labels") or {}).get(L.JOB) == job]
+
+    def end_events(self, job_id: str, r: redis.Redis | None = None) -> int:
+        """How many end events the job's live stream carries (one per stored result)."""
+        r = r or self.client.redis
+        entries = r.xrange(output_key(job_id))
+        return sum(1 for _, fields in entries if fields.get(b"t") == b"end")
+
+    def broker_holds(self, job_id: str) -> str:
+        """Where the broker has a message for the job: "queue", "unacked" or ""."""
+        from tasks.maintenance import QUEUED, broker_holdings
+
+        held = broker_holdings(self.client.redis, self.settings.queue).get(job_id)
+        return "" if held is None else "queue" if held == QUEUED else "unacked"
+
+
+def stop_all(workers: list[WorkerProcess]) -> None:
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is None:
+            try:
+                os.killpg(w.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            w.proc.wait(10)
+
+
+def remove_fleet_containers(fleet: str, engines: tuple[str, ...]) -> int:
+    removed = 0
+    for engine in engines:
+        try:
+            api = docker.APIClient(base_url=engine, version="auto", timeout=30)
+        except docker.errors.DockerException:
+            continue
+        try:
+            for c in api.containers(all=True, filters={"label": [f"{L.FLEET}={fleet}"]}):
+                api.remove_container(c["Id"], force=True)
+                removed += 1
+        except docker.errors.DockerException:
+            pass
+        finally:
+            api.close()
+    return removed
+
+
+def forget_queue(r: redis.Redis, queue: str) -> None:
+    """Drop the test queue and its unacknowledged deliveries from a shared Redis."""
+    r.delete(queue)
+    for tag, value in r.hgetall("unacked").items():
+        try:
+            if json.loads(value)[2] == queue:
+                r.hdel("unacked", tag)
+                r.zrem("unacked_index", tag)
+        except (ValueError, IndexError):
+            continue
+
+
+@contextmanager
+def fleet_for(base: Settings, logs: Path, **overrides: Any) -> Iterator[Fleet]:
+    """A fresh database, fleet and queue; everything stopped and removed afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    with ExitStack() as stack, scratch_database("airlock_f") as url:
+        s = base.model_copy(update={"database_url": url, "fleet": f"fault-{tag}",
+                                    "queue": f"airlock-fault-{tag}", **overrides})
+        db = sa.create_engine(url, pool_size=2)
+        stack.callback(db.dispose)
+        fleet = Fleet(s, logs, Airlock(s), db, stack)
+        try:
+            yield fleet
+        finally:
+            fleet.client.close()
+            stop_all(fleet.workers)
+            remove_fleet_containers(s.fleet, (ENGINE1, ENGINE2))
+            for url_ in {s.redis_url, fleet.settings.redis_url, fleet.settings.broker_url}:
+                try:
+                    r = redis.Redis.from_url(url_, socket_connect_timeout=1, socket_timeout=2)
+                    forget_queue(r, fleet.settings.queue)
+                    r.close()
+                except redis.exceptions.RedisError:
+                    pass
