@@ -160,25 +160,62 @@ class Side:
         t0 = time.perf_counter()
         handle = client.submit(code=STREAM.format(mib=mib),
                                limits={"output_bytes": mib * MiB, "timeout_s": 120})
-        total, first = 0, 0.0
+        total, skipped, first = 0, 0, 0.0
         for event in handle.events():
             if event.kind in ("stdout", "stderr"):
                 if not total:
                     first = time.perf_counter()
                 total += len(event.data)
+            elif event.kind == "lagging":  # the relay skipped chunks rather than wait on Redis
+                skipped += sum(json.loads(event.data).values())
             elif event.kind == "end":
                 break
         end = time.perf_counter()
         record = handle.wait(60)
-        if total != mib * MiB or record.verdict != "ok":
+        if total + skipped != mib * MiB or record.verdict != "ok":
             raise RuntimeError(f"airlock stream read {total} bytes: {record.summary()}")
         return {"total_s": end - t0, "first_byte_s": first - t0,
                 "mib_per_s": total / MiB / max(end - first, 1e-9),
+                "skipped_mib": skipped / MiB,
                 "worker_growth_mib": (tree.peak_since_mark - base) / MiB}
 
     def close(self) -> None:
         for c in self.clients:
             c.close()
+
+
+class EnginePath:
+    """Airlock's container path alone: ``workers.runner`` with the worker's own create arguments
+    (``tasks.execute.plan_for``), cold, with no queue, database, client or pool. Informative:
+    the difference to the Airlock side is what the framework around the container costs."""
+
+    def __init__(self, s: Settings) -> None:
+        from tasks.context import WorkerContext
+        from tasks.contract import resolve
+        from workers.storage import volumes_for
+
+        self.ctx = WorkerContext(settings=s, store=None, redis=None,  # type: ignore[arg-type]
+                                 seccomp_json=s.seccomp_json)
+        self.job = resolve({"code": TRIVIAL}, s)[1]
+        self.volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
+        self.apis: dict[int, Any] = {}
+
+    def run(self, lane: int = 0) -> float:
+        from tasks.execute import payload_for, plan_for
+        from workers import engine, runner
+
+        api = self.apis.get(lane) or self.apis.setdefault(lane, engine.connect(None))
+        t = time.perf_counter()
+        plan = plan_for(self.ctx, self.job, name=f"airlock-bench-{uuid.uuid4().hex[:12]}")
+        sandbox = runner.prepare(api, plan, self.volumes)
+        try:
+            out = runner.run(sandbox, payload_for(self.job), self.job.limits, keep_bytes=MiB,
+                             volumes=self.volumes)
+        finally:
+            runner.destroy(sandbox, self.volumes)
+        if out.stdout != b"42\n":
+            raise RuntimeError(f"engine path failed: {out}")
+        return time.perf_counter() - t
 
 
 class MemoryWatch:
@@ -219,16 +256,17 @@ class MemoryWatch:
 # --- the measurements ---------------------------------------------------------------------
 
 
-def interleaved_latency(s: Settings, side: Side, runs: int) -> dict[str, list[float]]:
-    bare, airlock = [], []
+def interleaved_latency(s: Settings, side: Side, eng: EnginePath,
+                        runs: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"bare_ms": [], "airlock_ms": [], "engine_ms": []}
+    runners: list[tuple[str, Callable[[], float]]] = [
+        ("bare_ms", lambda: bare_run(s)), ("airlock_ms", lambda: side.run(keep=True)),
+        ("engine_ms", eng.run)]
     for i in range(runs):
-        order = (0, 1) if i % 2 == 0 else (1, 0)  # ABBA: neither side always goes first
-        for which in order:
-            if which == 0:
-                bare.append(bare_run(s) * 1000)
-            else:
-                airlock.append(side.run(keep=True) * 1000)
-    return {"bare_ms": bare, "airlock_ms": airlock}
+        order = runners if i % 2 == 0 else runners[::-1]  # neither side always goes first
+        for key, run in order:
+            out[key].append(run() * 1000)
+    return out
 
 
 def closed_loop(run: Callable[[int], float], lanes: int, jobs: int) -> float:
@@ -250,19 +288,24 @@ def closed_loop(run: Callable[[int], float], lanes: int, jobs: int) -> float:
     return jobs / (time.perf_counter() - t)
 
 
-def throughput(s: Settings, side: Side, levels: list[int], jobs: int) -> list[dict[str, float]]:
+def throughput(s: Settings, side: Side, eng: EnginePath, levels: list[int],
+               jobs: int) -> list[dict[str, float]]:
     out = []
     for level in levels:
         n = max(jobs, 2 * level)
-        # Two rounds each, in the order bare, Airlock, Airlock, bare.
-        b1 = closed_loop(lambda _: bare_run(s), level, n // 2 or 1)
-        a1 = closed_loop(lambda lane: side.run(lane), level, n // 2 or 1)
-        a2 = closed_loop(lambda lane: side.run(lane), level, n - n // 2)
-        b2 = closed_loop(lambda _: bare_run(s), level, n - n // 2)
-        bare, airlock = (b1 + b2) / 2, (a1 + a2) / 2
+        half, rest = n // 2 or 1, n - n // 2
+        # Two rounds each, in the order bare, Airlock, engine, engine, Airlock, bare.
+        b1 = closed_loop(lambda _: bare_run(s), level, half)
+        a1 = closed_loop(side.run, level, half)
+        e1 = closed_loop(eng.run, level, half)
+        e2 = closed_loop(eng.run, level, rest)
+        a2 = closed_loop(side.run, level, rest)
+        b2 = closed_loop(lambda _: bare_run(s), level, rest)
+        bare, airlock, engine_path = (b1 + b2) / 2, (a1 + a2) / 2, (e1 + e2) / 2
         out.append({"in_flight": level, "jobs": n, "bare_per_s": bare, "airlock_per_s": airlock,
-                    "ratio": ratio(airlock, bare)})
-        print(f"  {level} in flight: bare {bare:.2f}/s, Airlock {airlock:.2f}/s", flush=True)
+                    "engine_per_s": engine_path, "ratio": ratio(airlock, bare)})
+        print(f"  {level} in flight: bare {bare:.2f}/s, Airlock {airlock:.2f}/s,"
+              f" engine path {engine_path:.2f}/s", flush=True)
     return out
 
 
@@ -285,7 +328,7 @@ def airlock_worker(args: argparse.Namespace) -> Iterator[tuple[Settings, WorkerP
         tag = uuid.uuid4().hex[:8]
         s = Settings(database_url=url, fleet=f"bench-{tag}", queue=f"airlock-bench-{tag}",
                      concurrency=max(args.levels), pool_size=args.pool_size,
-                     log_format="json")
+                     storage=args.storage, log_format="json")
         log = RESULTS / f"worker-{tag}.log"
         worker = WorkerProcess(s, log, AIRLOCK_LOG_FORMAT="json").start()
         try:
@@ -306,18 +349,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with airlock_worker(args) as (s, worker):
         warm = wait_warm(s, args.pool_size * max(args.levels)) if args.pool_size else 0
         print(f"worker ready: concurrency {s.concurrency}, pool {args.pool_size}/process,"
-              f" {warm} warm containers", flush=True)
+              f" {warm} warm containers, storage {s.storage}", flush=True)
         side = Side(s)
+        eng = EnginePath(s)
         try:
             with MemoryWatch(worker.pid) as tree:
                 idle_rss = tree.rss()
                 for _ in range(3):  # warm-up: imports, connections, page cache
                     bare_run(s)
                     side.run()
+                    eng.run()
                 print(f"latency: {args.runs} runs each, interleaved", flush=True)
-                lat = interleaved_latency(s, side, args.runs)
+                lat = interleaved_latency(s, side, eng, args.runs)
                 print("throughput:", flush=True)
-                tput = throughput(s, side, args.levels, args.throughput_jobs)
+                tput = throughput(s, side, eng, args.levels, args.throughput_jobs)
                 print(f"streaming {args.stream_mib} MiB:", flush=True)
                 streams_bare, streams_airlock = [], []
                 for _ in range(args.stream_runs):
@@ -333,6 +378,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bare_total_s": median([r["total_s"] for r in streams_bare]),
         "airlock_total_s": median([r["total_s"] for r in streams_airlock]),
         "worker_growth_mib": max(r["worker_growth_mib"] for r in streams_airlock),
+        "airlock_skipped_mib": max(r["skipped_mib"] for r in streams_airlock),
         "runs": {"bare": streams_bare, "airlock": streams_airlock},
     }
     return {
@@ -341,11 +387,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                  "docker": subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"],
                                           capture_output=True, text=True).stdout.strip()},
         "config": {"runs": args.runs, "levels": args.levels, "pool_size": args.pool_size,
+                   "storage": args.storage,
                    "worker_concurrency": max(args.levels), "throughput_jobs": args.throughput_jobs},
         "latency": {
             "bare_median_ms": median(lat["bare_ms"]), "bare_p95_ms": p95(lat["bare_ms"]),
             "airlock_median_ms": median(lat["airlock_ms"]),
-            "airlock_p95_ms": p95(lat["airlock_ms"]), "samples": lat,
+            "airlock_p95_ms": p95(lat["airlock_ms"]), "engine_median_ms": median(lat["engine_ms"]),
+            "samples": lat,
         },
         "phases_median_ms": phase_medians(side.records),
         "throughput": tput,
@@ -356,29 +404,37 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(r: dict[str, Any]) -> str:
     lat, st = r["latency"], r["stream"]
-    rows = [("trivial job, median (ms)", lat["bare_median_ms"], lat["airlock_median_ms"], "<= 0.5"),
-            ("trivial job, p95 (ms)", lat["bare_p95_ms"], lat["airlock_p95_ms"], "")]
+    rows = [("trivial job, median (ms)", lat["bare_median_ms"], lat["airlock_median_ms"], "<= 0.5",
+             lat["engine_median_ms"]),
+            ("trivial job, p95 (ms)", lat["bare_p95_ms"], lat["airlock_p95_ms"], "",
+             p95(lat["samples"]["engine_ms"]))]
     for t in r["throughput"]:
         goal = ">= 1.5" if t["in_flight"] >= 4 else ">= 1.0"
         rows.append((f"throughput, {t['in_flight']} in flight (jobs/s)", t["bare_per_s"],
-                     t["airlock_per_s"], goal))
+                     t["airlock_per_s"], goal, t["engine_per_s"]))
     rows.append((f"stream {st['mib']} MiB (MiB/s)", st["bare_mib_per_s"], st["airlock_mib_per_s"],
-                 ">= 0.5"))
-    lines = [f"| {'measure':<34} | {'bare':>9} | {'Airlock':>9} | {'ratio':>6} | {'target':>6} |",
-             f"|{'-' * 36}|{'-' * 11}|{'-' * 11}|{'-' * 8}|{'-' * 8}|"]
-    for name, bare, ours, goal in rows:
-        lines.append(f"| {name:<34} | {bare:>9.1f} | {ours:>9.1f} | {ratio(ours, bare):>6.2f} |"
-                     f" {goal:>6} |")
+                 ">= 0.5", float("nan")))
+    lines = [f"| {'measure':<34} | {'bare':>8} | {'Airlock':>8} | {'ratio':>6} | {'target':>6} |"
+             f" {'engine path':>13} |",
+             f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 8}|{'-' * 15}|"]
+    for name, bare, ours, goal, eng in rows:
+        eng_text = "" if eng != eng else f"{eng:.1f} ({ratio(eng, bare):.2f})"
+        lines.append(f"| {name:<34} | {bare:>8.1f} | {ours:>8.1f} | {ratio(ours, bare):>6.2f} |"
+                     f" {goal:>6} | {eng_text:>13} |")
     ph = r["phases_median_ms"]
     mem = r["worker_memory"]
     lines += [
         "",
+        "engine path: Airlock's container path alone (runner, same create arguments, cold, no"
+        " queue, database or client), with its ratio to bare",
         f"worker memory: growth while streaming {st['mib']} MiB {st['worker_growth_mib']:.1f} MiB"
         f" (target < 50); idle {mem['idle_mib']:.0f} MiB, peak {mem['peak_mib']:.0f} MiB"
-        f" ({r['config']['worker_concurrency']} processes)",
+        f" ({r['config']['worker_concurrency']} processes); live stream skipped"
+        f" {st['airlock_skipped_mib']:.1f} MiB at most",
         "phases (median ms): " + ", ".join(
             f"{k.removesuffix('_ms')} {v:.0f}" for k, v in ph.items() if k.endswith("_ms")),
-        f"pooled share of latency runs: {ph['pooled_share']:.0%}",
+        f"pooled share of latency runs: {ph['pooled_share']:.0%}; storage {r['config']['storage']};"
+        f" load average at the end {r['host']['load_avg_at_end'][0]:.1f}",
     ]
     return "\n".join(lines)
 
@@ -391,6 +447,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream-mib", type=int, default=64)
     p.add_argument("--stream-runs", type=int, default=3)
     p.add_argument("--pool-size", type=int, default=1, help="warm containers per worker process")
+    p.add_argument("--storage", choices=("tmpfs", "btrfs"), default="tmpfs",
+                   help="Airlock's job mounts: tmpfs like the bare side (default), or btrfs"
+                        " subvolumes with quota groups (Airlock's default in production)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/<time>.json)")
     args = p.parse_args(argv)
     args.levels = [int(x) for x in str(args.levels).split(",")]
