@@ -4,6 +4,7 @@ sessions running side by side never see each other's jobs or containers."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from config.settings import Settings
 from tasks.client import Airlock
 from tasks.records import JobRecord
-from tests.services import WorkerProcess, scratch_database, wait_no_containers
+from tests.services import WorkerProcess, airlock_containers, scratch_database, wait_no_containers
+from workers import labels as L
 
 ARTIFACTS = Path(os.environ.get("AIRLOCK_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 RunJob = Callable[..., JobRecord]
@@ -75,11 +77,21 @@ def run_job(client: Airlock, worker: WorkerProcess) -> RunJob:
 
 
 @pytest.fixture
-def no_leftovers(settings: Settings) -> Iterator[None]:
-    """After the test: no job container of this fleet remains."""
+def no_leftovers(settings: Settings, client: Airlock) -> Iterator[None]:
+    """After the test: no job container of this fleet remains, pooled ones included (those
+    carry no job label: a job's pooled container is known by its attempt)."""
     yield
     left = wait_no_containers(settings.fleet, timeout=15)
     assert not left, f"Airlock containers left behind: {[c['Id'] for c in left]}"
+    deadline = time.monotonic() + 15
+    while True:
+        pooled = [str(c["Id"]) for c in airlock_containers(settings.fleet)
+                  if (c.get("Labels") or {}).get(L.ROLE) == L.ROLE_POOL]  # type: ignore[union-attr]
+        given = client.store.jobs_by_container(pooled)
+        if not given or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not given, f"pooled job containers left behind: {sorted(given)}"
 
 
 @pytest.fixture
