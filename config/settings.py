@@ -101,14 +101,14 @@ class Settings(BaseSettings):
 
     # Timeouts, in seconds (docs/lifecycle.md). Order, checked below and tested (F0):
     # container deadline < soft time limit < hard time limit < broker visibility timeout.
-    startup_grace_s: float = 60.0  # claim to payload; a launcher waits this long for its job
-    backstop_s: float = 5.0  # the launcher kills its container this long after the job's timeout
-    soft_margin_s: float = 15.0  # container deadline to Celery's soft limit: collect and record
-    hard_margin_s: float = 30.0
+    startup_grace_s: float = Field(default=60.0, gt=0)  # claim to payload: a launcher's wait
+    backstop_s: float = Field(default=5.0, gt=0)  # launcher kills its container this after timeout
+    soft_margin_s: float = Field(default=15.0, gt=0)  # container deadline to Celery's soft limit
+    hard_margin_s: float = Field(default=30.0, gt=0)
     visibility_timeout_s: float = 900.0
-    lease_s: float = 30.0
-    lease_grace_s: float = 30.0  # the reaper takes a container once its lease is this overdue
-    shutdown_grace_s: float = 30.0  # warm shutdown: running jobs' time to finish, then handed back
+    lease_s: float = Field(default=30.0, gt=0)
+    lease_grace_s: float = Field(default=30.0, ge=0)  # reaper takes a container this far past lease
+    shutdown_grace_s: float = Field(default=30.0, gt=0)  # warm shutdown: then jobs are handed back
     max_attempts: int = Field(default=3, ge=1)
     # Live output (docs/streaming.md). A job's stream holds at most stream_max_bytes of output
     # (also bounded by its own output cap) in at most stream_maxlen entries, from the start:

@@ -38,9 +38,8 @@ BASE_ENV = {
 }
 
 
-def claim_overhead_s(ctx: WorkerContext) -> float:
+def claim_overhead_s(s: Settings) -> float:
     """An attempt's run deadline is this plus the job's timeout after its claim (store.claim)."""
-    s = ctx.settings
     return s.startup_grace_s + s.backstop_s + CLAIM_SLACK_S
 
 
@@ -86,7 +85,7 @@ def execute_job(job_id: str, ctx: WorkerContext) -> str:
     """Run one delivery of a job. Returns what happened; raises only InfrastructureError."""
     s = ctx.settings
     claim = ctx.store.claim(job_id, host=s.hostname, lease_s=s.lease_s,
-                            overhead_s=claim_overhead_s(ctx))
+                            overhead_s=claim_overhead_s(s))
     if claim is None:
         if ctx.store.end_cancelled(job_id):
             log.info("job.cancelled_unclaimed", job_id=job_id)

@@ -62,12 +62,16 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
             _cleanup_storage(volumes, s, name)
         log.info("reaper.removed", container=c.id[:12], job_id=c.job or None,
                  reason=str(removal.reason))
-        if c.job:
+        if c.job not in jobs:
+            continue  # PostgreSQL has no such job (or the label is not a job id): no record
+        try:
             store.container_removed(c.job, c.attempt)
-        if removal.releases_job and store.release_lost(c.job, c.attempt):
-            released.append(c.job)
-            if enqueue is not None:
-                enqueue(c.job)
+            if removal.releases_job and store.release_lost(c.job, c.attempt):
+                released.append(c.job)
+                if enqueue is not None:
+                    enqueue(c.job)
+        except AirlockError as exc:  # one container's bookkeeping never stops the sweep
+            log.warning("reaper.record_failed", job_id=c.job, error=str(exc))
     return SweepReport(len(views), removals, released)
 
 
@@ -83,7 +87,9 @@ def _cleanup_storage(volumes: BtrfsVolumes | TmpfsVolumes, s: Settings, name: st
 
 
 QUEUED = -1.0  # in broker_holdings: the message waits in the queue list
-ORPHANED_DELIVERY_S = 60.0  # a queued job's delivery this much past reconcile_after_s is orphaned
+# A queued job's delivery this much past reconcile_after_s is presumed orphaned: a live worker
+# claims what it was given at once, or after a retry's countdown (at most 16 s, tasks/jobs.py).
+ORPHANED_DELIVERY_S = 30.0
 
 
 def requeue_key(job_id: str) -> str:
