@@ -327,7 +327,7 @@ def airlock_worker(args: argparse.Namespace) -> Iterator[tuple[Settings, WorkerP
     with scratch_database("airlock_bench") as url:
         tag = uuid.uuid4().hex[:8]
         s = Settings(database_url=url, fleet=f"bench-{tag}", queue=f"airlock-bench-{tag}",
-                     concurrency=max(args.levels), pool_size=args.pool_size,
+                     concurrency=args.concurrency or max(args.levels), pool_size=args.pool_size,
                      storage=args.storage, log_format="json")
         log = RESULTS / f"worker-{tag}.log"
         worker = WorkerProcess(s, log, AIRLOCK_LOG_FORMAT="json").start()
@@ -347,7 +347,7 @@ def phase_medians(records: list[dict[str, Any]]) -> dict[str, float]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     with airlock_worker(args) as (s, worker):
-        warm = wait_warm(s, args.pool_size * max(args.levels)) if args.pool_size else 0
+        warm = wait_warm(s, args.pool_size * s.concurrency) if args.pool_size else 0
         print(f"worker ready: concurrency {s.concurrency}, pool {args.pool_size}/process,"
               f" {warm} warm containers, storage {s.storage}", flush=True)
         side = Side(s)
@@ -388,7 +388,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                           capture_output=True, text=True).stdout.strip()},
         "config": {"runs": args.runs, "levels": args.levels, "pool_size": args.pool_size,
                    "storage": args.storage,
-                   "worker_concurrency": max(args.levels), "throughput_jobs": args.throughput_jobs},
+                   "worker_concurrency": args.concurrency or max(args.levels),
+                   "throughput_jobs": args.throughput_jobs},
         "latency": {
             "bare_median_ms": median(lat["bare_ms"]), "bare_p95_ms": p95(lat["bare_ms"]),
             "airlock_median_ms": median(lat["airlock_ms"]),
@@ -447,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream-mib", type=int, default=64)
     p.add_argument("--stream-runs", type=int, default=3)
     p.add_argument("--pool-size", type=int, default=1, help="warm containers per worker process")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="worker processes (default: the highest level, one per job in flight)")
     p.add_argument("--storage", choices=("tmpfs", "btrfs"), default="tmpfs",
                    help="Airlock's job mounts: tmpfs like the bare side (default), or btrfs"
                         " subvolumes with quota groups (Airlock's default in production)")
