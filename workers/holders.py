@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import docker.errors
 import structlog
 
 from workers import labels as L
@@ -38,6 +39,7 @@ log = structlog.get_logger(__name__)
 ROLE_HOLDER = "holder"
 OWNER = "org.airlock.owner"  # same key as workers.pool.OWNER
 SLEEP_MARGIN_S = 60.0
+CHECK_EVERY_S = 5.0  # a holder in use is checked alive (one inspect) at most this often
 MODES = ("off", "egress", "all")
 
 
@@ -107,6 +109,7 @@ class Holder:
     container_id: str
     network: tuple[str, tuple[str, ...]]  # (network, DNS options)
     born: float = field(default_factory=time.monotonic)
+    checked: float = field(default_factory=time.monotonic)
     jobs: int = 0
 
     @property
@@ -136,7 +139,7 @@ class Holders:
         key = (planned, tuple(dns_options))
         with self._lock:
             holder = self._current.get(key)
-            if holder is not None and self._worn(holder):
+            if holder is not None and (self._worn(holder) or not self._alive(holder)):
                 self._retire(holder)
                 holder = None
             if holder is None:
@@ -153,6 +156,23 @@ class Holders:
             holder = self._by_id.get(network_mode.removeprefix("container:"))
             if holder is not None and not clean:
                 self._retire(holder)
+
+    def _alive(self, holder: Holder) -> bool:
+        """Whether the holder still runs (an engine restart or a reaper stops it); checked with
+        one inspect at most every CHECK_EVERY_S, so a dead one costs a few failed starts at most."""
+        now = time.monotonic()
+        if now - holder.checked < CHECK_EVERY_S or self._api is None:
+            return True
+        api = self._api
+        try:
+            state = call("inspect holder", lambda: api.inspect_container(holder.container_id))
+        except docker.errors.NotFound:
+            return False
+        except Exception:
+            self._api = None  # reconnect on the next make
+            return False
+        holder.checked = now
+        return bool(state["State"]["Running"])
 
     def _worn(self, holder: Holder) -> bool:
         return (holder.jobs >= self.max_jobs
