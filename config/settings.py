@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     # container deadline < soft time limit < hard time limit < broker visibility timeout.
     startup_grace_s: float = Field(default=60.0, gt=0)  # claim to payload: a launcher's wait
     backstop_s: float = Field(default=5.0, gt=0)  # launcher kills its container this after timeout
-    soft_margin_s: float = Field(default=15.0, gt=0)  # container deadline to Celery's soft limit
+    # Container deadline to Celery's soft limit: collect the evidence and record the result,
+    # waiting out a database outage of up to lease_s + lease_grace_s (tasks/execute.py).
+    soft_margin_s: float = Field(default=75.0, gt=0)
     hard_margin_s: float = Field(default=30.0, gt=0)
     visibility_timeout_s: float = 900.0
     lease_s: float = Field(default=30.0, gt=0)

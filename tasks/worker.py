@@ -28,7 +28,7 @@ from config.settings import Settings
 from tasks import egress, maintenance, metrics, preflight, retention, streams
 from tasks.app import app, configure
 from tasks.client import Airlock
-from tasks.store import JobStore, make_engine
+from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
 from workers import labels as L
 from workers.storage import volumes_for
@@ -94,14 +94,19 @@ class Maintenance:
         """Celery's hard time limit killed the pool process running this job (it was stuck:
         the job's own timeout and the container's deadline come well before). The job ends
         as an error rather than run again; its container's launcher has already killed it and
-        the reaper removes it."""
+        the reaper removes it. Only the job's current attempt, and only if this host claimed
+        it: an attempt that took the job over elsewhere is not ended by a stuck stale one."""
         if self.client is None:
             self.client = Airlock(self.s)
         error = (f"the worker process exceeded Celery's hard time limit"
                  f" ({self.s.hard_time_limit_s:g} s) and was killed; not retried")
         try:
-            if self.client.store.fail_queued(job_id, "error", error):
-                log.error("job.hard_time_limit", job_id=job_id)
+            record = self.client.store.get(job_id)
+            if record.status != "running" or record.worker_host != self.s.hostname:
+                return
+            outcome = Outcome(verdict="error", error=error)
+            if self.client.store.finish(job_id, record.attempt, outcome, 0):
+                log.error("job.hard_time_limit", job_id=job_id, attempt=record.attempt)
                 streams.publish_end(self.client.redis, job_id, {"verdict": "error"},
                                     self.s.stream_ttl_s)
         except AirlockError as exc:

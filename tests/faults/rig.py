@@ -445,7 +445,10 @@ class Fleet:
         s = self.settings.model_copy(update=overrides) if overrides else self.settings
         proc = WorkerProcess(s, self.logs / f"{s.fleet}-{name}.log", args=args, **env_for(s))
         self.workers.append(proc)
-        return proc.start() if start else proc
+        if start:
+            start_supervised(proc)
+        return proc
+
 
     def submit(self, code: str, **fields: Any) -> str:
         limits = {k: fields.pop(k) for k in list(fields) if k in (
@@ -509,6 +512,21 @@ class Fleet:
 
         held = broker_holdings(self.client.redis, self.settings.queue).get(job_id)
         return "" if held is None else "queue" if held == QUEUED else "unacked"
+
+
+def start_supervised(proc: WorkerProcess, tries: int = 3) -> int:
+    """Start a worker the way a supervisor does: again if it refused to start. Only a refusal
+    by its preflight is retried (on a host this busy a canary's verdict can come out wrong:
+    Docker's OOMKilled flag lags behind the exit under load). Returns the refusals."""
+    for refused in range(tries):
+        try:
+            proc.start()
+            return refused
+        except RuntimeError as exc:
+            if "refusing to start: preflight" not in str(exc) or refused == tries - 1:
+                raise
+            time.sleep(1.0)
+    return tries
 
 
 def stop_all(workers: list[WorkerProcess]) -> None:

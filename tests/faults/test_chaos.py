@@ -21,7 +21,16 @@ from datetime import datetime
 import pytest
 
 from tests.faults.conftest import MakeRedis
-from tests.faults.rig import ENGINE1, ENGINE2, Engine2, EventLog, Fleet, overlaps, wait_for
+from tests.faults.rig import (
+    ENGINE1,
+    ENGINE2,
+    Engine2,
+    EventLog,
+    Fleet,
+    overlaps,
+    start_supervised,
+    wait_for,
+)
 from tests.services import WorkerProcess
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -103,16 +112,8 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
 
 
 def restart(w: WorkerProcess) -> int:
-    """Start the worker again, as a supervisor would: retried if it refuses to start (its
-    preflight can fail on a host this busy). Returns how many starts were refused."""
-    for refused in range(3):
-        try:
-            w.start()
-            return refused
-        except RuntimeError:
-            time.sleep(1.0)
-    w.start()
-    return 3
+    """Start the worker again, as a supervisor would (tests/faults/rig.py)."""
+    return start_supervised(w)
 
 
 def finished_count(fleet: Fleet) -> int:
