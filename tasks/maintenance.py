@@ -116,7 +116,10 @@ def broker_holdings(r: redis.Redis, queue: str) -> dict[str, float]:
     scored: Any = r.zrange("unacked_index", 0, -1, withscores=True)
     delivered = {_text(k): float(score) for k, score in scored}
     for tag, value in r.hgetall("unacked").items():  # kombu: [message, exchange, routing key]
-        job = _job_id(json.loads(value)[0])
+        try:
+            job = _job_id(json.loads(value)[0])
+        except (ValueError, IndexError, KeyError, TypeError):
+            continue  # not kombu's: never ours to judge
         if job is not None:
             held[job] = max(held.get(job, 0.0), delivered.get(_text(tag), 0.0))
     for item in r.lrange(queue, 0, -1):
