@@ -106,9 +106,11 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
         events.close()
 
     report = check(fleet, jobs, events, kills, workers)
-    print(f"\nchaos: {elapsed:.0f} s, jobs {len(jobs)}, kills {len(kills)}"
-          f" ({dict(Counter(k for _, _, k in kills))}), redis restarts 1, worker starts refused"
-          f" by the preflight {refused}, {report}")
+    line = (f"chaos: {elapsed:.0f} s, jobs {len(jobs)}, kills {len(kills)}"
+            f" ({dict(Counter(k for _, _, k in kills))}), redis restarts 1, worker starts refused"
+            f" by the preflight {refused}, {report}")
+    print("\n" + line)
+    (fleet.logs / "chaos-report.txt").write_text(line + "\n")
 
 
 def restart(w: WorkerProcess) -> int:

@@ -36,7 +36,8 @@ def test_f6_cold_shutdown_mid_job_removes_the_container_and_hands_the_job_back(
         job = fleet.submit("import time; time.sleep(3); print('done')", timeout_s=30)
         fleet.running_container(job)
         cold_stop(fleet)
-        assert not fleet.containers()  # removed by the unwinding pool process, not the reaper
+        # Removed by the unwinding pool process (no worker is left to reap it).
+        wait_for("the container to be removed", lambda: not fleet.containers(), 5)
         assert fleet.record(job).status == "queued"
         assert [a.outcome for a in fleet.attempts(job)] == ["interrupted"]
         assert fleet.broker_holds(job) == "queue"  # restored by kombu at the channel's close
