@@ -115,7 +115,6 @@ def test_a_pooled_job_runs_and_its_container_goes(pool_client: Airlock) -> None:
     record = run(pool_client, "print(6*7)")
     assert (record.verdict, record.stdout) == ("ok", "42\n"), record.summary()
     assert record.phases is not None and record.phases["pooled"] is True
-    assert record.phases["container_ready_ms"] < 100, record.phases
     wait_for(lambda: record.container_id not in
              {c["Id"] for c in airlock_containers(pool_client.settings.fleet)}, 10,
              "the used container's removal")
@@ -128,6 +127,8 @@ def test_pooled_and_cold_jobs_look_the_same_from_inside(pool_client: Airlock) ->
     cold, inside_cold = probe(pool_client, disk_bytes=s.defaults.disk_bytes - MiB)
     assert warm.phases and warm.phases["pooled"] is True
     assert cold.phases and cold.phases["pooled"] is False
+    # the pool's point: no create and start on the job's path
+    assert warm.phases["container_ready_ms"] < cold.phases["container_ready_ms"]
     for key in ("status", "mounts", "cgroup", "ids", "host", "net", "limits", "cwd", "workspace",
                 "home", "env", "umask"):
         assert inside_warm[key] == inside_cold[key], key
