@@ -136,7 +136,7 @@ done
 
 # --- images -----------------------------------------------------------------
 images_start=$SECONDS
-"$ROOT_DIR/scripts/build-images.sh" "$@"
+bash "$ROOT_DIR/scripts/build-images.sh" "$@"
 note "images: ready in $((SECONDS - images_start)) s"
 
 echo

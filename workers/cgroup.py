@@ -82,3 +82,13 @@ def remove_parent(parent: str, root: Path = ROOT) -> None:
             os.rmdir(d)
         except OSError:
             pass
+
+
+def oom_kills(parent: str, container_id: str, root: Path = ROOT) -> int:
+    """OOM kills in the container's memory cgroup (v1: the leaf's memory.oom_control, gone once
+    the container stops; v2: memory.events, hierarchical, so the surviving parent counts too)."""
+    rel = parent.strip("/")
+    if is_v2(root):
+        return max(_read_keyed(root / rel / "memory.events").get("oom_kill", 0),
+                   _read_keyed(root / rel / container_id / "memory.events").get("oom_kill", 0))
+    return _read_keyed(root / "memory" / rel / container_id / "memory.oom_control").get("oom_kill", 0)

@@ -34,6 +34,7 @@ Sink = Callable[[str, bytes], None]
 DRAIN_AFTER_KILL_S = 3.0
 TICK_S = 0.1
 PIDS_POLL_S = 0.25
+MEMORY_SLACK = 1024**2  # peak within this of the limit counts as "at the limit"
 
 
 @dataclass
@@ -121,6 +122,7 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     drain_until: float | None = None
     timed_out = cancelled = False
     pids_events, next_pids = 0, started + PIDS_POLL_S
+    oom_events = 0
 
     def kill(reason: str) -> None:
         nonlocal drain_until
@@ -144,6 +146,7 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
             break
         if now >= next_pids:
             pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
+            oom_events = max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid))
             next_pids = now + PIDS_POLL_S
         wait = max(0.0, min(TICK_S, deadline - now if drain_until is None else drain_until - now))
         writing = [sock] if sent < len(view) else []
@@ -173,6 +176,7 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     wall_ms = int((time.monotonic() - started) * 1000)
     # Last look at the leaf before the engine removes it with the stopped container.
     pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
+    oom_events = max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid))
     sock.close()
     if drain_until is not None and time.monotonic() >= drain_until:
         log.warning("job.drain_timeout", container=cid[:12])
@@ -184,6 +188,9 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     evidence = Evidence(
         exit_code=status,
         oom_killed=bool(state.get("OOMKilled")),
+        oom_events=max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid)),
+        memory_at_limit=usage.peak_memory_bytes is not None
+        and usage.peak_memory_bytes >= limits.memory_bytes - MEMORY_SLACK,
         timed_out=timed_out,
         cancelled=cancelled,
         output_exceeded=capper.exceeded,

@@ -6,6 +6,7 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
+SIGKILL = 9
 SIGSYS = 31
 
 
@@ -34,7 +35,8 @@ class Evidence:
     bytes_dropped: int = 0
     pids_max_events: int = 0  # refused forks seen in the container's pids.events
     disk_full: bool = False  # the volume's quota group is within 1 MiB of the bound
-    oom_events: int = 0
+    oom_events: int = 0  # OOM kills counted by the memory cgroup
+    memory_at_limit: bool = False  # peak memory reached the limit (within a page or so)
     pids_peak: int | None = None  # most processes at once (the parent cgroup's pids.peak)
     pids_limit: int | None = None
 
@@ -72,7 +74,9 @@ def classify(ev: Evidence) -> Verdict:
         return Verdict.TIMEOUT
     if ev.output_exceeded:
         return Verdict.OUTPUT_LIMIT
-    if ev.oom_killed or ev.oom_events:
+    # The engine's OOMKilled flag can lag under load; a SIGKILL nobody at Airlock sent, with
+    # memory at the limit, is the kernel's OOM killer too.
+    if ev.oom_killed or ev.oom_events or (ev.signal == SIGKILL and ev.memory_at_limit):
         return Verdict.OOM
     if ev.exit_code is None:
         return Verdict.ERROR

@@ -19,6 +19,12 @@ from workers.verdict import Evidence, Verdict, classify
     (Evidence(exit_code=0, pids_max_events=5), Verdict.OK),
     (Evidence(exit_code=1, disk_full=True), Verdict.DISK_LIMIT),
     (Evidence(exit_code=255), Verdict.NONZERO_EXIT),
+    (Evidence(exit_code=137, oom_events=1), Verdict.OOM),
+    # The engine's flag lagged: SIGKILL that Airlock did not send, memory at the limit.
+    (Evidence(exit_code=137, memory_at_limit=True), Verdict.OOM),
+    (Evidence(exit_code=137), Verdict.SIGNALED),
+    (Evidence(exit_code=1, memory_at_limit=True), Verdict.NONZERO_EXIT),
+    (Evidence(exit_code=137, memory_at_limit=True, timed_out=True), Verdict.TIMEOUT),
     # the parent cgroup's pids.peak at the cap: the leaf's pids.events is gone at exit
     (Evidence(exit_code=1, pids_peak=64, pids_limit=64), Verdict.PIDS_LIMIT),
     (Evidence(exit_code=1, pids_peak=63, pids_limit=64), Verdict.NONZERO_EXIT),
