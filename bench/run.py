@@ -221,17 +221,22 @@ class EnginePath:
 class MemoryWatch:
     """Samples the RSS of the worker's process tree (main process and its pool children)."""
 
-    def __init__(self, pid: int, every_s: float = 0.05) -> None:
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
         self.proc = psutil.Process(pid)
         self.every_s = every_s
         self.peak = 0
         self.peak_since_mark = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
+        self._tree: list[psutil.Process] = []
+        self._tree_at = 0.0
 
     def rss(self) -> int:
+        if time.monotonic() - self._tree_at > 2.0:  # listing children scans all of /proc
+            self._tree = [self.proc, *self.proc.children(recursive=True)]
+            self._tree_at = time.monotonic()
         total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
+        for p in self._tree:
             try:
                 total += p.memory_info().rss
             except psutil.Error:
