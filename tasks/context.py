@@ -31,8 +31,8 @@ class WorkerContext:
     seccomp_sha256: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
     pool: WarmPool | None = None
-    relay: Relay | None = None  # live output: made, and its thread started, on first use
     holders: Holders | None = None
+    relay: Relay | None = None  # live output: made, and its thread started, on first use
 
     @property
     def api(self) -> docker.APIClient:

@@ -228,9 +228,9 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
         housekeeping.stop.set()
-        metrics.disable()
         if s.pool_size > 0 or s.netns_holders != "off":
             clear_pool(s)
+        metrics.disable()
 
     quiet = ["--quiet"] if s.log_format == "json" else []  # Celery's banner is not JSON
     argv = [*quiet, "worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
