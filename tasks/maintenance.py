@@ -19,7 +19,7 @@ from tasks.store import JobStore
 from workers import cgroup
 from workers import labels as L
 from workers.reaper import ContainerView, JobState, Removal, select
-from workers.runner import _remove
+from workers.runner import remove_container
 from workers.storage import BtrfsVolumes, TmpfsVolumes, Volume
 
 log = structlog.get_logger(__name__)
@@ -55,7 +55,7 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
     released = []
     for removal in removals:
         c = removal.container
-        if not _remove(api, c.id):
+        if not remove_container(api, c.id):
             continue
         name = c.labels.get(L.NAME, "")
         if name:

@@ -188,7 +188,7 @@ class Holders:
         try:
             call("start holder", lambda: api.start(cid))
         except BaseException:
-            runner._remove(api, cid)
+            runner.remove_container(api, cid)
             raise
         holder = Holder(cid, key)
         self._current[key] = holder
@@ -203,7 +203,7 @@ class Holders:
             del self._current[holder.network]
         self._by_id.pop(holder.container_id, None)
         if self._api is not None:
-            runner._remove(self._api, holder.container_id)
+            runner.remove_container(self._api, holder.container_id)
 
     def close(self) -> None:
         with self._lock:
@@ -215,4 +215,4 @@ def remove_owned(api: docker.APIClient, *, fleet: str, owner: str) -> int:
     """At a worker's shutdown: remove the holders its processes made."""
     found = api.containers(all=True, filters={"label": [
         f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={ROLE_HOLDER}", f"{OWNER}={owner}"]})
-    return sum(1 for c in found if runner._remove(api, c["Id"]))
+    return sum(1 for c in found if runner.remove_container(api, c["Id"]))

@@ -357,7 +357,7 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
     removed = 0
     names = []
     for c in found:
-        if c["Id"] in taken or not runner._remove(api, c["Id"]):
+        if c["Id"] in taken or not runner.remove_container(api, c["Id"]):
             continue
         removed += 1
         names.append((c.get("Labels") or {}).get(L.NAME, ""))

@@ -81,7 +81,7 @@ def prepare(api: docker.APIClient, plan: LaunchPlan,
         call("start container", lambda: api.start(container_id))
         return Sandbox(api, plan, volume, container_id, sock)
     except BaseException:
-        _remove(api, container_id or plan.name)
+        remove_container(api, container_id or plan.name)
         volumes.destroy(volume)
         cgroup.remove_parent(plan.cgroup_parent)
         raise
@@ -222,7 +222,8 @@ def _kill(api: docker.APIClient, cid: str) -> None:
         pass  # already gone or stopping, or the engine is away: best effort (the reaper follows)
 
 
-def _remove(api: docker.APIClient, cid: str) -> bool:
+def remove_container(api: docker.APIClient, cid: str) -> bool:
+    """Force-remove a container, retried; False when it is left to the reaper. Never raises."""
     for attempt in range(3):
         try:
             api.remove_container(cid, force=True)
@@ -245,7 +246,7 @@ def destroy(sandbox: Sandbox, volumes: BtrfsVolumes | TmpfsVolumes) -> bool:
         sandbox.sock.close()
     except OSError:
         pass
-    removed = _remove(sandbox.api, sandbox.container_id)
+    removed = remove_container(sandbox.api, sandbox.container_id)
     try:
         volumes.destroy(sandbox.volume)
     except Exception as exc:

@@ -18,7 +18,7 @@ import pytest
 from tasks import maintenance
 from tasks.store import JobStore, make_engine
 from tests.faults.rig import ENGINE1, Fleet, wait_for
-from workers.runner import _remove
+from workers.runner import remove_container
 from workers.storage import volumes_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -54,7 +54,7 @@ def test_f13_removal_fails_then_races_with_the_reaper(fleet: Fleet) -> None:
         def sweep() -> None:
             try:
                 maintenance.sweep(api, store, s, volumes)
-                _remove(api, cid)
+                remove_container(api, cid)
             except BaseException as exc:  # the point is that nothing raises
                 errors.append(exc)
 
