@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -105,30 +105,52 @@ def execute_job(job_id: str, ctx: WorkerContext) -> str:
     except AirlockError as exc:
         _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=str(exc)), publisher)
         return "invalid"
+    teardown = Teardown()
     with LeaseKeeper(ctx.store, ctx.redis, job_id, claim.attempt, s.lease_s) as lease:
         try:
-            outcome, phases = _run(ctx, claim, job, publisher, lease)
+            outcome, phases = _run(ctx, claim, job, publisher, lease, teardown)
         except InfrastructureError as exc:
             log_.warning("job.infrastructure_error", error=str(exc))
+            _note_removed(ctx, claim, teardown)
             ctx.store.release(job_id, claim.attempt, "infra_error")
             raise
         except Exception as exc:
             log_.exception("job.internal_error")
             error = f"{type(exc).__name__}: {exc}"
-            _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher)
+            _record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher,
+                    container_removed=teardown.removed)
             return "error"
         except BaseException:
             # A shutdown signal (SystemExit) mid-job: the container is gone (``_run``'s
             # finally); hand the job back so its redelivery can claim it at once.
             log_.warning("job.interrupted")
+            _note_removed(ctx, claim, teardown)
             _release_quietly(ctx, claim, "interrupted")
             raise
         if lease.stale:
             log_.warning("job.stale_attempt")
+            _note_removed(ctx, claim, teardown)
             return "stale"
         # Still under the lease: a database outage during the write is waited out.
-        _record(ctx, claim, _outcome(ctx, claim, job, outcome, phases), publisher)
+        _record(ctx, claim, _outcome(ctx, claim, job, outcome, phases), publisher,
+                container_removed=teardown.removed)
     return "finished"
+
+
+@dataclass
+class Teardown:
+    """Whether the attempt's container was removed (set by ``_run``'s ``finally``). The result
+    write records it; the paths that write no result record it on their own."""
+
+    removed: bool = False
+
+
+def _note_removed(ctx: WorkerContext, claim: Claim, teardown: Teardown) -> None:
+    if teardown.removed:
+        try:
+            ctx.store.container_removed(claim.job_id, claim.attempt)
+        except AirlockError:
+            pass  # evidence only; the reaper double-checks the engine
 
 
 def _release_quietly(ctx: WorkerContext, claim: Claim, reason: str) -> None:
@@ -145,7 +167,7 @@ def _relay(ctx: WorkerContext) -> Relay:
 
 
 def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
-         lease: LeaseKeeper) -> tuple[RunOutcome, dict[str, Any]]:
+         lease: LeaseKeeper, teardown: Teardown) -> tuple[RunOutcome, dict[str, Any]]:
     t0 = time.monotonic()
     sandbox: Sandbox | None = None
     phases: dict[str, Any] = {
@@ -176,13 +198,9 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
             t2 = time.monotonic()
             removed = runner.destroy(sandbox, ctx.volumes)
             phases["destroy_ms"] = int((time.monotonic() - t2) * 1000)
+            teardown.removed = removed
             if not removed:
                 _tainted(ctx, sandbox)
-            if removed:
-                try:
-                    ctx.store.container_removed(claim.job_id, claim.attempt)
-                except AirlockError:
-                    pass  # evidence only; the reaper double-checks the engine
 
 
 def _in_holder(ctx: WorkerContext, plan: LaunchPlan) -> LaunchPlan:
@@ -235,10 +253,11 @@ def _outcome(ctx: WorkerContext, claim: Claim, job: ResolvedJob, run: RunOutcome
     )
 
 
-def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher) -> None:
+def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher, *,
+            container_removed: bool = False) -> None:
     t = time.monotonic()
     keep = ctx.settings.keep_output_bytes
-    if not _finish_patiently(ctx, claim, outcome, keep):
+    if not _finish_patiently(ctx, claim, outcome, keep, container_removed):
         log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
         return
     persist_ms = int((time.monotonic() - t) * 1000)
@@ -253,7 +272,8 @@ def _record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publi
         pass  # a timing figure is not worth failing a finished job for
 
 
-def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome, keep: int) -> bool:
+def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome, keep: int,
+                      container_removed: bool = False) -> bool:
     """Write the result, waiting out a database outage for as long as the attempt would keep
     its container from the reaper (``lease_s + lease_grace_s``). A retried write is idempotent
     (a COMMIT whose reply was lost counts as done); past the patience the error propagates and
@@ -263,7 +283,8 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome, keep: 
     delay = 0.5
     while True:
         try:
-            return ctx.store.finish(claim.job_id, claim.attempt, outcome, keep)
+            return ctx.store.finish(claim.job_id, claim.attempt, outcome, keep,
+                                    container_removed=container_removed)
         except DatabaseUnavailable as exc:
             if time.monotonic() + delay > give_up:
                 raise

@@ -6,6 +6,7 @@ is fenced by that number, so a stale attempt can never overwrite a newer one.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,19 +60,56 @@ class Outcome:
     error: str | None = None
 
 
-def make_engine(url: str) -> Engine:
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
-                            connect_args={"connect_timeout": 5})
+PING_AFTER_IDLE_S = 2.0  # a pooled connection idle this long is checked before it is used
+
+
+def make_engine(url: str, ping_after_idle_s: float = PING_AFTER_IDLE_S) -> Engine:
+    """A pooled engine whose connections are checked (``SELECT 1``) only when they sat idle:
+    a connection used a moment ago is alive, and pinging on every checkout costs a round trip
+    per transaction. A failed check discards the connection (and the pool's older ones) and
+    takes a fresh one, as ``pool_pre_ping`` would."""
+    engine = sa.create_engine(url, pool_size=2, max_overflow=4,
+                              connect_args={"connect_timeout": 5})
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_since(dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _check_if_idle(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < ping_after_idle_s:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:
+            raise sa_exc.DisconnectionError(str(exc)) from exc
+
+    return engine
 
 
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         try:
             with self.engine.begin() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
+
+    @contextmanager
+    def _statement(self) -> Iterator[Connection]:
+        """A connection for exactly one statement, atomic by itself (the hot path's writes are
+        single statements whose parts are data-modifying CTEs)."""
+        try:
+            with self._autocommit.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
@@ -85,7 +123,7 @@ class JobStore:
             idempotency_key=idempotency_key, label=label, status=Status.QUEUED, attempt=0,
             cancel_requested=False, stdout_truncated=False, stderr_truncated=False,
         ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Job.id)
-        with self._tx() as conn:
+        with self._statement() as conn:
             created = conn.execute(stmt).scalar()
             if created is not None:
                 return str(created), True
@@ -99,7 +137,7 @@ class JobStore:
             key = uuid.UUID(job_id)
         except ValueError as exc:
             raise JobNotFound(f"no job {job_id!r}") from exc
-        with self._tx() as conn:
+        with self._statement() as conn:
             row = conn.execute(sa.select(Job).where(Job.id == key)).first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
@@ -115,33 +153,39 @@ class JobStore:
         passed (or the reaper removed its container and released it), so two containers never
         run one job at once.
         """
+        key = uuid.UUID(job_id)
         stale = sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
                         Job.run_deadline < now())
         timeout_s = sa.func.coalesce(sa.cast(Job.limits["timeout_s"].astext, sa.Float), 0.0)
         run_deadline = now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, timeout_s + overhead_s)
-        stmt = (
+        claimed = (
             sa.update(Job)
-            .where(Job.id == uuid.UUID(job_id), sa.or_(Job.status == Status.QUEUED, stale),
+            .where(Job.id == key, sa.or_(Job.status == Status.QUEUED, stale),
                    Job.cancel_requested.is_(False))
             .values(status=Status.RUNNING, attempt=Job.attempt + 1, worker_host=host,
                     lease_until=now() + _seconds(lease_s), run_deadline=run_deadline,
                     started_at=now(), container_id=None)
-            .returning(Job.attempt, Job.spec, Job.queued_at, Job.started_at)
+            .returning(Job.id, Job.attempt, Job.spec, Job.queued_at, Job.started_at)
+            .cte("claimed")
         )
-        with self._tx() as conn:
+        # One statement, one snapshot: the count sees the attempts before the two writes.
+        lost = (sa.update(Attempt)
+                .where(Attempt.job_id == sa.select(claimed.c.id).scalar_subquery(),
+                       Attempt.outcome.is_(None))
+                .values(outcome="lost", ended_at=sa.func.coalesce(Attempt.ended_at, now()))
+                .cte("lost"))
+        added = (insert(Attempt).from_select(["job_id", "attempt", "worker_host"], sa.select(
+            claimed.c.id, claimed.c.attempt, sa.literal(host, sa.Text))).cte("added"))
+        unfinished = sa.select(sa.func.count()).where(
+            Attempt.job_id == claimed.c.id,
+            sa.or_(Attempt.outcome.is_(None), Attempt.outcome == "lost")).scalar_subquery()
+        stmt = sa.select(claimed.c.attempt, claimed.c.spec, claimed.c.queued_at,
+                         claimed.c.started_at, unfinished.label("unfinished")).add_cte(lost, added)
+        with self._statement() as conn:
             row = conn.execute(stmt).first()
-            if row is None:
-                return None
-            unfinished = conn.execute(sa.select(sa.func.count()).where(
-                Attempt.job_id == uuid.UUID(job_id),
-                sa.or_(Attempt.outcome.is_(None), Attempt.outcome == "lost"),
-            )).scalar_one()
-            conn.execute(sa.update(Attempt).where(
-                Attempt.job_id == uuid.UUID(job_id), Attempt.outcome.is_(None)
-            ).values(outcome="lost", ended_at=sa.func.coalesce(Attempt.ended_at, now())))
-            conn.execute(insert(Attempt).values(job_id=uuid.UUID(job_id), attempt=row.attempt,
-                                                worker_host=host))
-        return Claim(job_id, row.attempt, row.spec, row.queued_at, row.started_at, unfinished)
+        if row is None:
+            return None
+        return Claim(job_id, row.attempt, row.spec, row.queued_at, row.started_at, row.unfinished)
 
     def _fenced(self, job_id: str, attempt: int) -> Any:
         return sa.and_(Job.id == uuid.UUID(job_id), Job.attempt == attempt,
@@ -152,17 +196,22 @@ class JobStore:
         """Record the attempt's container; True when the job may be fed to it now: the attempt
         still owns the job and its run deadline leaves ``need_s`` (the job's timeout plus the
         backstop). Renews the lease. On False the caller removes the container unfed."""
-        with self._tx() as conn:
-            conn.execute(sa.update(Attempt).where(
-                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt
-            ).values(container_id=container_id, container_started_at=now()))
-            done = conn.execute(sa.update(Job).where(
-                self._fenced(job_id, attempt), Job.run_deadline > now() + _seconds(need_s),
-            ).values(container_id=container_id, lease_until=now() + _seconds(lease_s)))
-        return done.rowcount == 1
+        key = uuid.UUID(job_id)
+        noted = (sa.update(Attempt)
+                 .where(Attempt.job_id == key, Attempt.attempt == attempt)
+                 .values(container_id=container_id, container_started_at=now())
+                 .returning(Attempt.attempt).cte("noted"))
+        fed = (sa.update(Job)
+               .where(self._fenced(job_id, attempt), Job.run_deadline > now() + _seconds(need_s))
+               .values(container_id=container_id, lease_until=now() + _seconds(lease_s))
+               .returning(Job.id).cte("fed"))
+        stmt = sa.select(sa.select(sa.func.count()).select_from(fed).scalar_subquery()).add_cte(
+            noted)
+        with self._statement() as conn:
+            return bool(conn.execute(stmt).scalar_one() == 1)
 
     def container_removed(self, job_id: str, attempt: int) -> None:
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(sa.update(Attempt).where(
                 Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt,
                 Attempt.container_removed_at.is_(None),
@@ -172,12 +221,17 @@ class JobStore:
         """Extend the lease; return (still ours, cancel requested)."""
         stmt = (sa.update(Job).where(self._fenced(job_id, attempt))
                 .values(lease_until=now() + _seconds(lease_s)).returning(Job.cancel_requested))
-        with self._tx() as conn:
+        with self._statement() as conn:
             row = conn.execute(stmt).first()
         return (row is not None, bool(row and row.cancel_requested))
 
-    def finish(self, job_id: str, attempt: int, outcome: Outcome, keep_bytes: int) -> bool:
-        """Write the result of this attempt; False when a newer attempt owns the job."""
+    def finish(self, job_id: str, attempt: int, outcome: Outcome, keep_bytes: int, *,
+               container_removed: bool = False) -> bool:
+        """Write the result of this attempt; False when a newer attempt owns the job.
+
+        One statement: the job's row (fenced by the attempt), the attempt's end (and, when the
+        caller removed its container, when), and whether an earlier try of this same write
+        already went through (a retried write whose first COMMIT's reply was lost)."""
         values = {
             "status": Status.FINISHED, "verdict": outcome.verdict,
             "exit_code": outcome.exit_code, "signal": outcome.signal,
@@ -191,16 +245,27 @@ class JobStore:
             "finished_at": now(), "lease_until": None,
         }
         key = uuid.UUID(job_id)
-        with self._tx() as conn:
-            done = conn.execute(sa.update(Job).where(self._fenced(job_id, attempt)).values(values))
-            if not done.rowcount and conn.execute(sa.select(Attempt.attempt).where(
-                    Attempt.job_id == key, Attempt.attempt == attempt,
-                    Attempt.outcome == "finished")).first() is not None:
-                return True  # a retried write whose first COMMIT went through: stored once
-            conn.execute(sa.update(Attempt).where(
-                Attempt.job_id == key, Attempt.attempt == attempt, Attempt.outcome.is_(None),
-            ).values(ended_at=now(), outcome="finished" if done.rowcount else "stale"))
-        return done.rowcount == 1
+        done = (sa.update(Job).where(self._fenced(job_id, attempt)).values(values)
+                .returning(Job.id).cte("done"))
+        wrote = sa.exists(sa.select(done.c.id))
+        removed_at = (sa.func.coalesce(Attempt.container_removed_at, now()) if container_removed
+                      else Attempt.container_removed_at)
+        ended = (sa.update(Attempt)
+                 .where(Attempt.job_id == key, Attempt.attempt == attempt,
+                        Attempt.outcome.is_(None))
+                 .values(ended_at=now(), container_removed_at=removed_at,
+                         outcome=sa.case((wrote, "finished"), else_="stale"))
+                 .returning(Attempt.attempt).cte("ended"))
+        before = sa.exists(sa.select(Attempt.attempt).where(
+            Attempt.job_id == key, Attempt.attempt == attempt, Attempt.outcome == "finished"))
+        stmt = sa.select(wrote.label("wrote"), before.label("before")).add_cte(ended)
+        with self._statement() as conn:
+            row = conn.execute(stmt).one()
+            if row.wrote or row.before:
+                return True
+            # A try of this write that committed while this one waited on the row is not in
+            # this statement's snapshot: look again with a fresh one.
+            return conn.execute(sa.select(before)).scalar_one() is True
 
     def release(self, job_id: str, attempt: int, reason: str) -> bool:
         """Hand the job back to the queue (an infrastructure failure; the retry claims it)."""
@@ -214,7 +279,7 @@ class JobStore:
 
     def fail_queued(self, job_id: str, verdict: str, error: str) -> bool:
         """End a job that never got (or may no longer get) an attempt: cancel, poison, give up."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             done = conn.execute(sa.update(Job).where(
                 Job.id == uuid.UUID(job_id), Job.status != Status.FINISHED
             ).values(status=Status.FINISHED, verdict=verdict, error=error, finished_at=now(),
@@ -265,7 +330,7 @@ class JobStore:
 
     def expired_leases(self, limit: int = 500) -> list[tuple[str, int]]:
         """Running jobs whose worker stopped renewing (for the reaper and reconciler)."""
-        with self._tx() as conn:
+        with self._statement() as conn:
             rows = conn.execute(sa.select(Job.id, Job.attempt).where(
                 Job.status == Status.RUNNING, Job.lease_until < now()
             ).limit(limit)).all()
@@ -283,7 +348,7 @@ class JobStore:
         if not keys:
             return {}
         overdue = sa.func.extract("epoch", now() - Job.lease_until)
-        with self._tx() as conn:
+        with self._statement() as conn:
             rows = conn.execute(sa.select(Job.id, Job.status, Job.attempt,
                                           overdue.label("overdue")).where(Job.id.in_(keys))).all()
         return {str(r.id): (r.status, r.attempt,
@@ -292,7 +357,7 @@ class JobStore:
     def jobs_by_container(self, container_ids: list[str]) -> dict[str, tuple[str, int]]:
         if not container_ids:
             return {}
-        with self._tx() as conn:
+        with self._statement() as conn:
             rows = conn.execute(sa.select(Attempt.container_id, Attempt.job_id, Attempt.attempt)
                                 .where(Attempt.container_id.in_(container_ids))).all()
         return {r.container_id: (str(r.job_id), r.attempt) for r in rows}
@@ -313,7 +378,7 @@ class JobStore:
         """(job id, status) of queued jobs waiting longer than ``older_than_s``, and of running
         jobs free to take over (lease expired and run deadline passed)."""
         cutoff = now() - _seconds(older_than_s)
-        with self._tx() as conn:
+        with self._statement() as conn:
             rows = conn.execute(sa.select(Job.id, Job.status).where(sa.or_(
                 sa.and_(Job.status == Status.QUEUED, Job.queued_at < cutoff,
                         sa.or_(Job.lease_until.is_(None), Job.lease_until < cutoff)),
@@ -323,13 +388,13 @@ class JobStore:
         return [(str(r.id), r.status) for r in rows]
 
     def add_phases(self, job_id: str, phases: dict[str, Any]) -> None:
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(sa.update(Job).where(Job.id == uuid.UUID(job_id)).values(
                 phases=sa.func.coalesce(Job.phases, sa.cast({}, JSONB)).op("||")(
                     sa.cast(phases, JSONB))))
 
     def purge_finished(self, older_than: timedelta) -> int:
-        with self._tx() as conn:
+        with self._statement() as conn:
             done = conn.execute(sa.delete(Job).where(
                 Job.status == Status.FINISHED, Job.finished_at < now() - older_than))
         return done.rowcount

@@ -181,7 +181,10 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     if drain_until is not None and time.monotonic() >= drain_until:
         log.warning("job.drain_timeout", container=cid[:12])
     status = _wait_exit(api, cid)
-    state = call("inspect", lambda: api.inspect_container(cid))["State"]
+    # The engine's OOMKilled flag, asked only when the job did not exit cleanly: on a clean exit
+    # the memory cgroup's own count (read above, while the leaf existed) is the evidence.
+    state = ({} if status == 0 and not oom_events
+             else call("inspect", lambda: api.inspect_container(cid))["State"])
     usage = cgroup.usage(sandbox.plan.cgroup_parent)
     disk = volumes.usage(sandbox.volume) if volumes is not None else None
     out, err = capper.streams["stdout"], capper.streams["stderr"]
