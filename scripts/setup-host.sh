@@ -7,6 +7,7 @@
 #     /var/lib/airlock/volumes.img mounted at /var/lib/airlock/volumes, quota on
 #     (overlay2 on ext4 cannot bound disk use; btrfs qgroups can)
 #   - starts Redis / PostgreSQL if down; creates databases airlock, airlock_test
+#   - builds the job containers' launcher (scripts/build-launcher.sh; only when its source changed)
 #   - builds the images (scripts/build-images.sh; arguments are passed to it)
 # Env: AIRLOCK_VOLUMES_SIZE (default 64G, sparse; used only when creating the file)
 set -euo pipefail
@@ -29,7 +30,7 @@ mkdir -p "$LOG_DIR"
 
 # --- packages ---------------------------------------------------------------
 PACKAGES=(docker.io btrfs-progs debootstrap iptables shellcheck docker-compose
-          jq curl iproute2 psmisc chromium chromium-driver)
+          jq curl iproute2 psmisc chromium chromium-driver gcc libc6-dev)
 command -v psql >/dev/null || PACKAGES+=(postgresql-client)
 command -v redis-cli >/dev/null || PACKAGES+=(redis-tools)
 missing=()
@@ -133,6 +134,10 @@ for db in airlock airlock_test; do
         note "postgresql: created database $db"
     fi
 done
+
+# --- the job containers' launcher (PID 1), built static from workers/launcher.c ---------
+bash "$ROOT_DIR/scripts/build-launcher.sh"
+note "launcher: ${AIRLOCK_LAUNCHER_PATH:-/usr/local/libexec/airlock/airlock-init} up to date"
 
 # --- images -----------------------------------------------------------------
 images_start=$SECONDS
