@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     job_uid: int = 1000
     job_gid: int = 1000
     seccomp_profile: str | None = None  # a path; None means config/seccomp.json
+    # The job containers' PID 1 on the host (scripts/build-launcher.sh builds it from
+    # workers/launcher.c), bound read-only into each one; the same path for a worker in a
+    # container, which must see it there too (docker-compose.yml).
+    launcher_path: str = Field(default="/usr/local/libexec/airlock/airlock-init", pattern=r"^/")
     # A known container escape in the engine's runc that no package patched and no operator
     # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
     runtime_cve_policy: Literal["warn", "refuse"] = "warn"

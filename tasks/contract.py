@@ -98,6 +98,8 @@ def _file_name(name: str) -> str:
     parts = name.split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or len(name) > 255:
         raise JobSpecError(f"files.{name}", "must be a relative path without '..' or empty parts")
+    if "\x00" in name:
+        raise JobSpecError(f"files.{name!r}", "contains a NUL byte")
     return name
 
 
@@ -140,6 +142,8 @@ def resolve(raw: dict[str, Any] | JobSpec, s: Settings) -> tuple[JobSpec, Resolv
     for key in spec.env:
         if not ENV_NAME.match(key) or RESERVED_ENV.match(key):
             raise JobSpecError(f"env.{key}", "is not an allowed variable name")
+        if "\x00" in spec.env[key]:
+            raise JobSpecError(f"env.{key}", "contains a NUL byte")
     argv = tuple(spec.argv) if spec.argv else tuple(
         part.replace("{file}", profile.filename) for part in profile.command
     )

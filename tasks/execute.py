@@ -55,7 +55,7 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
                           attempt=attempt, created=now,
                           deadline=now + s.startup_grace_s + job.limits.timeout_s + s.backstop_s),
         seccomp_json=ctx.seccomp_json, cgroup_parent=f"/airlock/{name}",
-        user=f"{s.job_uid}:{s.job_gid}",
+        launcher_path=s.launcher_path, user=f"{s.job_uid}:{s.job_gid}",
         tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
         max_wait_s=int(s.startup_grace_s),
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers import labels as L
-from workers.launcher import launcher_command
+from workers.launcher import INIT_PATH, launcher_command
 from workers.limits import Limits
 
 CAPABILITIES_KEPT = ("CHOWN", "SETUID", "SETGID")
@@ -33,7 +33,7 @@ class LaunchPlan:
     labels: Mapping[str, str]
     seccomp_json: str
     cgroup_parent: str
-    python: str = "python3"
+    launcher_path: str  # the host's static launcher, bound read-only at INIT_PATH as PID 1
     user: str = "1000:1000"
     network_mode: str = "none"  # or the workspace network, for a job with egress
     dns_options: tuple[str, ...] = ()  # resolv.conf options; never servers of the job's own
@@ -82,6 +82,10 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         # Bind options cannot say nosuid/nodev: the volume filesystem is mounted with them.
         "Binds": [f"{src}:{m['bind']}:rw" for src, m in binds.items()]
         + [f"{src}:{dest}:ro" for src, dest in plan.ro_binds.items()],
+        # The launcher, PID 1: a Mount, not a Bind, so a missing file on the host fails the
+        # create instead of the engine making an empty directory there.
+        "Mounts": [{"Type": "bind", "Source": plan.launcher_path, "Target": INIT_PATH,
+                    "ReadOnly": True}],
         "Tmpfs": tmpfs,
         "ReadonlyRootfs": True,
         "CapDrop": ["ALL"],
@@ -111,7 +115,7 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         host_config["DnsOptions"] = list(plan.dns_options)
     return {
         "image": plan.image,
-        "command": launcher_command(plan.python, plan.max_wait_s),
+        "command": launcher_command(plan.max_wait_s),
         "name": plan.name,
         "hostname": plan.hostname,
         "user": plan.user,

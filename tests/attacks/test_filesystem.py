@@ -123,7 +123,9 @@ def test_a09_proc_and_sys_are_read_only_masked_and_show_only_the_job(attack: Att
     assert all(v in (EROFS, EACCES, ENOENT, EPERM) for v in got["writes"].values()), got["writes"]
     assert all(v <= 0 for v in got["masked"].values()), got["masked"]  # empty or absent
     # PID 1 is the launcher, then the job's python (and nothing of the host or the worker)
-    assert len(got["procs"]) <= 3 and set(got["procs"].values()) <= {"python3"}, got["procs"]
+    assert got["procs"].get("1") == "/.airlock/init", got["procs"]
+    assert len(got["procs"]) <= 3 and set(got["procs"].values()) <= {"/.airlock/init", "python3"}, \
+        got["procs"]
     attack.record("A9", "open for write (then close) core_pattern, sysrq-trigger, drop_caches, "
                   "modprobe, cgroup release_agent and limits, uevent_helper, /proc/1/mem; read "
                   "/proc/kcore, /proc/keys, /proc/timer_list, /sys/firmware; list /proc",

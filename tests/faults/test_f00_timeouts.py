@@ -9,8 +9,6 @@ job's own timeout, even if the worker died. Pure: no services needed.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydantic import ValidationError
 
@@ -18,6 +16,7 @@ from config.settings import LimitBounds, Settings
 from tasks.app import celery_config
 from tasks.contract import resolve
 from tasks.execute import claim_overhead_s, payload_for
+from tests.launcher_frame import decode
 
 pytestmark = [pytest.mark.faults]
 
@@ -48,8 +47,7 @@ def test_f0_celery_gets_the_ordered_limits() -> None:
 def test_f0_the_longest_job_fits_its_container_deadline_and_run_deadline() -> None:
     s = Settings()
     _, job = resolve({"code": "print(1)", "limits": {"timeout_s": s.maximums.timeout_s}}, s)
-    header, body = payload_for(job, s.backstop_s).split(b"\n", 1)
-    deadline_s = json.loads(body[: int(header)])["deadline_s"]
+    deadline_s = decode(payload_for(job, s.backstop_s)).deadline_s
     assert deadline_s == s.maximums.timeout_s + s.backstop_s  # the launcher's own kill
     assert s.startup_grace_s + deadline_s == s.container_deadline_s
     # The attempt's run deadline (claim + overhead + the job's timeout) outlasts the container,

@@ -17,6 +17,7 @@ from tasks import egress
 from tasks.contract import resolve
 from tasks.execute import payload_for, plan_for
 from tasks.preflight import Seen, judge_egress
+from tests.launcher_frame import decode
 from workers import networks
 from workers.spec import build_create_kwargs
 from workers.verdict import Verdict
@@ -29,9 +30,7 @@ def ctx(s: Settings) -> Any:
 
 
 def payload_env(payload: bytes) -> dict[str, str]:
-    header, _, rest = payload.partition(b"\n")
-    env: dict[str, str] = json.loads(rest[: int(header)])["env"]
-    return env
+    return decode(payload).env
 
 
 def test_no_network_is_the_default_and_gets_nothing() -> None:

@@ -15,7 +15,8 @@ DEFAULT = Limits(timeout_s=30, cpus=2, memory_bytes=4 * GiB, pids=256, output_by
 def plan(**changes: object) -> LaunchPlan:
     base = LaunchPlan(name="airlock-x", image="airlock/sandbox:latest", limits=DEFAULT,
                       labels=job_labels(fleet="f", host="h", role="job", job="j", attempt=2),
-                      seccomp_json='{"defaultAction":"SCMP_ACT_ERRNO"}', cgroup_parent="/airlock/x")
+                      seccomp_json='{"defaultAction":"SCMP_ACT_ERRNO"}', cgroup_parent="/airlock/x",
+                      launcher_path="/usr/local/libexec/airlock/airlock-init")
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -62,7 +63,7 @@ def test_container_is_non_root_waits_on_stdin_and_is_labelled() -> None:
     kw = build_create_kwargs(plan())
     assert kw["user"] == "1000:1000"
     assert kw["stdin_open"] is True and kw["detach"] is False and kw["tty"] is False
-    assert kw["command"][:4] == ["python3", "-I", "-S", "-c"]
+    assert kw["command"] == ["/.airlock/init", "900"]  # the launcher, waiting at most 900 s
     labels = kw["labels"]
     assert labels["org.airlock.managed"] == "true" and labels["org.airlock.job"] == "j"
     assert labels["org.airlock.attempt"] == "2" and labels["org.airlock.host"] == "h"
@@ -76,6 +77,15 @@ def test_a_job_without_egress_has_no_network_and_no_extras() -> None:
     hc = kw["host_config"]
     assert kw["network_disabled"] is True and hc["NetworkMode"] == "none"
     assert "DnsOptions" not in hc and "Dns" not in hc and "Binds" not in hc
+
+
+def test_the_launcher_is_the_hosts_binary_mounted_read_only_as_pid_1() -> None:
+    kw = build_create_kwargs(plan(launcher_path="/opt/init", max_wait_s=0))
+    # A Mount, not a Bind: a missing source fails the create (a Bind would make a folder).
+    assert kw["host_config"]["Mounts"] == [
+        {"Type": "bind", "Source": "/opt/init", "Target": "/.airlock/init", "ReadOnly": True}]
+    assert kw["command"] == ["/.airlock/init", "1"]  # waits at least a second
+    assert kw["host_config"]["Init"] is False  # no docker-init: the launcher reaps
 
 
 def test_an_egress_job_joins_the_workspace_network_and_nothing_else_changes() -> None:

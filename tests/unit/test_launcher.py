@@ -1,0 +1,380 @@
+"""The launcher (workers/launcher.c), built from this tree's source and fed frames on the host.
+
+It runs fine outside a container as a normal child: files land in a temporary cwd, and instead
+of kill(-1) (only as PID 1) it kills the job's process group. Under ``unshare --pid`` it is
+PID 1 of a fresh namespace, as in a job container, and kills every process in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.launcher_frame import decode
+from workers import launcher
+from workers.launcher import encode_payload
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = ROOT / "scripts" / "build-launcher.sh"
+PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@pytest.fixture(scope="session")
+def init(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """workers/launcher.c compiled with the build script's own flags."""
+    flags = re.search(r"^CFLAGS=\((.*)\)$", BUILD_SCRIPT.read_text(), re.M)
+    assert flags is not None
+    out = tmp_path_factory.mktemp("launcher") / "airlock-init"
+    subprocess.run(["gcc", *flags.group(1).split(), "-o", str(out), str(launcher.SOURCE)],
+                   check=True, capture_output=True, timeout=120)
+    return out
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    folder = tmp_path / "workspace"
+    folder.mkdir()
+    return folder
+
+
+def frame(cwd: Path, argv: list[str], *, env: Mapping[str, str] | None = None,
+          files: Mapping[str, bytes] | None = None, deadline_s: float = 20.0) -> bytes:
+    return encode_payload(argv=argv, env={"PATH": PATH} if env is None else env,
+                          files=files or {}, deadline_s=deadline_s, cwd=str(cwd))
+
+
+def run(init: Path, stdin: bytes, *, wait_s: int = 10, umask: int = -1, timeout: float = 30,
+        prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*prefix, str(init), str(wait_s)], input=stdin, capture_output=True,
+                          timeout=timeout, umask=umask)
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """The process ended (a zombie waiting for its new parent counts as ended)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# --- the frame ------------------------------------------------------------------------------
+
+def test_the_frame_round_trips() -> None:
+    payload = encode_payload(argv=["python3", "-u", "main.py", "é", ""],
+                             env={"PATH": "/bin", "EMPTY": "", "EQ": "a=b"},
+                             files={"main.py": b"print(1)\n", "d/e/bin": bytes(range(256))},
+                             deadline_s=605.0, cwd="/workspace")
+    assert payload.startswith(b"AIRLOCK1 ")
+    got = decode(payload + b"the job's stdin")
+    assert got.argv == ["python3", "-u", "main.py", "é", ""]
+    assert got.env == {"PATH": "/bin", "EMPTY": "", "EQ": "a=b"}
+    assert got.files == {"main.py": b"print(1)\n", "d/e/bin": bytes(range(256))}
+    assert (got.deadline_ms, got.cwd, got.rest) == (605_000, "/workspace", b"the job's stdin")
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"argv": []}, "argv is empty"),
+    ({"argv": ["a\0b"]}, "NUL"),
+    ({"env": {"A": "x\0"}}, "NUL"),
+    ({"env": {"A=B": "x"}}, "has '='"),
+    ({"env": {"": "x"}}, "empty"),
+    ({"files": {"a\0b": b""}}, "NUL"),
+    ({"deadline_s": -1.0}, "out of range"),
+    ({"deadline_s": float("nan")}, "out of range"),
+    ({"deadline_s": 2.0**32}, "out of range"),
+    ({"cwd": "workspace"}, "absolute"),
+    ({"files": {"big": b"\0" * (launcher.MAX_BODY + 1)}}, "over"),
+])
+def test_the_encoder_refuses_what_the_launcher_would(change: dict[str, object], error: str) -> None:
+    fields: dict[str, object] = {"argv": ["true"], "env": {}, "files": {}, "deadline_s": 1.0}
+    with pytest.raises(ValueError, match=error):
+        encode_payload(**(fields | change))  # type: ignore[arg-type]
+
+
+# --- running a job --------------------------------------------------------------------------
+
+def test_files_land_under_cwd_with_fixed_modes_whatever_the_umask(init: Path, cwd: Path) -> None:
+    files = {"main.py": b"print(1)\n", "a/b/c.bin": bytes(range(256)) * 64, "a/empty": b""}
+    done = run(init, frame(cwd, ["/bin/true"], files=files), umask=0)
+    assert done.returncode == 0, done.stderr
+    for name, data in files.items():
+        assert (cwd / name).read_bytes() == data
+        assert (cwd / name).stat().st_mode & 0o7777 == 0o644
+    assert (cwd / "a").stat().st_mode & 0o7777 == 0o755
+    assert (cwd / "a" / "b").stat().st_mode & 0o7777 == 0o755
+
+
+def test_the_jobs_stdin_follows_the_frame_intact(init: Path, cwd: Path) -> None:
+    data = os.urandom(2 << 20) + b"\n\nAIRLOCK1 12\n"  # raw bytes, newlines, a fake header
+    done = run(init, frame(cwd, ["cat"]) + data)
+    assert done.returncode == 0 and done.stdout == data, (done.returncode, done.stderr)
+
+
+def test_the_job_gets_exactly_its_argv_env_and_cwd(init: Path, cwd: Path) -> None:
+    env = {"A": "1", "EQ": "x=y", "EMPTY": "", "SPACE": " a b ", "U": "é", "LC_ALL": "C.UTF-8"}
+    code = "import os, sys; sys.stdout.write(repr((sys.argv[1:], dict(os.environ), os.getcwd())))"
+    py = shutil.which("python3")
+    assert py is not None
+    done = run(init, frame(cwd, [py, "-I", "-S", "-c", code, "", "two words"], env=env))
+    assert done.returncode == 0, done.stderr
+    assert eval(done.stdout) == (["", "two words"], env, str(cwd))
+
+
+def test_argv0_is_looked_up_on_the_jobs_path(init: Path, cwd: Path, tmp_path: Path) -> None:
+    bin_dir, locked = tmp_path / "bin", tmp_path / "locked"
+    bin_dir.mkdir()
+    locked.mkdir()
+    probe = bin_dir / "airlock-probe"
+    probe.write_text("#!/bin/sh\necho found\n")
+    probe.chmod(0o755)
+    (locked / "airlock-probe").write_text("#!/bin/sh\necho locked\n")  # not executable
+    env = {"PATH": f"/nonexistent:{bin_dir}"}
+    done = run(init, frame(cwd, ["airlock-probe"], env=env))
+    assert (done.returncode, done.stdout) == (0, b"found\n"), done.stderr
+    # Not on the host's PATH: the job's. A hit that cannot run beats later misses (EACCES).
+    done = run(init, frame(cwd, ["airlock-probe"], env={"PATH": f"{locked}:/nonexistent"}))
+    assert done.returncode == 127
+    assert done.stderr == b"airlock: cannot run 'airlock-probe': Permission denied\n"
+    done = run(init, frame(cwd, ["true"], env={}))  # no PATH: /bin:/usr/bin, as Python's
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("argv", "code", "stderr"), [
+    (["sh", "-c", "exit 3"], 3, b""),
+    (["sh", "-c", "kill -TERM $$"], 128 + signal.SIGTERM, b""),
+    (["no-such-program"], 127, b"airlock: cannot run 'no-such-program': No such file or directory\n"),
+    (["/no/such/file"], 127, b"airlock: cannot run '/no/such/file': No such file or directory\n"),
+])
+def test_the_jobs_status_is_the_launchers(init: Path, cwd: Path, argv: list[str], code: int,
+                                          stderr: bytes) -> None:
+    done = run(init, frame(cwd, argv))
+    assert (done.returncode, done.stderr) == (code, stderr)
+
+
+def test_the_job_starts_with_no_signal_blocked_or_ignored(init: Path, cwd: Path) -> None:
+    done = run(init, frame(cwd, ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"]))
+    assert done.stdout.split() == [b"SigBlk:", b"0" * 16, b"SigIgn:", b"0" * 16], done.stderr
+
+
+def test_the_deadline_kills_a_sleeping_job_with_137(init: Path, cwd: Path) -> None:
+    t0 = time.monotonic()
+    done = run(init, frame(cwd, ["sh", "-c", "echo $$; exec sleep 60"], deadline_s=0.5))
+    elapsed = time.monotonic() - t0
+    assert done.returncode == 137, done.stderr
+    assert 0.4 < elapsed < 10, elapsed
+    assert gone(int(done.stdout))
+
+
+def test_the_job_ending_kills_what_it_left_behind(init: Path, cwd: Path) -> None:
+    done = run(init, frame(cwd, ["sh", "-c", "sleep 60 & echo $!; exit 4"]))
+    assert done.returncode == 4, done.stderr
+    assert gone(int(done.stdout))
+
+
+@pytest.fixture
+def pid_namespace() -> tuple[str, ...]:
+    return ("unshare", "--pid", "--fork", "--kill-child")
+
+
+def test_as_pid_1_it_kills_every_process_of_its_namespace(init: Path, cwd: Path,
+                                                           pid_namespace: tuple[str, ...]) -> None:
+    """As in a job container: daemons that left the job's session die with it, at the job's end
+    and at the deadline."""
+    mark = f"{1_000_000 + uuid.uuid4().int % 1_000_000}"
+
+    def sleepers() -> list[int]:
+        return [p.pid for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and p.info["cmdline"][-1] == mark]
+
+    daemon = f"setsid sh -c 'trap \"\" TERM HUP; sleep {mark}' & setsid nohup sleep {mark} &"
+    try:
+        done = run(init, frame(cwd, ["sh", "-c", f"{daemon} sleep 0.3; exit 5"]),
+                   prefix=pid_namespace)
+        assert done.returncode == 5, done.stderr
+        assert all(gone(pid) for pid in sleepers()), sleepers()
+        done = run(init, frame(cwd, ["sh", "-c", f"{daemon} exec sleep {mark}"], deadline_s=0.5),
+                   prefix=pid_namespace)
+        assert done.returncode == 137, done.stderr
+        assert all(gone(pid) for pid in sleepers()), sleepers()
+    finally:
+        for pid in sleepers():
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- files: never through a symlink ---------------------------------------------------------
+
+def test_a_planted_symlink_is_not_followed(init: Path, cwd: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (cwd / "main.py").symlink_to(outside / "target")
+    (cwd / "d").symlink_to(outside)
+    done = run(init, frame(cwd, ["/bin/true"], files={"main.py": b"x"}))
+    assert (done.returncode, done.stderr) == (126, b"airlock: cannot write 'main.py': File exists\n")
+    done = run(init, frame(cwd, ["/bin/true"], files={"d/f": b"x"}))
+    assert done.returncode == 126 and done.stderr.startswith(b"airlock: cannot write 'd/f': ")
+    (cwd / "e").mkdir()
+    (cwd / "e" / "g").symlink_to(outside)
+    done = run(init, frame(cwd, ["/bin/true"], files={"e/g/h/f": b"x"}))
+    assert done.returncode == 126 and done.stderr.startswith(b"airlock: cannot write 'e/g/h/f': ")
+    assert list(outside.iterdir()) == []
+
+
+# --- no payload, a short one, a malformed one -----------------------------------------------
+
+def test_no_job_in_time_exits_125(init: Path) -> None:
+    read_end, write_end = os.pipe()  # stdin stays open, and silent
+    try:
+        t0 = time.monotonic()
+        done = subprocess.run([str(init), "1"], stdin=read_end, capture_output=True, timeout=15)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (125, b"airlock: no job arrived in time\n")
+    assert 0.9 < time.monotonic() - t0 < 10
+
+
+def test_an_empty_or_cut_stdin_exits_125(init: Path, cwd: Path) -> None:
+    assert run(init, b"").stderr == b"airlock: no payload\n"
+    payload = frame(cwd, ["/bin/true"], env={"A": "b"}, files={"f": b"data"})
+    header = payload.index(b"\n") + 1
+    for cut in range(len(payload)):
+        done = run(init, payload[:cut])
+        want = b"airlock: no payload\n" if cut < header else b"airlock: payload cut short\n"
+        assert (done.returncode, done.stderr) == (125, want), cut
+    assert list(cwd.iterdir()) == []  # nothing written from a partial frame
+
+
+def body(*parts: bytes | int) -> bytes:
+    return b"".join(struct.pack(">I", p) if isinstance(p, int) else p for p in parts)
+
+
+def s(text: bytes) -> bytes:
+    return struct.pack(">I", len(text)) + text + b"\0"
+
+
+CWD = s(b"/tmp")
+GOOD = body(1000, CWD, 1, s(b"/bin/true"), 0, 0)
+MALFORMED = {
+    "bad magic": b"AIRLOCK2 5\n",
+    "no length": b"AIRLOCK1 \n",
+    "not digits": b"AIRLOCK1 1x\n",
+    "negative": b"AIRLOCK1 -1\n",
+    "over the max body": b"AIRLOCK1 67108865\n",
+    "endless digits": b"AIRLOCK1 " + b"9" * 40 + b"\n",
+    "endless header": b"AIRLOCK1 " + b"1" * 30,
+    "bytes after the last file": GOOD + b"x",
+    "no argv": body(1000, CWD, 0, 0, 0),
+    "argc past the body": body(1000, CWD, 0xFFFFFFFF, s(b"/bin/true"), 0, 0),
+    "string past the body": body(1000, CWD, 1, 0xFFFFFFFF, b"/bin/true\0", 0, 0),
+    "string one past the body": body(1000, CWD, 1, 10, b"/bin/true\0"),
+    "no NUL after a string": body(1000, CWD, 1, 9, b"/bin/truex", 0, 0),
+    "NUL inside a string": body(1000, CWD, 1, 9, b"/bin\0true\0", 0, 0),
+    "relative cwd": body(1000, s(b"tmp"), 1, s(b"/bin/true"), 0, 0),
+    "env without =": body(1000, CWD, 1, s(b"/bin/true"), 1, s(b"PATH"), 0),
+    "env without a name": body(1000, CWD, 1, s(b"/bin/true"), 1, s(b"=x"), 0),
+    "file count past the body": body(1000, CWD, 1, s(b"/bin/true"), 0, 70000),
+    "file data past the body": body(1000, CWD, 1, s(b"/bin/true"), 0, 1, s(b"f"), 100, b"x"),
+    **{f"file name {name!r}": body(1000, CWD, 1, s(b"/bin/true"), 0, 1, s(name), 0)
+       for name in (b"", b"/etc/x", b"..", b"../x", b"a/../b", b"a//b", b".", b"a/.", b"a/",
+                    b"x" * 256, b"d/" + b"x" * 256)},
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_frame_exits_126_and_runs_nothing(init: Path, name: str) -> None:
+    raw = MALFORMED[name]
+    payload = raw if raw.startswith(b"AIRLOCK") else b"AIRLOCK1 %d\n" % len(raw) + raw
+    done = run(init, payload + b"more stdin")
+    assert (done.returncode, done.stderr) == (126, b"airlock: malformed payload\n"), name
+    assert done.stdout == b""
+
+
+def test_a_well_formed_hand_made_frame_runs(init: Path) -> None:
+    done = run(init, b"AIRLOCK1 %d\n" % len(GOOD) + GOOD)
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
+def test_corrupt_bytes_anywhere_never_crash_it(init: Path, cwd: Path) -> None:
+    """Every byte of a frame in turn set to 0x00, "9", 0x7f and 0xff: a launcher failure, a job
+    failure or a run, never the launcher killed by a signal (memory errors) or hanging."""
+    payload = frame(cwd, ["/bin/true"], env={"A": "b"}, files={"d/f": b"data"}, deadline_s=5)
+    seen: set[int] = set()
+    for i in range(len(payload)):
+        for value in (0x00, 0x39, 0x7F, 0xFF):  # 0x39: "9", a longer frame in the header
+            corrupt = bytearray(payload)
+            corrupt[i] = value
+            done = run(init, bytes(corrupt), timeout=20)
+            assert 0 <= done.returncode <= 127, (i, value, done.returncode, done.stderr)
+            seen.add(done.returncode)
+            shutil.rmtree(cwd)
+            cwd.mkdir()
+    assert seen == {0, 125, 126, 127}, seen
+
+
+def test_a_bad_wait_argument_is_refused(init: Path) -> None:
+    for args in ([], ["x"], ["-1"], [""]):
+        done = subprocess.run([str(init), *args], input=b"", capture_output=True, timeout=10)
+        assert done.returncode == 126 and b"usage" in done.stderr, args
+
+
+# --- the binary a worker binds: present, root's alone, built from this source ---------------
+
+@pytest.fixture
+def installed(init: Path, tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "libexec"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    target = folder / "airlock-init"
+    shutil.copy(init, target)
+    target.chmod(0o755)
+    Path(f"{target}.sha256").write_text(f"{launcher.source_sha256()}  workers/launcher.c\n")
+    yield target
+
+
+def test_a_fresh_root_owned_build_passes(installed: Path) -> None:
+    assert launcher.check_binary(str(installed)) is None
+
+
+def test_a_missing_unsafe_or_stale_binary_is_refused_naming_the_fix(installed: Path) -> None:
+    path = str(installed)
+
+    def problem() -> str:
+        why = launcher.check_binary(path)
+        assert why is not None and "scripts/build-launcher.sh" in why
+        return why
+
+    installed.chmod(0o775)
+    assert "writable by non-root" in problem()
+    installed.chmod(0o754)
+    assert "not executable" in problem()
+    installed.chmod(0o755)
+    os.chown(installed, 1000, 1000)
+    assert "uid 1000" in problem()
+    os.chown(installed, 0, 0)
+    installed.parent.chmod(0o777)
+    assert f"{installed.parent} is writable" in problem()
+    installed.parent.chmod(0o755)
+    Path(f"{path}.sha256").write_text("0" * 64 + "  workers/launcher.c\n")
+    assert "stale" in problem()
+    Path(f"{path}.sha256").unlink()
+    assert "no recorded source hash" in problem()
+    installed.unlink()
+    assert "missing" in problem()
+    installed.symlink_to("/bin/true")
+    assert "not a regular file" in problem()
