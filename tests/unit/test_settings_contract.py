@@ -56,6 +56,8 @@ def test_resolve_applies_defaults_and_builds_argv() -> None:
     ({"code": "x", "files": {"../etc/passwd": "x"}}, "files."),
     ({"code": "x", "env": {"AIRLOCK_DATABASE_URL": "x"}}, "env.AIRLOCK_DATABASE_URL"),
     ({"code": "x", "env": {"HTTP_PROXY": "x"}}, "env.HTTP_PROXY"),
+    ({"code": "x", "env": {"A": "a\x00b"}}, "env.A"),  # the launcher's frame holds C strings
+    ({"code": "x", "files": {"a\x00b": "x"}}, "files."),
     ({"code": "x", "cwd": "/etc"}, "cwd"),
     ({"code": "x", "runtime": "runc"}, "runtime"),
     ({"code": "x", "image": "evil"}, "image"),
