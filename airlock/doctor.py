@@ -212,6 +212,17 @@ def check_seccomp(api: Any, s: Settings) -> Check:
     return Check("seccomp", Status.OK, f"profile {sha} loads and refuses io_uring_setup (EPERM)")
 
 
+def check_launcher(s: Settings) -> Check:
+    """The job containers' PID 1 on this host: present, root's alone, built from this source."""
+    from workers.launcher import check_binary, source_sha256
+
+    problem = check_binary(s.launcher_path)
+    if problem:
+        return Check("launcher", Status.FAIL, problem)
+    return Check("launcher", Status.OK,
+                 f"{s.launcher_path} (static, from launcher.c {source_sha256()[:12]})")
+
+
 def check_firewall(script: Path = FIREWALL_VERIFY) -> Check:
     if not script.exists():
         return Check("firewall", Status.FAIL, f"{script} not found")
@@ -331,6 +342,7 @@ def run_checks(s: Settings, accepted: Iterable[str] = ()) -> list[Check]:
         ("cgroup", check_cgroup),
         ("disk bound", lambda: check_disk(s)),
         ("seccomp", docker(lambda a: check_seccomp(a, s))),
+        ("launcher", lambda: check_launcher(s)),
         ("firewall", check_firewall),
         ("networks", docker(check_networks)),
         ("sandbox image", docker(lambda a: check_images(a, s))),

@@ -12,6 +12,10 @@ The last result stays available (``last_result``) for the metrics endpoint.
 The runtime check reports the engine's Docker and runc versions against known container
 escapes (``airlock.doctor``); ``runtime_cve_policy`` decides whether an unpatched one refuses
 the start (``refuse``) or is logged (``warn``, the default: see docs/attacks.md).
+
+First of all, the launcher (every job container's PID 1, ``Settings.launcher_path``) must be a
+root-owned executable built from this package's ``workers/launcher.c``; if not, the preflight
+fails at once, naming the fix (scripts/build-launcher.sh), and no canary runs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import structlog
 
 from config.settings import Settings
 from tasks.contract import resolve
-from workers import engine, runner
+from workers import engine, launcher, runner
 from workers.runner import RunOutcome
 from workers.verdict import Verdict, classify
 
@@ -351,6 +355,12 @@ def _firewall(s: Settings) -> dict[str, str]:
     return {"firewall": f"refuse: {problem}" if problem else "ok: every rule in place"}
 
 
+def launcher_check(s: Settings) -> dict[str, str]:
+    """The launcher binary bound into every job container: present, root's, not stale."""
+    problem = launcher.check_binary(s.launcher_path)
+    return {"launcher": f"refuse: {problem}" if problem else f"ok: {s.launcher_path}"}
+
+
 def runtime_check(s: Settings) -> dict[str, str]:
     try:
         from airlock import doctor
@@ -367,10 +377,12 @@ def runtime_check(s: Settings) -> dict[str, str]:
 
 def run(s: Settings) -> PreflightResult:
     """Run every canary at once and the runtime check; remember and return the result."""
-    global _last
     from tasks.context import build_context
 
     t0 = time.monotonic()
+    init = launcher_check(s)
+    if init["launcher"].startswith("refuse"):
+        return _remember(PreflightResult(False, (), init, time.monotonic() - t0))
     ctx = build_context(s)
     results: dict[str, CanaryResult] = {}
     todo = canaries(s)
@@ -382,19 +394,24 @@ def run(s: Settings) -> PreflightResult:
     try:
         for t in threads:
             t.start()
-        runtime = runtime_check(s) | _firewall(s)
+        runtime = init | runtime_check(s) | _firewall(s)
         for t in threads:
             t.join()
     finally:
         ctx.store.engine.dispose()
         ctx.redis.close()
     done = tuple(results[c.name] for c in todo)
-    result = PreflightResult(all(c.contained for c in done) and
-                             not any(v.startswith("refuse") for v in runtime.values()),
-                             done, runtime, time.monotonic() - t0)
+    return _remember(PreflightResult(all(c.contained for c in done) and
+                                     not any(v.startswith("refuse") for v in runtime.values()),
+                                     done, runtime, time.monotonic() - t0))
+
+
+def _remember(result: PreflightResult) -> PreflightResult:
+    global _last
     with _last_lock:
         _last = result
     log.info("preflight", ok=result.ok, seconds=round(result.seconds, 2),
-             canaries={c.name: c.detail if not c.contained else round(c.seconds, 2) for c in done},
-             runtime=runtime)
+             canaries={c.name: c.detail if not c.contained else round(c.seconds, 2)
+                       for c in result.canaries},
+             runtime=result.runtime)
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -16,12 +17,12 @@ from tests.ops.conftest import free_port
 from tests.ops.stack import empty_database
 from tests.services import ROOT, worker_env
 
-CHECKS = ["docker engine", "runc", "cgroup", "disk bound", "seccomp", "firewall", "networks",
-          "sandbox image", "redis", "postgresql", "migrations"]
+CHECKS = ["docker engine", "runc", "cgroup", "disk bound", "seccomp", "launcher", "firewall",
+          "networks", "sandbox image", "redis", "postgresql", "migrations"]
 # What this host must pass whatever else is going on (the firewall rules and networks belong
 # to the network set-up, whose own tests cover them).
-MUST_PASS = ["docker engine", "cgroup", "disk bound", "seccomp", "sandbox image", "redis",
-             "postgresql", "migrations"]
+MUST_PASS = ["docker engine", "cgroup", "disk bound", "seccomp", "launcher", "sandbox image",
+             "redis", "postgresql", "migrations"]
 
 
 def doctor(s: Settings, *args: str, **env: str) -> tuple[int, str]:
@@ -75,3 +76,12 @@ def test_doctor_fails_and_names_what_is_wrong(settings: Settings) -> None:
     assert "FAIL" in table["migrations"] and "airlock db upgrade" in table["migrations"]
     assert "FAIL" in table["redis"] and "ok" in table["postgresql"]
     assert "ok" in table["docker engine"]
+
+
+@pytest.mark.integration
+def test_doctor_fails_without_the_launcher_and_names_the_fix(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    code, out = doctor(settings, "--json", AIRLOCK_LAUNCHER_PATH=str(tmp_path / "airlock-init"))
+    launcher = by_name(out)["launcher"]
+    assert code == 1 and launcher["status"] == "fail", launcher
+    assert "missing" in launcher["detail"] and "scripts/build-launcher.sh" in launcher["detail"]

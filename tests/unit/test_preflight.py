@@ -115,3 +115,13 @@ def test_every_canary_is_a_valid_job_within_the_fleet_bounds() -> None:
     for canary in preflight.canaries(s):
         resolve(canary.spec, s)  # raises JobSpecError if a canary asked for too much
 
+
+
+def test_a_missing_launcher_refuses_the_start_before_any_canary(tmp_path: Any) -> None:
+    # Returns before connecting anywhere: no engine, database or Redis is needed for this.
+    s = Settings(launcher_path=str(tmp_path / "airlock-init"), database_url="postgresql://x@nowhere/x")
+    result = preflight.run(s)
+    assert not result.ok and result.canaries == ()
+    [failure] = result.failures
+    assert failure.startswith("launcher: refuse: launcher ") and "build-launcher.sh" in failure
+    assert preflight.last_result() is result
