@@ -126,7 +126,9 @@ def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[st
     mounts = {v.split(":")[1]: v.split(":")[0] for v in worker["volumes"]}
     assert mounts == {"/var/run/docker.sock": "/var/run/docker.sock",
                       "/sys/fs/cgroup": "/sys/fs/cgroup",
-                      "/var/lib/airlock/volumes": "/var/lib/airlock/volumes"}
+                      "/var/lib/airlock/volumes": "/var/lib/airlock/volumes",
+                      "/usr/local/libexec/airlock": "/usr/local/libexec/airlock"}
+    assert "/usr/local/libexec/airlock:/usr/local/libexec/airlock:ro" in worker["volumes"]
     assert worker["networks"] == {"backend": None} and "ports" not in worker
     for service in (flower, resolved["services"]["migrate"]):
         assert service["user"] == "65534:65534" and service["cap_drop"] == ["ALL"]
