@@ -82,6 +82,8 @@ def check_binary(host_path: str) -> str | None:
         return f"launcher {host_path} is missing ({exc.strerror}); {BUILD_FIX}"
     if not path.is_file() or path.is_symlink():
         return f"launcher {host_path} is not a regular file; {BUILD_FIX}"
+    if st.st_mode & 0o6000:
+        return f"launcher {host_path} is set-user/group-ID (mode {st.st_mode & 0o7777:o}); {BUILD_FIX}"
     if st.st_mode & 0o111 != 0o111:
         return f"launcher {host_path} is not executable by all (mode {st.st_mode & 0o7777:o}); {BUILD_FIX}"
     # Root's alone: the file and every folder above it (a sticky folder such as /tmp may be

@@ -230,7 +230,7 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
 
     expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/dev/shm", "/sys",
                 "/sys/fs/cgroup", "/tmp", "/var/tmp", "/run", "/workspace", "/opt/venv",
-                "/home/appuser", "/etc/hostname"}
+                "/home/appuser", "/etc/hostname", "/.airlock/init"}
     extra = set(by_point) - expected - DOCKER_MASKS - DOCKER_READ_ONLY - CGROUPS
     assert not extra, extra
     assert expected <= set(by_point), expected - set(by_point)
@@ -251,12 +251,15 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
             assert "ro" in opts(point), point  # (the /dev/null masks are empty files)
     host_binds = [r for r in rows if r["fstype"] not in ("tmpfs", "proc", "sysfs", "devpts",
                                                          "mqueue", "cgroup", "overlay", "btrfs")]
-    assert [r["point"] for r in host_binds] == ["/etc/hostname"], host_binds
+    assert sorted(r["point"] for r in host_binds) == ["/.airlock/init", "/etc/hostname"], host_binds
+    # The launcher (PID 1): the host's build, read-only, the one file of its folder.
+    assert "ro" in opts("/.airlock/init") and "ro" in opts("/etc/hostname")
+    assert by_point["/.airlock/init"]["root"] == attack.settings.launcher_path
     attack.record("A12", "read /proc/self/mountinfo", f"{len(rows)} mounts: read-only overlay "
                   "root; sized tmpfs nosuid,nodev,noexec (/tmp 1G, /var/tmp 512M, /run 64M, "
                   "/dev/shm 64M); /workspace, /opt/venv, /home/appuser from one per-job btrfs "
-                  "subvolume (nosuid,nodev); Docker's masks read-only; the only host file is "
-                  "/etc/hostname (ro)", record, volume=volume.pop())
+                  "subvolume (nosuid,nodev); Docker's masks read-only; the only host files are "
+                  "/etc/hostname and the launcher at /.airlock/init (both ro)", record, volume=volume.pop())
 
 
 PLANT_LINKS = r"""

@@ -363,6 +363,8 @@ def test_a_missing_unsafe_or_stale_binary_is_refused_naming_the_fix(installed: P
     assert "writable by non-root" in problem()
     installed.chmod(0o754)
     assert "not executable" in problem()
+    installed.chmod(0o4755)
+    assert "set-user/group-ID" in problem()
     installed.chmod(0o755)
     os.chown(installed, 1000, 1000)
     assert "uid 1000" in problem()
