@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import docker
 import psutil
 import redis
+import requests
 import sqlalchemy as sa
 from pydantic import BaseModel, SecretStr
 
@@ -121,7 +122,9 @@ class RedisServer:
 # --------------------------------------------------------------------------------------------
 # PostgreSQL proxy
 
-COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
+# The server's ReadyForQuery with status idle: the transaction is over, committed (an explicit
+# COMMIT, or a statement run in autocommit, as the result write is).
+COMMIT_DONE = b"Z\x00\x00\x00\x05I"
 FINISH_SQL = b"stdout_truncated="  # only the result write sets this column
 
 
@@ -146,7 +149,8 @@ class PgProxy:
     """Forwards 127.0.0.1:<port> to PostgreSQL, with faults on demand.
 
     ``mode`` decides what happens to a connection once it sent a statement containing
-    ``pattern``: "drop_after_commit" closes it as soon as the server confirms the COMMIT
+    ``pattern``: "drop_after_commit" closes it as soon as the server says the transaction
+    committed
     (the transaction is durable, the client never hears so); "hold_statement" stops
     forwarding at that statement (it never reaches the server); "hold_after_commit" lets
     the COMMIT happen and withholds the reply. ``fired`` is set when it happened.
@@ -539,18 +543,29 @@ def stop_all(workers: list[WorkerProcess]) -> None:
             w.proc.wait(10)
 
 
+def _answers(engine: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(engine.removeprefix("unix://"))
+        except OSError:
+            return False
+    return True
+
+
 def remove_fleet_containers(fleet: str, engines: tuple[str, ...]) -> int:
     removed = 0
     for engine in engines:
-        try:
-            api = docker.APIClient(base_url=engine, version="auto", timeout=30)
-        except docker.errors.DockerException:
+        # docker-py leaks the socket of a failed connect (its unix transport does not close it),
+        # and the GC's ResourceWarning then fails whichever test runs next: look first.
+        if not _answers(engine):
             continue
+        api = docker.APIClient(base_url=engine, version="auto", timeout=30)
         try:
             for c in api.containers(all=True, filters={"label": [f"{L.FLEET}={fleet}"]}):
                 api.remove_container(c["Id"], force=True)
                 removed += 1
-        except docker.errors.DockerException:
+        except (docker.errors.DockerException, requests.RequestException):
             pass
         finally:
             api.close()
