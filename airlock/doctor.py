@@ -65,15 +65,37 @@ class RuncVersion(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class KnownCve:
     cve: str
-    fixed_in: RuncVersion
+    fixed_in: tuple[RuncVersion, ...]  # the first fixed release of each maintained line
     summary: str
+    # "job": a process inside a container can use it; "image": it takes a crafted image or
+    # container configuration at creation, which Airlock's jobs never choose (the operator's
+    # allowlisted images, Airlock's own create arguments, nothing exec'd into a container).
+    reach: str = "job"
+
+    def affects(self, version: RuncVersion) -> bool:
+        """Older than every fix, or on a line whose fix came later than this version."""
+        for fixed in sorted(self.fixed_in):
+            if version < fixed:
+                return True
+            if (version.major, version.minor) == (fixed.major, fixed.minor):
+                return False
+        return False
 
 
 KNOWN_RUNC_CVES = (
-    KnownCve("CVE-2019-5736", RuncVersion(1, 0, 0, 7),
+    KnownCve("CVE-2019-5736", (RuncVersion(1, 0, 0, 7),),
              "a container process can overwrite the host's runc binary"),
-    KnownCve("CVE-2024-21626", RuncVersion(1, 1, 12),
+    KnownCve("CVE-2024-21626", (RuncVersion(1, 1, 12),),
              "leaked fd: a container's working directory in the host filesystem"),
+    # The runc advisories of 5 November 2025: races on the mounts runc makes while it creates a
+    # container, steered by the image's own files (symlinks at /dev/null, /dev/console, /proc).
+    KnownCve("CVE-2025-31133", (RuncVersion(1, 2, 8), RuncVersion(1, 3, 3), RuncVersion(1, 4, 0, 3)),
+             "masked paths redirected by a crafted image: host files writable", reach="image"),
+    KnownCve("CVE-2025-52565", (RuncVersion(1, 2, 8), RuncVersion(1, 3, 3), RuncVersion(1, 4, 0, 3)),
+             "/dev/console bind-mount redirected by a crafted image", reach="image"),
+    KnownCve("CVE-2025-52881", (RuncVersion(1, 2, 8), RuncVersion(1, 3, 3), RuncVersion(1, 4, 0, 3)),
+             "procfs writes redirected during creation: LSM labels and sysctls bypassed",
+             reach="image"),
 )
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-~.]?rc\.?(\d+))?")
 
@@ -89,7 +111,7 @@ def parse_runc_version(text: str) -> RuncVersion | None:
 
 def open_cves(version: RuncVersion) -> list[KnownCve]:
     """The known escapes this version predates the fix of."""
-    return [known for known in KNOWN_RUNC_CVES if version < known.fixed_in]
+    return [known for known in KNOWN_RUNC_CVES if known.affects(version)]
 
 
 def cves_in_changelog(text: str) -> set[str]:
@@ -106,17 +128,22 @@ def judge_runc(version_text: str, backported: Iterable[str] = (),
     backported, accepted = set(backported), set(accepted)
     notes, unresolved = [], []
     for known in open_cves(version):
-        where = f"{known.cve} (fixed in {known.fixed_in}: {known.summary})"
+        fixes = "/".join(str(v) for v in known.fixed_in)
+        where = f"{known.cve} (fixed in {fixes}: {known.summary})"
         if known.cve in backported:
             notes.append(f"{where}: patched by the distribution's package {package}".rstrip())
         elif known.cve in accepted:
             notes.append(f"{where}: accepted by the operator")
+        elif known.reach == "image":
+            notes.append(f"{where}: needs a crafted image or configuration, which jobs do not"
+                         " choose; upgrade runc all the same")
         else:
             unresolved.append(where)
     if unresolved:
         hint = "upgrade runc, or accept with --allow-known-cve after reading docs/operations.md"
+        also = f"; it also predates {'; '.join(notes)}" if notes else ""
         return Check("runc", Status.FAIL,
-                     f"runc {version_text} is vulnerable to {'; '.join(unresolved)}; {hint}")
+                     f"runc {version_text} is vulnerable to {'; '.join(unresolved)}; {hint}{also}")
     if notes:
         return Check("runc", Status.WARN, f"runc {version_text} predates {'; '.join(notes)}")
     fixed = ", ".join(known.cve for known in KNOWN_RUNC_CVES)

@@ -55,8 +55,8 @@ def test_doctor_checks_this_host(settings: Settings) -> None:
 
     runc = parse_runc_version(engine_runc())
     assert runc is not None
-    open_cves = [k.cve for k in KNOWN_RUNC_CVES if runc < k.fixed_in]
-    if open_cves:  # this host: runc 1.1.5, before the CVE-2024-21626 fix
+    open_cves = [k.cve for k in KNOWN_RUNC_CVES if k.affects(runc)]
+    if open_cves:  # this host: runc 1.1.5, before the CVE-2024-21626 and 2025 fixes
         assert checks["runc"]["status"] in ("warn", "fail")
         assert all(cve in checks["runc"]["detail"] for cve in open_cves)
         _, accepted = doctor(settings, "--json", *[f"--allow-known-cve={c}" for c in open_cves])

@@ -40,13 +40,23 @@ def test_a_release_candidate_sorts_before_its_release() -> None:
     assert str(RuncVersion(1, 0, 0, 7)) == "1.0.0-rc7" and RuncVersion(1, 1, 5).rc == FINAL
 
 
+NOV_2025 = ["CVE-2025-31133", "CVE-2025-52565", "CVE-2025-52881"]
+
+
 @pytest.mark.parametrize(("version", "cves"), [
-    ("1.0.0-rc6", ["CVE-2019-5736", "CVE-2024-21626"]),
-    ("1.0-rc7", ["CVE-2024-21626"]),  # the first fixed release of CVE-2019-5736
-    ("1.1.5", ["CVE-2024-21626"]),  # this host's engine
-    ("1.1.11", ["CVE-2024-21626"]),
-    ("1.1.12", []),
-    ("1.2.0", []),
+    ("1.0.0-rc6", ["CVE-2019-5736", "CVE-2024-21626", *NOV_2025]),
+    ("1.0-rc7", ["CVE-2024-21626", *NOV_2025]),  # the first fixed release of CVE-2019-5736
+    ("1.1.5", ["CVE-2024-21626", *NOV_2025]),  # this host's engine
+    ("1.1.11", ["CVE-2024-21626", *NOV_2025]),
+    ("1.1.12", NOV_2025),
+    ("1.2.0", NOV_2025),
+    ("1.2.7", NOV_2025),
+    ("1.2.8", []),  # each maintained line got its own fix
+    ("1.3.2", NOV_2025),
+    ("1.3.3", []),
+    ("1.4.0-rc2", NOV_2025),
+    ("1.4.0-rc3", []),
+    ("1.4.1", []),
 ])
 def test_known_escapes_by_version(version: str, cves: list[str]) -> None:
     parsed = parse_runc_version(version)
@@ -59,7 +69,14 @@ def test_a_vulnerable_runc_fails_and_says_how_to_resolve_it() -> None:
     assert check.status is Status.FAIL
     assert "CVE-2024-21626" in check.detail and "1.1.12" in check.detail
     assert "--allow-known-cve" in check.detail
-    assert judge_runc("1.0.0-rc6").detail.count("CVE-") == 2
+    assert judge_runc("1.0.0-rc6").detail.count("CVE-") == 2 + len(NOV_2025)
+
+
+def test_an_escape_that_takes_a_crafted_image_warns_rather_than_fails() -> None:
+    check = judge_runc("1.2.3")
+    assert check.status is Status.WARN
+    assert all(cve in check.detail for cve in NOV_2025) and "1.2.8/1.3.3" in check.detail
+    assert "crafted image" in check.detail and "upgrade runc" in check.detail
 
 
 def test_a_distribution_backport_or_an_operators_acceptance_turns_it_into_a_warning() -> None:
@@ -72,8 +89,8 @@ def test_a_distribution_backport_or_an_operators_acceptance_turns_it_into_a_warn
 
 
 def test_a_fixed_or_unreadable_runc() -> None:
-    assert judge_runc("1.1.12").status is Status.OK
-    assert judge_runc("1.2.3").status is Status.OK
+    assert judge_runc("1.2.8").status is Status.OK
+    assert judge_runc("1.3.3").status is Status.OK
     unknown = judge_runc("unknown")
     assert unknown.status is Status.WARN and "cannot read" in unknown.detail
 
