@@ -217,6 +217,16 @@ def test_as_pid_1_it_kills_every_process_of_its_namespace(init: Path, cwd: Path,
             os.kill(pid, signal.SIGKILL)
 
 
+def test_as_pid_1_no_signal_from_the_job_ends_it(init: Path, cwd: Path,
+                                                 pid_namespace: tuple[str, ...]) -> None:
+    """PID 1 keeps no signal handler once its job arrived, so the kernel drops every signal a
+    process of its namespace sends it (SIGKILL and SIGSTOP included)."""
+    kills = "; ".join(f"kill -{sig} 1" for sig in ("ALRM", "TERM", "INT", "HUP", "USR1", "STOP",
+                                                   "KILL"))
+    done = run(init, frame(cwd, ["sh", "-c", f"{kills}; sleep 0.2; exit 7"]), prefix=pid_namespace)
+    assert (done.returncode, done.stderr) == (7, b"")
+
+
 # --- files: never through a symlink ---------------------------------------------------------
 
 def test_a_planted_symlink_is_not_followed(init: Path, cwd: Path, tmp_path: Path) -> None:
