@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import UUID as UUID_T
 from sqlalchemy.engine import Connection, Engine
 
 from airlock.errors import DatabaseUnavailable, JobNotFound
@@ -90,6 +91,108 @@ def make_engine(url: str, ping_after_idle_s: float = PING_AFTER_IDLE_S) -> Engin
     return engine
 
 
+# --- the hot path's statements, built once ------------------------------------------------
+# Each is one statement (data-modifying CTEs share one snapshot and commit together) built
+# with bind parameters at import, so SQLAlchemy compiles it once per process, not per job.
+
+def P(name: str, type_: Any) -> Any:
+    """A bind parameter named ``p_<name>``: a plain column name would also become a SET value
+    of every UPDATE in the statement whose table has that column."""
+    return sa.bindparam(f"p_{name}", type_=type_)
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {f"p_{k}": v for k, v in values.items()}
+
+
+def _secs(name: str) -> Any:
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, P(name, type_=sa.Float))
+
+
+def _fenced_by_params() -> Any:
+    return sa.and_(Job.id == P("job_id", type_=UUID_T), Job.attempt == P("attempt", type_=sa.Integer),
+                   Job.status == Status.RUNNING)
+
+
+def _claim_statement() -> Any:
+    stale = sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
+                    Job.run_deadline < now())
+    timeout_s = sa.func.coalesce(sa.cast(Job.limits["timeout_s"].astext, sa.Float), 0.0)
+    run_deadline = now() + sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, timeout_s + P("overhead_s", type_=sa.Float))
+    claimed = (
+        sa.update(Job)
+        .where(Job.id == P("job_id", type_=UUID_T), sa.or_(Job.status == Status.QUEUED, stale),
+               Job.cancel_requested.is_(False))
+        .values(status=Status.RUNNING, attempt=Job.attempt + 1,
+                worker_host=P("host", type_=sa.Text), lease_until=now() + _secs("lease_s"),
+                run_deadline=run_deadline, started_at=now(), container_id=None)
+        .returning(Job.id, Job.attempt, Job.spec, Job.queued_at, Job.started_at)
+        .cte("claimed")
+    )
+    # One statement, one snapshot: the count sees the attempts before the two writes.
+    lost = (sa.update(Attempt)
+            .where(Attempt.job_id == sa.select(claimed.c.id).scalar_subquery(),
+                   Attempt.outcome.is_(None))
+            .values(outcome="lost", ended_at=sa.func.coalesce(Attempt.ended_at, now()))
+            .cte("lost"))
+    added = (insert(Attempt).from_select(["job_id", "attempt", "worker_host"], sa.select(
+        claimed.c.id, claimed.c.attempt, P("host", type_=sa.Text))).cte("added"))
+    unfinished = sa.select(sa.func.count()).where(
+        Attempt.job_id == claimed.c.id,
+        sa.or_(Attempt.outcome.is_(None), Attempt.outcome == "lost")).scalar_subquery()
+    return sa.select(claimed.c.attempt, claimed.c.spec, claimed.c.queued_at,
+                     claimed.c.started_at, unfinished.label("unfinished")).add_cte(lost, added)
+
+
+def _container_started_statement() -> Any:
+    noted = (sa.update(Attempt)
+             .where(Attempt.job_id == P("job_id", type_=UUID_T),
+                    Attempt.attempt == P("attempt", type_=sa.Integer))
+             .values(container_id=P("container_id", type_=sa.Text), container_started_at=now())
+             .returning(Attempt.attempt).cte("noted"))
+    fed = (sa.update(Job)
+           .where(_fenced_by_params(), Job.run_deadline > now() + _secs("need_s"))
+           .values(container_id=P("container_id", type_=sa.Text),
+                   lease_until=now() + _secs("lease_s"))
+           .returning(Job.id).cte("fed"))
+    return sa.select(sa.select(sa.func.count()).select_from(fed).scalar_subquery()).add_cte(noted)
+
+
+RESULT_COLUMNS = ("verdict", "exit_code", "signal", "stdout", "stderr", "stdout_bytes",
+                  "stderr_bytes", "stdout_truncated", "stderr_truncated", "wall_ms", "cpu_ms",
+                  "peak_memory_bytes", "evidence", "phases", "provenance", "error")
+
+
+def _finish_statements() -> tuple[Any, Any]:
+    """(the result write, the look again at whether this attempt's write already went in)."""
+    cols = Job.__table__.c
+    values: dict[str, Any] = {name: P(name, type_=cols[name].type) for name in RESULT_COLUMNS}
+    done = (sa.update(Job).where(_fenced_by_params())
+            .values(status=Status.FINISHED, finished_at=now(), lease_until=None, **values)
+            .returning(Job.id).cte("done"))
+    wrote = sa.exists(sa.select(done.c.id))
+    removed_at = sa.case((P("container_removed", type_=sa.Boolean),
+                          sa.func.coalesce(Attempt.container_removed_at, now())),
+                         else_=Attempt.container_removed_at)
+    ended = (sa.update(Attempt)
+             .where(Attempt.job_id == P("job_id", type_=UUID_T),
+                    Attempt.attempt == P("attempt", type_=sa.Integer), Attempt.outcome.is_(None))
+             .values(ended_at=now(), container_removed_at=removed_at,
+                     outcome=sa.case((wrote, "finished"), else_="stale"))
+             .returning(Attempt.attempt).cte("ended"))
+    before = sa.exists(sa.select(Attempt.attempt).where(
+        Attempt.job_id == P("job_id", type_=UUID_T),
+        Attempt.attempt == P("attempt", type_=sa.Integer), Attempt.outcome == "finished"))
+    return (sa.select(wrote.label("wrote"), before.label("before")).add_cte(ended),
+            sa.select(before))
+
+
+CLAIM = _claim_statement()
+CONTAINER_STARTED = _container_started_statement()
+FINISH, FINISHED_BEFORE = _finish_statements()
+
+
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -153,36 +256,10 @@ class JobStore:
         passed (or the reaper removed its container and released it), so two containers never
         run one job at once.
         """
-        key = uuid.UUID(job_id)
-        stale = sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
-                        Job.run_deadline < now())
-        timeout_s = sa.func.coalesce(sa.cast(Job.limits["timeout_s"].astext, sa.Float), 0.0)
-        run_deadline = now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, timeout_s + overhead_s)
-        claimed = (
-            sa.update(Job)
-            .where(Job.id == key, sa.or_(Job.status == Status.QUEUED, stale),
-                   Job.cancel_requested.is_(False))
-            .values(status=Status.RUNNING, attempt=Job.attempt + 1, worker_host=host,
-                    lease_until=now() + _seconds(lease_s), run_deadline=run_deadline,
-                    started_at=now(), container_id=None)
-            .returning(Job.id, Job.attempt, Job.spec, Job.queued_at, Job.started_at)
-            .cte("claimed")
-        )
-        # One statement, one snapshot: the count sees the attempts before the two writes.
-        lost = (sa.update(Attempt)
-                .where(Attempt.job_id == sa.select(claimed.c.id).scalar_subquery(),
-                       Attempt.outcome.is_(None))
-                .values(outcome="lost", ended_at=sa.func.coalesce(Attempt.ended_at, now()))
-                .cte("lost"))
-        added = (insert(Attempt).from_select(["job_id", "attempt", "worker_host"], sa.select(
-            claimed.c.id, claimed.c.attempt, sa.literal(host, sa.Text))).cte("added"))
-        unfinished = sa.select(sa.func.count()).where(
-            Attempt.job_id == claimed.c.id,
-            sa.or_(Attempt.outcome.is_(None), Attempt.outcome == "lost")).scalar_subquery()
-        stmt = sa.select(claimed.c.attempt, claimed.c.spec, claimed.c.queued_at,
-                         claimed.c.started_at, unfinished.label("unfinished")).add_cte(lost, added)
+        params = _params(job_id=uuid.UUID(job_id), host=host, lease_s=lease_s,
+                         overhead_s=overhead_s)
         with self._statement() as conn:
-            row = conn.execute(stmt).first()
+            row = conn.execute(CLAIM, params).first()
         if row is None:
             return None
         return Claim(job_id, row.attempt, row.spec, row.queued_at, row.started_at, row.unfinished)
@@ -196,19 +273,10 @@ class JobStore:
         """Record the attempt's container; True when the job may be fed to it now: the attempt
         still owns the job and its run deadline leaves ``need_s`` (the job's timeout plus the
         backstop). Renews the lease. On False the caller removes the container unfed."""
-        key = uuid.UUID(job_id)
-        noted = (sa.update(Attempt)
-                 .where(Attempt.job_id == key, Attempt.attempt == attempt)
-                 .values(container_id=container_id, container_started_at=now())
-                 .returning(Attempt.attempt).cte("noted"))
-        fed = (sa.update(Job)
-               .where(self._fenced(job_id, attempt), Job.run_deadline > now() + _seconds(need_s))
-               .values(container_id=container_id, lease_until=now() + _seconds(lease_s))
-               .returning(Job.id).cte("fed"))
-        stmt = sa.select(sa.select(sa.func.count()).select_from(fed).scalar_subquery()).add_cte(
-            noted)
+        params = _params(job_id=uuid.UUID(job_id), attempt=attempt, container_id=container_id,
+                         lease_s=lease_s, need_s=need_s)
         with self._statement() as conn:
-            return bool(conn.execute(stmt).scalar_one() == 1)
+            return bool(conn.execute(CONTAINER_STARTED, params).scalar_one() == 1)
 
     def container_removed(self, job_id: str, attempt: int) -> None:
         with self._statement() as conn:
@@ -232,40 +300,24 @@ class JobStore:
         One statement: the job's row (fenced by the attempt), the attempt's end (and, when the
         caller removed its container, when), and whether an earlier try of this same write
         already went through (a retried write whose first COMMIT's reply was lost)."""
-        values = {
-            "status": Status.FINISHED, "verdict": outcome.verdict,
-            "exit_code": outcome.exit_code, "signal": outcome.signal,
-            "stdout": outcome.stdout[:keep_bytes], "stderr": outcome.stderr[:keep_bytes],
-            "stdout_bytes": outcome.stdout_bytes, "stderr_bytes": outcome.stderr_bytes,
-            "stdout_truncated": outcome.stdout_bytes > min(len(outcome.stdout), keep_bytes),
-            "stderr_truncated": outcome.stderr_bytes > min(len(outcome.stderr), keep_bytes),
-            "wall_ms": outcome.wall_ms, "cpu_ms": outcome.cpu_ms,
-            "peak_memory_bytes": outcome.peak_memory_bytes, "evidence": outcome.evidence,
-            "phases": outcome.phases, "provenance": outcome.provenance, "error": outcome.error,
-            "finished_at": now(), "lease_until": None,
-        }
-        key = uuid.UUID(job_id)
-        done = (sa.update(Job).where(self._fenced(job_id, attempt)).values(values)
-                .returning(Job.id).cte("done"))
-        wrote = sa.exists(sa.select(done.c.id))
-        removed_at = (sa.func.coalesce(Attempt.container_removed_at, now()) if container_removed
-                      else Attempt.container_removed_at)
-        ended = (sa.update(Attempt)
-                 .where(Attempt.job_id == key, Attempt.attempt == attempt,
-                        Attempt.outcome.is_(None))
-                 .values(ended_at=now(), container_removed_at=removed_at,
-                         outcome=sa.case((wrote, "finished"), else_="stale"))
-                 .returning(Attempt.attempt).cte("ended"))
-        before = sa.exists(sa.select(Attempt.attempt).where(
-            Attempt.job_id == key, Attempt.attempt == attempt, Attempt.outcome == "finished"))
-        stmt = sa.select(wrote.label("wrote"), before.label("before")).add_cte(ended)
+        params = _params(
+            job_id=uuid.UUID(job_id), attempt=attempt, container_removed=container_removed,
+            verdict=outcome.verdict, exit_code=outcome.exit_code, signal=outcome.signal,
+            stdout=outcome.stdout[:keep_bytes], stderr=outcome.stderr[:keep_bytes],
+            stdout_bytes=outcome.stdout_bytes, stderr_bytes=outcome.stderr_bytes,
+            stdout_truncated=outcome.stdout_bytes > min(len(outcome.stdout), keep_bytes),
+            stderr_truncated=outcome.stderr_bytes > min(len(outcome.stderr), keep_bytes),
+            wall_ms=outcome.wall_ms, cpu_ms=outcome.cpu_ms,
+            peak_memory_bytes=outcome.peak_memory_bytes, evidence=outcome.evidence,
+            phases=outcome.phases, provenance=outcome.provenance, error=outcome.error,
+        )
         with self._statement() as conn:
-            row = conn.execute(stmt).one()
+            row = conn.execute(FINISH, params).one()
             if row.wrote or row.before:
                 return True
             # A try of this write that committed while this one waited on the row is not in
             # this statement's snapshot: look again with a fresh one.
-            return conn.execute(sa.select(before)).scalar_one() is True
+            return conn.execute(FINISHED_BEFORE, params).scalar_one() is True
 
     def release(self, job_id: str, attempt: int, reason: str) -> bool:
         """Hand the job back to the queue (an infrastructure failure; the retry claims it)."""
