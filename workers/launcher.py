@@ -53,7 +53,6 @@ EXIT_DEADLINE = 137
 
 SOURCE = Path(__file__).with_name("launcher.c")
 INIT_PATH = "/.airlock/init"  # where the host's binary is bound, read-only, in every job container
-DEFAULT_HOST_PATH = "/usr/local/libexec/airlock/airlock-init"
 HASH_SUFFIX = ".sha256"  # the source's sha256 the binary was built from, next to it
 BUILD_FIX = "run: sudo bash scripts/build-launcher.sh"
 MAGIC = b"AIRLOCK1 "
