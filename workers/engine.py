@@ -22,6 +22,9 @@ def connect(base_url: str | None, timeout: float = 60.0) -> docker.APIClient:
             api = docker.APIClient(base_url=base_url, version="auto", timeout=int(timeout))
         else:
             api = docker.from_env(version="auto", timeout=int(timeout)).api
+        # The engine is not reached through a web proxy: skip requests' per-call search of the
+        # environment for proxy settings (a quarter of the SDK's CPU for a small call).
+        api.trust_env = False
         api.ping()
         return api
 
