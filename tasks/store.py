@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as UUID_T
 from sqlalchemy.engine import Connection, Engine
 
@@ -136,7 +136,8 @@ def _claim_statement() -> Any:
                    Attempt.outcome.is_(None))
             .values(outcome="lost", ended_at=sa.func.coalesce(Attempt.ended_at, now()))
             .cte("lost"))
-    added = (insert(Attempt).from_select(["job_id", "attempt", "worker_host"], sa.select(
+    # sa.insert, not the dialect's: the latter as a CTE has no cache key (compiled every time).
+    added = (sa.insert(Attempt).from_select(["job_id", "attempt", "worker_host"], sa.select(
         claimed.c.id, claimed.c.attempt, P("host", type_=sa.Text))).cte("added"))
     unfinished = sa.select(sa.func.count()).where(
         Attempt.job_id == claimed.c.id,
@@ -188,6 +189,16 @@ def _finish_statements() -> tuple[Any, Any]:
             sa.select(before))
 
 
+# The dialect's INSERT ... ON CONFLICT has no cache key (compiled for every submit); as text it
+# is compiled once.
+CREATE = sa.text(
+    "INSERT INTO jobs (id, spec, profile, image, limits, idempotency_key, label, status, attempt,"
+    " cancel_requested, stdout_truncated, stderr_truncated)"
+    " VALUES (:id, :spec, :profile, :image, :limits, :idempotency_key, :label,"
+    f" '{Status.QUEUED.value}', 0, false, false, false)"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+).bindparams(sa.bindparam("id", type_=UUID_T), sa.bindparam("spec", type_=JSONB),
+             sa.bindparam("limits", type_=JSONB)).columns(sa.column("id", UUID_T))
 CLAIM = _claim_statement()
 CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
@@ -220,14 +231,10 @@ class JobStore:
     def create(self, *, spec: dict[str, Any], profile: str, image: str, limits: dict[str, Any],
                idempotency_key: str | None, label: str | None) -> tuple[str, bool]:
         """Insert a queued job; with a known idempotency key, return the existing one."""
-        job_id = uuid.uuid4()
-        stmt = insert(Job).values(
-            id=job_id, spec=spec, profile=profile, image=image, limits=limits,
-            idempotency_key=idempotency_key, label=label, status=Status.QUEUED, attempt=0,
-            cancel_requested=False, stdout_truncated=False, stderr_truncated=False,
-        ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Job.id)
+        params = {"id": uuid.uuid4(), "spec": spec, "profile": profile, "image": image,
+                  "limits": limits, "idempotency_key": idempotency_key, "label": label}
         with self._statement() as conn:
-            created = conn.execute(stmt).scalar()
+            created = conn.execute(CREATE, params).scalar()
             if created is not None:
                 return str(created), True
             existing = conn.execute(
