@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,6 +35,8 @@ from tasks import streams
 log = structlog.get_logger(__name__)
 OUTPUT = ("stdout", "stderr")
 PutResult = Literal["added", "merged", "dropped"]
+LINGER_S = 0.005  # how long output that follows a write closely waits to fill an entry
+STREAMING_GAP_S = 0.005
 
 
 @dataclass(slots=True, eq=False)
@@ -84,11 +87,16 @@ class RelayBuffer:
             self._cond.notify()
             return result
 
-    def take(self, max_bytes: int, timeout: float | None = None) -> list[Entry]:
-        """The oldest entries, at least one and about ``max_bytes`` at most ([] on timeout)."""
+    def take(self, max_bytes: int, timeout: float | None = None,
+             linger_s: float = 0.0) -> list[Entry]:
+        """The oldest entries, at least one and about ``max_bytes`` at most ([] on timeout).
+        With ``linger_s``, less than one entry's worth waits that long for more to merge."""
         with self._cond:
             if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
                 return []
+            until = time.monotonic() + linger_s
+            while self.buffered < self.entry_bytes and (left := until - time.monotonic()) > 0:
+                self._cond.wait(left)
             out: list[Entry] = []
             size = 0
             while self._items and (not out or size + len(self._items[0].data) <= max_bytes):
@@ -217,8 +225,14 @@ class Relay:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        last_write = 0.0
         while not (self._stop.is_set() and not len(self.buffer)):
-            entries = self.buffer.take(self.batch_bytes, timeout=0.5)
+            # Output that comes right after a write is a stream, not a line now and then: it
+            # gathers into bigger entries for a moment (fewer XADDs, fewer events to read). A
+            # print after a pause still goes out at once.
+            streaming = time.monotonic() - last_write < STREAMING_GAP_S
+            entries = self.buffer.take(self.batch_bytes, timeout=0.5,
+                                       linger_s=LINGER_S if streaming else 0.0)
             if not entries:
                 continue
             try:
@@ -226,6 +240,7 @@ class Relay:
             except Exception as exc:  # never let the thread die; the entries are lost
                 log.warning("relay.failed", error=str(exc))
             finally:
+                last_write = time.monotonic()
                 for entry in entries:
                     if entry.written is not None:
                         entry.written.set()

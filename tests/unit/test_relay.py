@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -41,6 +42,26 @@ def test_chunks_of_one_stream_coalesce_up_to_the_entry_size_in_order() -> None:
     assert drain(r) == [("stdout", b"abcdefghij", 10, 0), ("stdout", b"k", 11, 0),
                         ("stderr", b"E", 11, 1), ("stdout", b"l", 12, 1)]
     assert p.entries == 4
+
+
+def test_a_lingering_take_lets_a_stream_fill_its_entry_and_no_more() -> None:
+    r = relay(entry_bytes=10)
+    p = publisher(r)
+    p.chunk("stdout", b"abc")
+    feeder = threading.Timer(0.05, lambda: [p.chunk("stdout", b"def"), p.chunk("stdout", b"ghij")])
+    feeder.start()
+    # Less than an entry's worth waits (up to the linger) and merges what comes meanwhile...
+    taken = r.buffer.take(1 << 30, timeout=0, linger_s=5.0)
+    feeder.join()
+    assert [bytes(e.data) for e in taken] == [b"abcdefghij"]
+    # ...a full entry goes at once, and without a linger a lone chunk does too.
+    p.chunk("stdout", b"0123456789")
+    t = time.monotonic()
+    assert [bytes(e.data) for e in r.buffer.take(1 << 30, timeout=0, linger_s=5.0)] == [
+        b"0123456789"]
+    p.chunk("stdout", b"x")
+    assert [bytes(e.data) for e in r.buffer.take(1 << 30, timeout=0)] == [b"x"]
+    assert time.monotonic() - t < 2.5  # neither waited out the 5 s linger
 
 
 def test_a_full_buffer_drops_and_then_says_how_much_was_skipped() -> None:
