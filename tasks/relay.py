@@ -22,7 +22,9 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import redis
@@ -87,14 +89,15 @@ class RelayBuffer:
             self._cond.notify()
             return result
 
-    def take(self, max_bytes: int, timeout: float | None = None,
-             linger_s: float = 0.0) -> list[Entry]:
+    def take(self, max_bytes: int, timeout: float | None = None, linger_s: float = 0.0,
+             streaming: Callable[[], bool] = lambda: True) -> list[Entry]:
         """The oldest entries, at least one and about ``max_bytes`` at most ([] on timeout).
-        With ``linger_s``, less than one entry's worth waits that long for more to merge."""
+        With ``linger_s``, less than one entry's worth waits that long for more to merge, if
+        ``streaming()`` says so once the first entry is there."""
         with self._cond:
             if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
                 return []
-            until = time.monotonic() + linger_s
+            until = time.monotonic() + (linger_s if linger_s > 0 and streaming() else 0.0)
             while self.buffered < self.entry_bytes and (left := until - time.monotonic()) > 0:
                 self._cond.wait(left)
             out: list[Entry] = []
@@ -186,6 +189,10 @@ class Publisher:
         return entry.written.wait(timeout) and not self.failed
 
 
+def _within(since: float, gap_s: float) -> bool:
+    return time.monotonic() - since < gap_s
+
+
 class Relay:
     """One per worker process: the buffer and the thread that drains it into Redis."""
 
@@ -227,12 +234,11 @@ class Relay:
     def _loop(self) -> None:
         last_write = 0.0
         while not (self._stop.is_set() and not len(self.buffer)):
-            # Output that comes right after a write is a stream, not a line now and then: it
+            # Output that arrives right after a write is a stream, not a line now and then: it
             # gathers into bigger entries for a moment (fewer XADDs, fewer events to read). A
             # print after a pause still goes out at once.
-            streaming = time.monotonic() - last_write < STREAMING_GAP_S
-            entries = self.buffer.take(self.batch_bytes, timeout=0.5,
-                                       linger_s=LINGER_S if streaming else 0.0)
+            entries = self.buffer.take(self.batch_bytes, timeout=0.5, linger_s=LINGER_S,
+                                       streaming=partial(_within, last_write, STREAMING_GAP_S))
             if not entries:
                 continue
             try:

@@ -61,7 +61,11 @@ def test_a_lingering_take_lets_a_stream_fill_its_entry_and_no_more() -> None:
         b"0123456789"]
     p.chunk("stdout", b"x")
     assert [bytes(e.data) for e in r.buffer.take(1 << 30, timeout=0)] == [b"x"]
-    assert time.monotonic() - t < 2.5  # neither waited out the 5 s linger
+    # Nor does a lone chunk that is not part of a stream (judged once it is there).
+    p.chunk("stdout", b"y")
+    assert [bytes(e.data) for e in r.buffer.take(1 << 30, timeout=0, linger_s=5.0,
+                                                 streaming=lambda: False)] == [b"y"]
+    assert time.monotonic() - t < 2.5  # none of these waited out the 5 s linger
 
 
 def test_a_full_buffer_drops_and_then_says_how_much_was_skipped() -> None:
