@@ -28,6 +28,11 @@ step() {
 step ruff "$PY" -m ruff check .
 step mypy "$PY" -m mypy   # files/packages come from [tool.mypy] in pyproject.toml
 step pytest "$PY" -m pytest "$@"
+if (($# == 0)); then
+    # The whole run: the attack suite once more with the worker's warm pool on (the first pass
+    # runs its jobs cold): a job handed a pooled container is held to the same containment.
+    step attacks-pooled env AIRLOCK_TEST_POOL_SIZE=1 "$PY" -m pytest -q tests/attacks
+fi
 
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"
