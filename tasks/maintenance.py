@@ -31,6 +31,7 @@ class SweepReport:
     seen: int
     removed: list[Removal]
     released: list[str]
+    left: list[ContainerView]  # what the sweep found and did not remove, pooled jobs resolved
 
 
 def list_ours(api: docker.APIClient, fleet: str) -> list[ContainerView]:
@@ -72,7 +73,8 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
                     enqueue(c.job)
         except AirlockError as exc:  # one container's bookkeeping never stops the sweep
             log.warning("reaper.record_failed", job_id=c.job, error=str(exc))
-    return SweepReport(len(views), removals, released)
+    gone = {r.container.id for r in removals}
+    return SweepReport(len(views), removals, released, [v for v in views if v.id not in gone])
 
 
 def _cleanup_storage(volumes: BtrfsVolumes | TmpfsVolumes, s: Settings, name: str) -> None:

@@ -30,7 +30,6 @@ from tasks.app import app, configure
 from tasks.client import Airlock
 from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
-from workers import labels as L
 from workers.storage import volumes_for
 
 log = structlog.get_logger(__name__)
@@ -70,8 +69,7 @@ class Maintenance:
         volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
         report = maintenance.sweep(api, client.store, s, volumes, enqueue=client.enqueue)
         metrics.reaped(str(removal.reason) for removal in report.removed)
-        metrics.containers_running(v.labels.get(L.ROLE, "") for v in
-                                   maintenance.list_ours(api, s.fleet) if v.running)
+        metrics.containers_running(v.role for v in report.left if v.running)
         lock = client.redis.lock(RECONCILE_LOCK, timeout=s.reaper_interval_s * 2,
                                  blocking=False)
         if lock.acquire():

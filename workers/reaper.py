@@ -53,6 +53,11 @@ class ContainerView:
                    attempt or int(labels.get(L.ATTEMPT, "0") or 0))
 
     @property
+    def role(self) -> str:
+        """What it is doing now: a pooled container handed a job is a job container."""
+        return L.ROLE_JOB if self.job else self.labels.get(L.ROLE, "")
+
+    @property
     def created(self) -> float:
         return _float(self.labels, L.CREATED)
 

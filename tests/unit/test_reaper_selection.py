@@ -99,6 +99,9 @@ def test_a_pool_container_given_a_job_is_judged_by_that_job() -> None:
                                       True, JOB, 2)
     assert reasons([taken], {JOB: running(attempt=2)}) == []
     assert reasons([taken], {JOB: running(attempt=2, overdue=100)}) == [Reason.LEASE_EXPIRED]
+    # What it does now, for the containers-running gauge: a job, while the idle one is pool.
+    idle = view(job="", attempt=0, role=L.ROLE_POOL)
+    assert (taken.role, idle.role, view().role) == (L.ROLE_JOB, L.ROLE_POOL, L.ROLE_JOB)
 
 
 def test_only_lost_attempts_release_their_job() -> None:
