@@ -44,6 +44,7 @@ from tasks.records import JobRecord
 from tasks.streams import output_key
 from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_database
 from workers import labels as L
+from workers.pool import OWNER
 
 ENGINE1 = "unix:///var/run/docker.sock"
 ENGINE2 = "unix:///run/airlock-engine2.sock"
@@ -308,6 +309,7 @@ class ContainerEvent:
     engine: str
     job: str
     attempt: int
+    role: str = ""  # "pool": made ahead of its job, whose id is then only in the attempts table
 
 
 class EventLog:
@@ -345,7 +347,8 @@ class EventLog:
                     attrs = ev.get("Actor", {}).get("Attributes", {})
                     self.events.append(ContainerEvent(
                         ev.get("timeNano", 0) / 1e9, ev.get("Action", ""), ev.get("id", ""),
-                        engine, attrs.get(L.JOB, ""), int(attrs.get(L.ATTEMPT, "0") or 0)))
+                        engine, attrs.get(L.JOB, ""), int(attrs.get(L.ATTEMPT, "0") or 0),
+                        attrs.get(L.ROLE, "")))
             except Exception:
                 time.sleep(0.5)
             finally:
@@ -373,6 +376,23 @@ class EventLog:
     def run_intervals(self) -> dict[str, list[tuple[float, float, str]]]:
         """Per job: (start, die, container) of every container that started; an interval
         without a die event ends now."""
+        out: dict[str, list[tuple[float, float, str]]] = {}
+        for start, die, e in self._intervals():
+            out.setdefault(e.job, []).append((start, die, e.id))
+        return out
+
+    def creation(self, container_id: str) -> ContainerEvent | None:
+        """The create event of one container (a pooled one's says role "pool" and no job)."""
+        return next((e for e in self.events
+                     if e.action == "create" and e.id == container_id), None)
+
+    def intervals_of(self, container_ids: list[str]) -> list[tuple[float, float, str]]:
+        """(start, die, container) of these containers, e.g. a job's from the attempts table
+        (``Fleet.job_containers``): a pooled container's events carry no job label."""
+        wanted = set(container_ids)
+        return [(start, die, e.id) for start, die, e in self._intervals() if e.id in wanted]
+
+    def _intervals(self) -> list[tuple[float, float, ContainerEvent]]:
         starts: dict[str, ContainerEvent] = {}
         dies: dict[str, float] = {}
         for e in self.events:
@@ -380,10 +400,7 @@ class EventLog:
                 starts[e.id] = e
             elif e.action == "die":
                 dies.setdefault(e.id, e.time)
-        out: dict[str, list[tuple[float, float, str]]] = {}
-        for cid, e in starts.items():
-            out.setdefault(e.job, []).append((e.time, dies.get(cid, time.time()), cid))
-        return out
+        return [(e.time, dies.get(cid, time.time()), e) for cid, e in starts.items()]
 
 
 def overlaps(intervals: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
@@ -478,6 +495,46 @@ class Fleet:
                         " container_removed_at, ended_at, outcome FROM attempts"
                         " WHERE job_id = :j ORDER BY attempt", j=job_id)
         return [Attempt(*r) for r in rows]
+
+    def job_containers(self, job_id: str) -> list[str]:
+        """The containers of the job's attempts, in order, from the attempts table: the only
+        link between a job and a pooled container (made before the job, without its label)."""
+        rows = self.sql("SELECT container_id FROM attempts WHERE job_id = :j"
+                        " AND container_id IS NOT NULL ORDER BY attempt", j=job_id)
+        return [str(r[0]) for r in rows]
+
+    def job_intervals(self, job_id: str, events: EventLog) -> list[tuple[float, float, str]]:
+        """(fed, die, container) of the job's attempts' containers: from when the attempt
+        recorded its container (just before feeding it the job) to the container's death. A
+        pooled container was started before its job existed: its start event says nothing of
+        when the job began in it."""
+        fed = {a.container_id: a.container_started_at.timestamp() for a in self.attempts(job_id)
+               if a.container_id and a.container_started_at is not None}
+        return [(max(start, fed[cid]), die, cid)
+                for start, die, cid in events.intervals_of(list(fed))]
+
+    def pool_containers(self, engine: str = ENGINE1,
+                        owner_pid: int | None = None) -> list[dict[str, Any]]:
+        """The fleet's role=pool containers, optionally of one worker (its main process id, the
+        org.airlock.owner label's tail), whether or not a job has taken them since."""
+        found = [c for c in self.containers(engine)
+                 if (c.get("Labels") or {}).get(L.ROLE) == L.ROLE_POOL]
+        if owner_pid is None:
+            return found
+        return [c for c in found
+                if (c.get("Labels") or {}).get(OWNER, "").endswith(f":{owner_pid}")]
+
+    def idle_pool(self, engine: str = ENGINE1, owner_pid: int | None = None,
+                  running: bool = True) -> list[str]:
+        """Ids of pooled containers no attempt has taken (optionally only the running ones)."""
+        found = [c for c in self.pool_containers(engine, owner_pid)
+                 if not running or c.get("State") == "running"]
+        if not found:
+            return []
+        taken = {str(r[0]) for r in self.sql(
+            "SELECT container_id FROM attempts WHERE container_id = ANY(:ids)",
+            ids=[c["Id"] for c in found])}
+        return [c["Id"] for c in found if c["Id"] not in taken]
 
     def running_container(self, job_id: str, attempt: int | None = None) -> str:
         """Wait until the job's (current) attempt has a container; return its id."""
