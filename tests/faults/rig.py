@@ -335,6 +335,9 @@ class EventLog:
     def _follow(self, engine: str) -> None:
         while not self.stop_flag.is_set():
             api = None
+            if not _answers(engine):  # down (a stopped second engine): docker-py would leak
+                time.sleep(0.5)       # the socket of each failed connect
+                continue
             try:
                 # A fixed API version: "auto" asks the engine at once and, if it is down,
                 # leaks the socket it opened for that (docker-py).
