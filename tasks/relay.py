@@ -139,12 +139,13 @@ class Publisher:
     def __post_init__(self) -> None:
         self.key = streams.output_key(self.job_id)
 
-    def _entry(self, kind: str, data: bytes, before: int = 0, stream: str = "stdout") -> Entry:
+    def _entry(self, kind: str, data: bytes | memoryview, before: int = 0,
+               stream: str = "stdout") -> Entry:
         pos = dict(self.positions)
         pos[stream] -= before
         return Entry(self, kind, bytearray(data), pos["stdout"], pos["stderr"])
 
-    def chunk(self, stream: str, data: bytes) -> None:
+    def chunk(self, stream: str, data: bytes | memoryview) -> None:
         self.positions[stream] += len(data)
         if self.failed or self.truncated or not data:
             return
@@ -260,7 +261,9 @@ class Relay:
             if owner.failed and entry.kind != "end":
                 continue
             owners.append(owner)
-            fields = {"t": entry.kind, "d": bytes(entry.data), "p": f"{entry.stdout},{entry.stderr}"}
+            # A view, not a copy: the entry left the buffer, nothing appends to it any more.
+            fields = {"t": entry.kind, "d": memoryview(entry.data),
+                      "p": f"{entry.stdout},{entry.stderr}"}
             pipe.xadd(owner.key, fields, maxlen=backstop, approximate=True)  # type: ignore[arg-type]
             if not owner.expiry_set:
                 pipe.expire(owner.key, self.ttl * 4)  # if the worker dies, it still goes away

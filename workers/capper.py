@@ -33,7 +33,7 @@ class OutputCapper:
     def exceeded(self) -> bool:
         return self.dropped > 0
 
-    def feed(self, stream: str, data: bytes) -> bytes:
+    def feed(self, stream: str, data: bytes | memoryview) -> bytes | memoryview:
         room = max(0, self.cap - self.accepted)
         taken, over = data[:room], len(data) - min(room, len(data))
         self.accepted += len(taken)

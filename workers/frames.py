@@ -16,15 +16,16 @@ class FrameDecoder:
         self._stream = "stdout"
         self._left = 0
 
-    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
-        out: list[tuple[str, bytes]] = []
+    def feed(self, data: bytes) -> list[tuple[str, memoryview]]:
+        """The payload pieces in ``data``, as views of it (no copies)."""
+        out: list[tuple[str, memoryview]] = []
         view = memoryview(data)
         while view:
             if self._left:
                 piece = view[: self._left]
                 self._left -= len(piece)
                 view = view[len(piece):]
-                out.append((self._stream, bytes(piece)))
+                out.append((self._stream, piece))
                 continue
             need = _HEADER.size - len(self._pending)
             self._pending += bytes(view[:need])

@@ -30,7 +30,7 @@ from workers.verdict import Evidence
 
 log = structlog.get_logger(__name__)
 
-Sink = Callable[[str, bytes], None]
+Sink = Callable[[str, bytes | memoryview], None]
 DRAIN_AFTER_KILL_S = 3.0
 TICK_S = 0.1
 PIDS_POLL_S = 0.25
