@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -204,29 +204,30 @@ CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
 
 
+@contextmanager
+def _connected(open_: Callable[[], AbstractContextManager[Connection]]) -> Iterator[Connection]:
+    """A connection from ``open_``; PostgreSQL out of reach is DatabaseUnavailable."""
+    try:
+        with open_() as conn:
+            yield conn
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
+
+
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
+    def _tx(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction, committed at the end of the block."""
+        return _connected(self.engine.begin)
 
-    @contextmanager
-    def _statement(self) -> Iterator[Connection]:
+    def _statement(self) -> AbstractContextManager[Connection]:
         """A connection for exactly one statement, atomic by itself (the hot path's writes are
         single statements whose parts are data-modifying CTEs)."""
-        try:
-            with self._autocommit.connect() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
+        return _connected(self._autocommit.connect)
 
     def create(self, *, spec: dict[str, Any], profile: str, image: str, limits: dict[str, Any],
                idempotency_key: str | None, label: str | None) -> tuple[str, bool]:
