@@ -473,7 +473,6 @@ class Fleet:
             start_supervised(proc)
         return proc
 
-
     def submit(self, code: str, **fields: Any) -> str:
         limits = {k: fields.pop(k) for k in list(fields) if k in (
             "timeout_s", "cpus", "memory_bytes", "pids", "output_bytes", "disk_bytes")}

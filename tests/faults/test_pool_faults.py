@@ -77,6 +77,18 @@ def named(fleet: Fleet, prefix: str) -> list[str]:
             if any(n.lstrip("/").startswith(prefix) for n in c.get("Names") or [])]
 
 
+def pooled_job(fleet: Fleet, events: EventLog, w: WorkerProcess,
+               seconds: int) -> tuple[str, str, str]:
+    """Submit a job of ``seconds`` once ``w`` has a warm container, and check that it runs there
+    (made for the pool before the job existed). (job, its container, the refill after it)."""
+    pooled = warm(fleet, w.pid)
+    submitted = time.time()
+    job = fleet.submit(until(seconds), timeout_s=30)
+    assert fleet.running_container(job) == pooled
+    assert_pooled_before(events, pooled, submitted)
+    return job, pooled, warm(fleet, w.pid, besides=(pooled,))
+
+
 def only_idle_pool_of(fleet: Fleet, owner_pid: int) -> bool:
     """What a live worker keeps: its idle pooled containers and nothing else of the fleet."""
     left = {c["Id"] for c in fleet.containers()}
@@ -88,13 +100,8 @@ def test_f1_pooled_container_of_a_sigkilled_worker(pool_fleet: Fleet) -> None:
     events = EventLog(fleet.settings.fleet).start()
     try:
         w1 = fleet.worker("w1")
-        pooled = warm(fleet, w1.pid)
-        submitted = time.time()
-        job = fleet.submit(until(12), timeout_s=30)
-        orphan = fleet.running_container(job)
-        assert orphan == pooled and fleet.job_containers(job) == [pooled]
-        assert_pooled_before(events, orphan, submitted)
-        spare = warm(fleet, w1.pid, besides=(orphan,))  # the refill after the take
+        job, orphan, spare = pooled_job(fleet, events, w1, 12)  # spare: the refill after the take
+        assert fleet.job_containers(job) == [orphan]
         children = w1.pool_pids()
         w1.kill()
         wait_for("the pool processes to die with their parent",
@@ -136,14 +143,8 @@ def test_f2_pooled_container_of_a_sigkilled_pool_process(pool_fleet: Fleet) -> N
     events = EventLog(fleet.settings.fleet).start()
     try:
         w = fleet.worker()
-        pooled = warm(fleet, w.pid)
-        submitted = time.time()
-        job = fleet.submit(until(8), timeout_s=30)
-        first = fleet.running_container(job)
-        assert first == pooled
-        assert_pooled_before(events, first, submitted)
+        job, first, spare = pooled_job(fleet, events, w, 8)
         [child] = w.pool_pids()
-        spare = warm(fleet, w.pid, besides=(first,))
         assert spare in named(fleet, f"airlock-pool-{w.pid}-{child}-")
         os.kill(child, signal.SIGKILL)
         wait_for("the idle pooled container to exit", lambda: container_state(spare) == "exited", 10)
@@ -178,12 +179,7 @@ def test_f6_cold_shutdown_mid_job_on_a_pooled_container(pool_fleet: Fleet) -> No
     events = EventLog(fleet.settings.fleet).start()
     try:
         w1 = fleet.worker("w1")
-        pooled = warm(fleet, w1.pid)
-        submitted = time.time()
-        job = fleet.submit(until(10), timeout_s=30)
-        assert fleet.running_container(job) == pooled
-        assert_pooled_before(events, pooled, submitted)
-        spare = warm(fleet, w1.pid, besides=(pooled,))
+        job, _, spare = pooled_job(fleet, events, w1, 10)
         t0 = time.monotonic()
         cold_stop(fleet)
         # The job's container by the unwinding pool process (the job's finally), the idle one
