@@ -8,6 +8,7 @@ cannot enforce the configured mode is refused, never silently unbounded.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import HostNotSafe, InfrastructureError
+from workers import btrfs
 from workers.spec import JOB_MOUNTS
 
 SUBDIRS = {"/workspace": "workspace", "/opt/venv": "venv", "/home/appuser": "home"}
@@ -25,6 +27,7 @@ SUBDIRS = {"/workspace": "workspace", "/opt/venv": "venv", "/home/appuser": "hom
 class Volume:
     path: Path | None
     binds: Mapping[str, str]
+    subvol_id: int | None = None  # btrfs: its quota group is 0/<subvol_id>
 
 
 def _btrfs(*args: str) -> str:
@@ -41,6 +44,7 @@ class BtrfsVolumes:
     def __init__(self, root: str, uid: int, gid: int) -> None:
         self.root = Path(root)
         self.uid, self.gid = uid, gid
+        self._fsid: str | None = None  # the filesystem's UUID, its folder in sysfs
 
     def check(self) -> None:
         """Fail closed unless the root is btrfs with quotas enabled."""
@@ -55,26 +59,47 @@ class BtrfsVolumes:
             ) from exc
 
     def create(self, name: str, limit_bytes: int) -> Volume:
+        """A fresh subvolume under its own quota, with the job's three folders in it."""
         path = self.root / name
-        _btrfs("subvolume", "create", str(path))
         try:
-            _btrfs("qgroup", "limit", str(limit_bytes), str(path))
-            binds = {}
-            for mount in JOB_MOUNTS:
-                sub = path / SUBDIRS[mount]
-                sub.mkdir(mode=0o700)
-                os.chown(sub, self.uid, self.gid)
-                binds[mount] = str(sub)
-        except BaseException:
+            root_fd = btrfs.open_dir(self.root)
+            try:
+                if self._fsid is None:
+                    self._fsid = btrfs.filesystem_id(root_fd)
+                btrfs.create_subvolume(root_fd, name)
+            finally:
+                os.close(root_fd)
+        except (OSError, ValueError) as exc:
+            raise InfrastructureError(f"btrfs subvolume create {path}: {exc}") from exc
+        try:
+            fd = btrfs.open_dir(path)
+            try:
+                btrfs.limit_referenced(fd, limit_bytes)
+                subvol_id = btrfs.subvolume_id(fd)
+                binds = {}
+                for mount in JOB_MOUNTS:
+                    sub = SUBDIRS[mount]
+                    os.mkdir(sub, 0o700, dir_fd=fd)
+                    os.chown(sub, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+                    binds[mount] = str(path / sub)
+            finally:
+                os.close(fd)
+        except BaseException as exc:
             self.destroy(Volume(path, {}))
+            if isinstance(exc, OSError):
+                raise InfrastructureError(f"btrfs volume {path}: {exc}") from exc
             raise
-        return Volume(path, binds)
+        return Volume(path, binds, subvol_id)
 
     def usage(self, volume: Volume) -> int | None:
-        """Referenced bytes of the subvolume's quota group."""
+        """Referenced bytes of the subvolume's quota group (as of the last commit)."""
         if volume.path is None:
             return None
-        try:
+        if volume.subvol_id is not None and self._fsid is not None:
+            found = btrfs.referenced(self._fsid, volume.subvol_id)
+            if found is not None:
+                return found
+        try:  # a kernel without qgroups in sysfs (before 5.9)
             out = _btrfs("qgroup", "show", "-f", "--raw", str(volume.path))
         except InfrastructureError:
             return None
@@ -85,11 +110,22 @@ class BtrfsVolumes:
         # Never walks the tree the job wrote: the subvolume goes as a whole, links and all.
         if volume.path is None or not volume.path.exists():
             return
+        if volume.path.parent == self.root:
+            try:
+                root_fd = btrfs.open_dir(self.root)
+                try:
+                    btrfs.delete_subvolume(root_fd, volume.path.name)
+                    return
+                finally:
+                    os.close(root_fd)
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:
+                    raise InfrastructureError(f"btrfs subvolume delete {volume.path}: {exc}") from exc
+        # Subvolumes nested inside it (seccomp refuses the ioctl that makes them, but an
+        # older profile may not) block the delete: remove them by id, children first.
         try:
             _btrfs("subvolume", "delete", str(volume.path))
         except InfrastructureError:
-            # Subvolumes nested inside it (seccomp refuses the ioctl that makes them, but an
-            # older profile may not) block the delete: remove them by id, children first.
             nested = nested_subvolumes(_btrfs("subvolume", "list", "-p", str(self.root)),
                                        int(_btrfs("inspect-internal", "rootid", str(volume.path))))
             for subvol_id in nested:
