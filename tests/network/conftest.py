@@ -97,11 +97,14 @@ def network_host(egress_settings: Settings) -> Iterator[NetworkHost]:
     try:
         applied = sh(str(FIREWALL / "apply.sh"))
         assert applied.returncode == 0, applied.stderr
+        # The networks first: the stand-ins listen on the host's addresses as they are when
+        # they start, the workspace bridge's gateway among them (on a fresh host no earlier
+        # test may have made that bridge yet).
+        proxy_id = egress.prepare_host(s, api)
         up = sh(str(STANDINS), "up")
         assert up.returncode == 0, up.stderr
         listed = sh(str(STANDINS), "list").stdout.splitlines()
         targets = tuple((a, b, c, d) for a, b, c, d in (line.split("\t") for line in listed))
-        proxy_id = egress.prepare_host(s, api)
         yield NetworkHost(Standins(targets), proxy_id)
     finally:
         if not proxy_existed:
