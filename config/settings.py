@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # workers/launcher.c), bound read-only into each one; the same path for a worker in a
     # container, which must see it there too (docker-compose.yml).
     launcher_path: str = Field(default="/usr/local/libexec/airlock/airlock-init", pattern=r"^/")
+    # Where the worker makes each job container's stdin/stdout/stderr FIFOs (a folder per
+    # container, bound into it). The engine resolves the binds: a worker in a container needs
+    # this path from the host, at the same path (docker-compose.yml).
+    io_dir: str = Field(default="/run/airlock/io", pattern=r"^/")
     # A known container escape in the engine's runc that no package patched and no operator
     # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
     runtime_cve_policy: Literal["warn", "refuse"] = "warn"

@@ -18,7 +18,7 @@ from tasks.lease import LeaseKeeper
 from tasks.relay import Publisher, Relay
 from tasks.store import Claim, Outcome
 from workers import labels as L
-from workers import pool, runner
+from workers import pipes, pool, runner
 from workers.launcher import encode_payload
 from workers.pool import PoolKey
 from workers.runner import RunOutcome, Sandbox
@@ -55,7 +55,8 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
                           attempt=attempt, created=now,
                           deadline=now + s.startup_grace_s + job.limits.timeout_s + s.backstop_s),
         seccomp_json=ctx.seccomp_json, cgroup_parent=f"/airlock/{name}",
-        launcher_path=s.launcher_path, user=f"{s.job_uid}:{s.job_gid}",
+        launcher_path=s.launcher_path, io_folder=pipes.folder(s.io_dir, name),
+        user=f"{s.job_uid}:{s.job_gid}",
         tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
         max_wait_s=int(s.startup_grace_s),
     )
@@ -189,7 +190,8 @@ def _run(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publishe
                               network_env=egress.job_network(s, job.network).env)
         outcome = runner.run(sandbox, payload, job.limits,
                              keep_bytes=ctx.settings.keep_output_bytes,
-                             sink=publisher.chunk, cancel=lease.stop, volumes=ctx.volumes)
+                             sink=publisher.chunk, hold=publisher.hold, cancel=lease.stop,
+                             volumes=ctx.volumes)
         phases["run_ms"] = outcome.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - outcome.wall_ms
         return outcome, phases

@@ -16,7 +16,7 @@ import structlog
 from airlock.errors import AirlockError
 from config.settings import Settings
 from tasks.store import JobStore
-from workers import cgroup
+from workers import cgroup, pipes
 from workers import labels as L
 from workers.reaper import ContainerView, JobState, Removal, select
 from workers.runner import remove_container
@@ -85,6 +85,7 @@ def _cleanup_storage(volumes: BtrfsVolumes | TmpfsVolumes, s: Settings, name: st
         volumes.destroy(Volume(path, {}))
     except AirlockError as exc:
         log.warning("reaper.volume_failed", name=name, error=str(exc))
+    pipes.remove(pipes.folder(s.io_dir, name))
     cgroup.remove_parent(f"/airlock/{name}")
 
 

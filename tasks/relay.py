@@ -1,11 +1,15 @@
 """The worker's side of live output: a bounded hand-off from a job's read loop to one relay
 thread per worker process, which writes to Redis in pipelined, coalesced XADDs.
 
-The read loop never waits on Redis. ``Publisher.chunk`` appends to a buffer bounded in bytes;
+The read loop never blocks on Redis. ``Publisher.chunk`` appends to a buffer bounded in bytes;
 while the relay thread is busy, consecutive chunks of one stream merge into one entry (up to
-``entry_bytes``), and past the bound chunks are dropped and later announced by one ``lagging``
-entry that says how many bytes were skipped. So the worker's memory stays bounded whatever the
-job prints and however slow Redis is, and the job never runs slower because of its readers.
+``entry_bytes``). When the buffer is full, ``Publisher.hold`` tells the read loop to stop
+reading for a moment: the job's pipe fills and its writes wait, so the live stream loses
+nothing while Redis keeps up. Only when a write to Redis has been under way longer than
+``STALL_S`` (Redis hung or far away) are chunks dropped instead, and later announced by one
+``lagging`` entry that says how many bytes were skipped. So the worker's memory stays bounded
+whatever the job prints and however slow Redis is, the job never waits on a stalled Redis, and
+never on its readers (they read from Redis at their own pace).
 
 Each entry carries ``p`` = "stdout,stderr": the byte positions in the job's two streams after
 it, so a reader's cursor stays exact across skips, and across the stream's expiry (the stored
@@ -39,6 +43,7 @@ OUTPUT = ("stdout", "stderr")
 PutResult = Literal["added", "merged", "dropped"]
 LINGER_S = 0.005  # how long output that follows a write closely waits to fill an entry
 STREAMING_GAP_S = 0.005
+STALL_S = 1.0  # a write to Redis under way this long: stop holding the job back, skip instead
 
 
 @dataclass(slots=True, eq=False)
@@ -88,6 +93,10 @@ class RelayBuffer:
             self.high_water = max(self.high_water, self.buffered)
             self._cond.notify()
             return result
+
+    def full(self, headroom: int) -> bool:
+        """Whether ``headroom`` more bytes of output would not fit."""
+        return self.buffered + headroom > self.max_bytes
 
     def take(self, max_bytes: int, timeout: float | None = None, linger_s: float = 0.0,
              streaming: Callable[[], bool] = lambda: True) -> list[Entry]:
@@ -170,6 +179,12 @@ class Publisher:
         self.relayed += len(data)
         self.entries += result == "added"
 
+    def hold(self, headroom: int) -> bool:
+        """Whether the read loop should wait before reading ``headroom`` more bytes: the
+        buffer is full and Redis is taking it (not stalled, not failed)."""
+        return (not self.failed and not self.truncated and self.relay.buffer.full(headroom)
+                and not self.relay.stalled())
+
     def _lagging(self, before: int = 0, stream: str = "stdout") -> Entry:
         body = json.dumps({f"skipped_{s}": n for s, n in self.skipped.items()})
         return self._entry("lagging", body.encode(), before, stream)
@@ -204,6 +219,7 @@ class Relay:
         self.max_entries, self.budget_bytes, self.ttl = max_entries, budget_bytes, ttl_s
         self.batch_bytes = max(entry_bytes * 8, 1 << 20)
         self.written_entries = 0
+        self.writing_since: float | None = None  # while the thread writes to Redis
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -217,6 +233,10 @@ class Relay:
     def publisher(self, job_id: str) -> Publisher:
         self.ensure_started()
         return Publisher(self, job_id, self.budget_bytes, self.max_entries)
+
+    def stalled(self) -> bool:
+        since = self.writing_since
+        return since is not None and time.monotonic() - since > STALL_S
 
     def ensure_started(self) -> None:
         """Start the thread in this process (lazily: never before a fork, never at import)."""
@@ -242,11 +262,13 @@ class Relay:
                                        streaming=partial(_within, last_write, STREAMING_GAP_S))
             if not entries:
                 continue
+            self.writing_since = time.monotonic()
             try:
                 self._write(entries)
             except Exception as exc:  # never let the thread die; the entries are lost
                 log.warning("relay.failed", error=str(exc))
             finally:
+                self.writing_since = None
                 last_write = time.monotonic()
                 for entry in entries:
                     if entry.written is not None:

@@ -135,7 +135,7 @@ def clear_pool(s: Settings) -> None:
                 engine.connect(s.docker_host), fleet=s.fleet,
                 owner=pool.owner_label(s.hostname, os.getpid()),
                 volumes=volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid),
-                busy=lambda ids: store.jobs_by_container(ids))
+                io_dir=s.io_dir, busy=lambda ids: store.jobs_by_container(ids))
             removed += holders.remove_owned(engine.connect(s.docker_host), fleet=s.fleet,
                                             owner=pool.owner_label(s.hostname, os.getpid()))
         finally:

@@ -1,13 +1,18 @@
 /*
  * airlock-init: PID 1 of every Airlock job container (workers/launcher.py documents the frame).
  *
- * Waits at most argv[1] seconds for one framed payload on stdin, reading exactly the frame and
+ * Usage: airlock-init MAX_WAIT_SECONDS [STDIN STDOUT STDERR]. With the three paths (FIFOs the
+ * worker made and bound into the container), it first opens STDOUT and STDERR for writing and
+ * STDIN for reading, in that order, as its own fds 1, 2 and 0: the job's I/O then never passes
+ * through the engine, and the worker knows the launcher is up once its STDIN open succeeds.
+ *
+ * Waits at most MAX_WAIT_SECONDS for one framed payload on stdin, reading exactly the frame and
  * not a byte more (the job's own stdin follows it in the same stream). Then: non-dumpable,
  * umask 022, the job's files written under its cwd without following any symlink, the job
  * forked and exec'd with exactly its argv and env (argv[0] looked up on the job env's PATH),
  * every process reaped, and everything killed when the job's main process ends or when the
  * payload's deadline passes. Exits with the job's status (128+signal for a signal; 137 at the
- * deadline), or 125 (no payload / cut short), 126 (malformed payload, files not writable),
+ * deadline), or 124 (a stdio path could not be opened), 125 (no payload / cut short), 126 (malformed payload, files not writable),
  * 127 (the job could not be started).
  *
  * Outside a PID namespace (getpid() != 1: the host's tests run it as a normal child) it never
@@ -30,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define EXIT_NO_STDIO 124
 #define EXIT_NO_PAYLOAD 125
 #define EXIT_BAD_PAYLOAD 126
 #define EXIT_EXEC_FAILED 127
@@ -378,14 +384,16 @@ static int exit_code(int status)
     return 255;
 }
 
+#define USAGE "usage: airlock-init MAX_WAIT_SECONDS [STDIN STDOUT STDERR]"
+
 static unsigned parse_wait(const char *arg)
 {
     unsigned long v = 0;
     if (arg == NULL || *arg == '\0')
-        fail(EXIT_BAD_PAYLOAD, "usage: airlock-init MAX_WAIT_SECONDS");
+        fail(EXIT_BAD_PAYLOAD, USAGE);
     for (const char *p = arg; *p != '\0'; p++) {
         if (*p < '0' || *p > '9')
-            fail(EXIT_BAD_PAYLOAD, "usage: airlock-init MAX_WAIT_SECONDS");
+            fail(EXIT_BAD_PAYLOAD, USAGE);
         v = v * 10 + (unsigned long)(*p - '0');
         if (v > MAX_WAIT_S)
             v = MAX_WAIT_S; /* stays bounded: no overflow however long the digits run */
@@ -393,15 +401,38 @@ static unsigned parse_wait(const char *arg)
     return v == 0 ? 1 : (unsigned)v;
 }
 
+/* Open path as fd target. Blocking, as FIFOs open (a writer waits for a reader, a reader for a
+ * writer): the alarm set before bounds the wait. Never through a symlink. */
+static void open_as(const char *path, int flags, int target)
+{
+    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        fail_errno(EXIT_NO_STDIO, "cannot open", path, errno);
+    if (fd != target) {
+        if (dup2(fd, target) < 0) /* the copy at target is not close-on-exec */
+            fail_errno(EXIT_NO_STDIO, "cannot open", path, errno);
+        close(fd);
+    } else if (fcntl(fd, F_SETFD, 0) < 0) {
+        fail_errno(EXIT_NO_STDIO, "cannot open", path, errno);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    unsigned wait_s = parse_wait(argc > 1 ? argv[1] : NULL);
+    if (argc != 2 && argc != 5)
+        fail(EXIT_BAD_PAYLOAD, USAGE);
+    unsigned wait_s = parse_wait(argv[1]);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_alarm;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, NULL);
     alarm(wait_s);
+    if (argc == 5) {
+        open_as(argv[3], O_WRONLY, 1);
+        open_as(argv[4], O_WRONLY, 2);
+        open_as(argv[2], O_RDONLY, 0);
+    }
 
     size_t size = read_header();
     unsigned char *body = malloc(size + 1);

@@ -5,6 +5,9 @@ The launcher is a small static C program, ``workers/launcher.c``, built on the h
 it) and bind-mounted read-only into every job container at ``INIT_PATH``: no interpreter
 starts before the job, and any image can run it (no Python needed).
 
+The job's stdin, stdout and stderr are three FIFOs the worker makes for each container and binds
+into it (``workers/pipes.py``), named on the launcher's command line: the launcher opens them
+as its fds 0, 1 and 2 before anything else, so the job's I/O never passes through the engine.
 A container starts with the launcher waiting on stdin (at most ``max_wait_s``); the worker then
 sends one framed payload (argv, env, files, deadline) followed by the job's own stdin. The
 launcher reads exactly the frame (the header byte by byte, the body with exact-length reads),
@@ -31,9 +34,9 @@ The frame (``encode_payload``)::
 Every integer is unsigned 32-bit big-endian. A ``str`` is its u32 length, its bytes (UTF-8, no
 NUL among them), then one NUL byte the length does not count, so the launcher uses each string
 in place. Nothing may follow the last file inside the body. The launcher's own exit statuses:
-125 no payload in time or cut short, 126 malformed payload or a file it could not write (it
-never follows a symlink: O_NOFOLLOW at every step), 127 the job could not be started; else the
-job's (128 + signal for a signal, 137 at the deadline).
+124 a stdio FIFO it could not open, 125 no payload in time or cut short, 126 malformed payload
+or a file it could not write (it never follows a symlink: O_NOFOLLOW at every step), 127 the
+job could not be started; else the job's (128 + signal for a signal, 137 at the deadline).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 
 # Exit status the launcher uses for its own failures, so they are not confused with the job's.
+EXIT_NO_STDIO = 124
 EXIT_NO_PAYLOAD = 125
 EXIT_BAD_PAYLOAD = 126
 EXIT_EXEC_FAILED = 127
@@ -61,9 +65,12 @@ MAX_COUNT = 65536  # argv entries, env entries, files: each (also launcher.c's)
 _U32 = struct.Struct(">I")
 
 
-def launcher_command(max_wait_s: int) -> list[str]:
-    """The container's command: the launcher, waiting at most ``max_wait_s`` for its job."""
-    return [INIT_PATH, str(max(1, int(max_wait_s)))]
+def launcher_command(max_wait_s: int, stdio: Sequence[str] = ()) -> list[str]:
+    """The container's command: the launcher, waiting at most ``max_wait_s`` for its job, with
+    its stdin, stdout and stderr at the ``stdio`` paths (in that order) when given."""
+    if len(stdio) not in (0, 3):
+        raise ValueError("stdio names stdin, stdout and stderr, or nothing")
+    return [INIT_PATH, str(max(1, int(max_wait_s))), *stdio]
 
 
 def source_sha256() -> str:

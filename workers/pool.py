@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pathlib
 import secrets
 import select
 import threading
@@ -29,7 +30,7 @@ import docker
 import structlog
 
 from airlock.errors import AirlockError
-from workers import runner
+from workers import pipes, runner
 from workers.limits import Limits
 from workers.runner import Sandbox
 from workers.spec import LaunchPlan
@@ -98,7 +99,7 @@ def available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
 def waiting(sandbox: Sandbox) -> bool:
     """A waiting launcher writes nothing: anything readable (output or EOF) means it is gone."""
     try:
-        readable, _, _ = select.select([sandbox.sock], [], [], 0)
+        readable, _, _ = select.select([sandbox.pipes.out, sandbox.pipes.err], [], [], 0)
     except (OSError, ValueError):
         return False
     return not readable
@@ -332,14 +333,14 @@ def name_prefix(main_pid: int) -> str:
 
 
 def orphans(on_disk: Iterable[str], named: Iterable[str], main_pid: int) -> list[str]:
-    """This worker's pool volumes that no container names: a process ended between making a
-    volume and its container (a SIGTERM to the process group, a SIGKILL)."""
+    """This worker's pool volumes and pipe folders that no container names: a process ended
+    between making them and its container (a SIGTERM to the process group, a SIGKILL)."""
     taken, prefix = set(named), name_prefix(main_pid)
     return sorted(n for n in on_disk if n.startswith(prefix) and n not in taken)
 
 
 def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
-                volumes: BtrfsVolumes | TmpfsVolumes,
+                volumes: BtrfsVolumes | TmpfsVolumes, io_dir: str,
                 busy: Callable[[list[str]], Iterable[str]]) -> int:
     """At a worker's shutdown: remove the pooled containers its processes left (a SIGTERM ends
     a prefork child without its own clean-up). ``busy`` names those a job was given; they are
@@ -362,14 +363,25 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
         removed += 1
         names.append((c.get("Labels") or {}).get(L.NAME, ""))
     main_pid = int(owner.rsplit(":", 1)[-1])
-    if isinstance(volumes, BtrfsVolumes) and volumes.root.is_dir():
+    on_disk = _entries(pathlib.Path(io_dir))
+    if isinstance(volumes, BtrfsVolumes):
+        on_disk += _entries(volumes.root)
+    if on_disk:
         left = {(c.get("Labels") or {}).get(L.NAME, "") for c in api.containers(all=True)}
-        names += orphans((p.name for p in volumes.root.iterdir()), left, main_pid)
-    for name in filter(None, names):
+        names += orphans(on_disk, left, main_pid)
+    for name in sorted(set(filter(None, names))):
         path = Path(volumes.root) / name if isinstance(volumes, BtrfsVolumes) else None
         try:
             volumes.destroy(Volume(path, {}))
         except AirlockError as exc:
             log.warning("pool.volume_failed", name=name, error=str(exc))
+        pipes.remove(pipes.folder(io_dir, name))
         cgroup.remove_parent(f"/airlock/{name}")
     return removed
+
+
+def _entries(folder: pathlib.Path) -> list[str]:
+    try:
+        return [p.name for p in folder.iterdir()]
+    except OSError:
+        return []

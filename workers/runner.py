@@ -1,29 +1,31 @@
-"""One job container: prepared (created, attached, started) ahead of its job, run once, destroyed.
+"""One job container: prepared (created, started, launcher up) ahead of its job, run once, destroyed.
 
-``prepare`` leaves the launcher waiting on stdin, so a sandbox can be made before its job is
-known (the warm pool) or right when it is (a cold job): the run path is the same. ``destroy`` is
-always called, from a ``finally``; it never raises, and what it cannot remove the reaper will.
+``prepare`` leaves the launcher waiting on its stdin FIFO, so a sandbox can be made before its
+job is known (the warm pool) or right when it is (a cold job): the run path is the same. The
+job's stdin, stdout and stderr are FIFOs between the worker and the container
+(``workers/pipes.py``), not the engine's attach stream. ``destroy`` is always called, from a
+``finally``; it never raises, and what it cannot remove the reaper will.
 """
 
 from __future__ import annotations
 
+import os
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import docker
 import docker.errors
 import structlog
 
-from workers import cgroup
+from airlock.errors import InfrastructureError
+from workers import cgroup, pipes
 from workers.capper import OutputCapper
 from workers.engine import call, translated
-from workers.frames import FrameDecoder
 from workers.limits import Limits
+from workers.pipes import Pipes
 from workers.spec import CPU_PERIOD_US, LaunchPlan, build_create_kwargs
 from workers.storage import BtrfsVolumes, TmpfsVolumes, Volume
 from workers.verdict import Evidence
@@ -31,10 +33,15 @@ from workers.verdict import Evidence
 log = structlog.get_logger(__name__)
 
 Sink = Callable[[str, bytes | memoryview], None]
+Hold = Callable[[int], bool]  # "wait before reading this many more bytes of output"
 DRAIN_AFTER_KILL_S = 3.0
 TICK_S = 0.1
 PIDS_POLL_S = 0.25
 MEMORY_SLACK = 1024**2  # peak within this of the limit counts as "at the limit"
+LAUNCHER_UP_S = 20.0  # from start until the launcher opens its stdin; it does so at once
+READ_BYTES = pipes.PIPE_BYTES
+WRITE_BYTES = 65536
+HOLD_TICK_S = 0.002  # while held, how often to look again
 
 
 @dataclass
@@ -43,7 +50,7 @@ class Sandbox:
     plan: LaunchPlan
     volume: Volume
     container_id: str
-    sock: socket.socket
+    pipes: Pipes
     prepared_at: float = field(default_factory=time.monotonic)
     destroyed: bool = False
 
@@ -61,27 +68,27 @@ class RunOutcome:
     disk_used_bytes: int | None
 
 
-def _raw_socket(attached: Any) -> socket.socket:
-    sock = getattr(attached, "_sock", attached)
-    assert isinstance(sock, socket.socket)
-    return sock
-
-
 def prepare(api: docker.APIClient, plan: LaunchPlan,
             volumes: BtrfsVolumes | TmpfsVolumes) -> Sandbox:
-    """Create the job's storage and container, attach before start (no output is lost), start."""
+    """Make the job's storage and FIFOs, create and start its container, and wait until the
+    launcher holds its stdin open (so a pooled sandbox is known to be up)."""
     volume = volumes.create(plan.name, plan.limits.disk_bytes)
     container_id = ""
+    io: Pipes | None = None
     try:
+        io = pipes.make(plan.io_folder)
         kwargs = build_create_kwargs(_with_binds(plan, volume))
         container_id = call("create container", lambda: api.create_container(**kwargs))["Id"]
-        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        attached = call("attach", lambda: api.attach_socket(container_id, params=params))
-        sock = _raw_socket(attached)
         call("start container", lambda: api.start(container_id))
-        return Sandbox(api, plan, volume, container_id, sock)
+        if not pipes.connect_stdin(io, LAUNCHER_UP_S):
+            raise InfrastructureError(f"the launcher of {plan.name} did not open its stdin within"
+                                      f" {LAUNCHER_UP_S:.0f} s of its start")
+        return Sandbox(api, plan, volume, container_id, io)
     except BaseException:
+        if io is not None:
+            io.close()
         remove_container(api, container_id or plan.name)
+        pipes.remove(plan.io_folder)
         volumes.destroy(volume)
         cgroup.remove_parent(plan.cgroup_parent)
         raise
@@ -109,13 +116,17 @@ def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
 
 
 def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
-        sink: Sink | None = None, cancel: threading.Event | None = None,
+        sink: Sink | None = None, hold: Hold | None = None,
+        cancel: threading.Event | None = None,
         volumes: BtrfsVolumes | TmpfsVolumes | None = None) -> RunOutcome:
-    """Feed the job, relay its output, enforce the wall timeout, and collect the evidence."""
-    sock, api, cid = sandbox.sock, sandbox.api, sandbox.container_id
-    sock.setblocking(False)
+    """Feed the job, relay its output, enforce the wall timeout, and collect the evidence.
+
+    While ``hold`` says so, output is not read: the pipes fill and the job's writes wait (the
+    relay is behind). The deadline, cancellation and limits are still watched meanwhile."""
+    io, api, cid = sandbox.pipes, sandbox.api, sandbox.container_id
     capper = OutputCapper(limits.output_bytes, keep_bytes)
-    decoder = FrameDecoder()
+    names = {io.out: "stdout", io.err: "stderr"}
+    reading = set(names)  # read ends not yet at EOF: both reach it when the container ends
     view, sent = memoryview(payload), 0
     started = time.monotonic()
     deadline = started + limits.timeout_s
@@ -129,11 +140,10 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         if drain_until is None:
             drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
             log.info("job.kill", container=cid[:12], reason=reason)
-            # In a thread: the engine does not finish a kill while the attach stream is full,
-            # so this loop must keep draining it meanwhile.
+            # In a thread: this loop keeps draining the pipes meanwhile.
             threading.Thread(target=_kill, args=(api, cid), daemon=True).start()
 
-    while True:
+    while reading:
         now = time.monotonic()
         if drain_until is None:
             if now >= deadline:
@@ -149,35 +159,37 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
             oom_events = max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid))
             next_pids = now + PIDS_POLL_S
         wait = max(0.0, min(TICK_S, deadline - now if drain_until is None else drain_until - now))
-        writing = [sock] if sent < len(view) else []
-        readable, writable, _ = select.select([sock], writing, [], wait)
-        if writable:
+        held = drain_until is None and hold is not None and hold(READ_BYTES)
+        writing = [io.stdin] if io.stdin is not None else []
+        readable, writable, _ = select.select([] if held else list(reading), writing, [],
+                                              min(wait, HOLD_TICK_S) if held else wait)
+        if writable and io.stdin is not None:
             try:
-                sent += sock.send(view[sent: sent + 65536])
-                if sent == len(view):
-                    sock.shutdown(socket.SHUT_WR)
-            except (BrokenPipeError, ConnectionResetError):
+                sent += os.write(io.stdin, view[sent: sent + WRITE_BYTES])
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
                 sent = len(view)  # the job stopped reading its stdin; that is its business
-        if readable:
+            if sent >= len(view):
+                io.close_stdin()  # the job's EOF
+        for fd in readable:
             try:
-                data = sock.recv(262144)
+                data = os.read(fd, READ_BYTES)
             except (BlockingIOError, InterruptedError):
                 continue
-            except ConnectionResetError:
-                data = b""
             if not data:
-                break
-            for stream, chunk in decoder.feed(data):
-                taken = capper.feed(stream, chunk)
-                if taken and sink is not None:
-                    sink(stream, taken)
-            if capper.exceeded:
-                kill("output_limit")
+                reading.discard(fd)
+                continue
+            taken = capper.feed(names[fd], data)
+            if taken and sink is not None:
+                sink(names[fd], taken)
+        if capper.exceeded:
+            kill("output_limit")
     wall_ms = int((time.monotonic() - started) * 1000)
     # Last look at the leaf before the engine removes it with the stopped container.
     pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
     oom_events = max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid))
-    sock.close()
+    io.close()
     if drain_until is not None and time.monotonic() >= drain_until:
         log.warning("job.drain_timeout", container=cid[:12])
     status = _wait_exit(api, cid)
@@ -245,11 +257,9 @@ def destroy(sandbox: Sandbox, volumes: BtrfsVolumes | TmpfsVolumes) -> bool:
     if sandbox.destroyed:
         return True
     sandbox.destroyed = True
-    try:
-        sandbox.sock.close()
-    except OSError:
-        pass
+    sandbox.pipes.close()
     removed = remove_container(sandbox.api, sandbox.container_id)
+    pipes.remove(sandbox.plan.io_folder)
     try:
         volumes.destroy(sandbox.volume)
     except Exception as exc:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers import labels as L
+from workers import pipes
 from workers.launcher import INIT_PATH, launcher_command
 from workers.limits import Limits
 
@@ -34,6 +35,7 @@ class LaunchPlan:
     seccomp_json: str
     cgroup_parent: str
     launcher_path: str  # the host's static launcher, bound read-only at INIT_PATH as PID 1
+    io_folder: str  # the host folder of this container's stdio FIFOs (workers/pipes.py)
     user: str = "1000:1000"
     network_mode: str = "none"  # or the workspace network, for a job with egress
     dns_options: tuple[str, ...] = ()  # resolv.conf options; never servers of the job's own
@@ -85,7 +87,7 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         # The launcher, PID 1: a Mount, not a Bind, so a missing file on the host fails the
         # create instead of the engine making an empty directory there.
         "Mounts": [{"Type": "bind", "Source": plan.launcher_path, "Target": INIT_PATH,
-                    "ReadOnly": True}],
+                    "ReadOnly": True}, *pipes.mounts(plan.io_folder)],
         "Tmpfs": tmpfs,
         "ReadonlyRootfs": True,
         "CapDrop": ["ALL"],
@@ -115,15 +117,16 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         host_config["DnsOptions"] = list(plan.dns_options)
     return {
         "image": plan.image,
-        "command": launcher_command(plan.max_wait_s),
+        "command": launcher_command(plan.max_wait_s, pipes.launcher_stdio()),
         "name": plan.name,
         "hostname": plan.hostname,
         "user": plan.user,
         "working_dir": "/workspace",
         "environment": {"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"},
         "labels": dict(plan.labels) | {L.NAME: plan.name},
-        "stdin_open": True,
-        "detach": False,  # with stdin_open: StdinOnce, so closing our stdin ends the job's
+        # No attach: the job's stdio are the FIFOs above; the engine's stdin stays closed.
+        "stdin_open": False,
+        "detach": True,
         "use_config_proxy": False,
         "tty": False,
         "network_disabled": plan.network_mode == "none",

@@ -230,7 +230,7 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
 
     expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/dev/shm", "/sys",
                 "/sys/fs/cgroup", "/tmp", "/var/tmp", "/run", "/workspace", "/opt/venv",
-                "/home/appuser", "/etc/hostname", "/.airlock/init"}
+                "/home/appuser", "/etc/hostname", "/.airlock/init", *STDIO}
     extra = set(by_point) - expected - DOCKER_MASKS - DOCKER_READ_ONLY - CGROUPS
     assert not extra, extra
     assert expected <= set(by_point), expected - set(by_point)
@@ -250,16 +250,67 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
                                                "/proc/sched_debug"):
             assert "ro" in opts(point), point  # (the /dev/null masks are empty files)
     host_binds = [r for r in rows if r["fstype"] not in ("tmpfs", "proc", "sysfs", "devpts",
-                                                         "mqueue", "cgroup", "overlay", "btrfs")]
+                                                         "mqueue", "cgroup", "overlay", "btrfs")
+                  and r["point"] not in STDIO]
     assert sorted(r["point"] for r in host_binds) == ["/.airlock/init", "/etc/hostname"], host_binds
     # The launcher (PID 1): the host's build, read-only, the one file of its folder.
     assert "ro" in opts("/.airlock/init") and "ro" in opts("/etc/hostname")
     assert by_point["/.airlock/init"]["root"] == attack.settings.launcher_path
+    # The stdio FIFOs: read-only binds of single files from one folder of the worker's.
+    folders = set()
+    for point in STDIO:
+        assert "ro" in opts(point), point
+        folder, _, name = by_point[point]["root"].rpartition("/")
+        assert name == point.rsplit("/", 1)[1], by_point[point]
+        folders.add(folder)
+    assert len(folders) == 1, folders
     attack.record("A12", "read /proc/self/mountinfo", f"{len(rows)} mounts: read-only overlay "
                   "root; sized tmpfs nosuid,nodev,noexec (/tmp 1G, /var/tmp 512M, /run 64M, "
                   "/dev/shm 64M); /workspace, /opt/venv, /home/appuser from one per-job btrfs "
                   "subvolume (nosuid,nodev); Docker's masks read-only; the only host files are "
-                  "/etc/hostname and the launcher at /.airlock/init (both ro)", record, volume=volume.pop())
+                  "/etc/hostname, the launcher at /.airlock/init and the job's stdio FIFOs at "
+                  "/.airlock/{in,out,err} (all ro)", record, volume=volume.pop())
+
+
+STDIO = ("/.airlock/in", "/.airlock/out", "/.airlock/err")
+PIPE_TRIES = r"""
+import json, os
+def attempt(what, fn):
+    try:
+        fn()
+        return "done"
+    except OSError as exc:
+        return exc.strerror
+tries = {
+    "read stdout pipe": attempt("r", lambda: os.close(os.open("/.airlock/out", os.O_RDONLY | os.O_NONBLOCK))),
+    "read stderr pipe": attempt("r", lambda: os.close(os.open("/.airlock/err", os.O_RDONLY | os.O_NONBLOCK))),
+    "write stdin pipe": attempt("w", lambda: os.close(os.open("/.airlock/in", os.O_WRONLY | os.O_NONBLOCK))),
+    "chmod stdout pipe": attempt("c", lambda: os.chmod("/.airlock/out", 0o666)),
+    "unlink stdout pipe": attempt("u", lambda: os.unlink("/.airlock/out")),
+    "replace stdout pipe": attempt("m", lambda: os.rename("/workspace/x", "/.airlock/out")),
+    "mkfifo beside them": attempt("f", lambda: os.mkfifo("/.airlock/new")),
+}
+fd = os.open("/.airlock/out", os.O_WRONLY)  # its own output, a second way in: allowed
+os.write(fd, b"second way\n")
+os.close(fd)
+print(json.dumps(tries))
+"""
+
+
+def test_a12b_the_jobs_stdio_fifos_take_its_output_and_nothing_else(attack: Attack) -> None:
+    record = attack.job(PIPE_TRIES, files={"x": "x"})
+
+    lines = record.stdout.splitlines()
+    assert "second way" in lines, record.summary()
+    tries = json.loads(next(line for line in lines if line.startswith("{")))
+    refused = {"Permission denied", "Read-only file system", "Device or resource busy",
+               "Operation not permitted", "Invalid cross-device link"}
+    assert all(result in refused for result in tries.values()), tries
+    assert record.verdict == "ok"
+    attack.record("A12b", "open the stdout/stderr FIFOs for reading, the stdin FIFO for writing; "
+                  "chmod, unlink or rename over them; mkfifo beside them",
+                  "all refused (" + ", ".join(sorted(set(tries.values()))) + "); writing its own "
+                  "output through /.airlock/out works, as through fd 1", record)
 
 
 PLANT_LINKS = r"""

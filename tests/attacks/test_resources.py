@@ -323,8 +323,11 @@ exit 0
 WRITABLE_EXPECTED = {  # the bounded folders, and character devices and links of /dev
     "/workspace", "/workspace/main.sh", "/opt/venv", "/home/appuser", "/tmp", "/var/tmp",
     "/dev/shm", "/dev/mqueue", "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
-    "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts/ptmx", "/dev/fd", "/dev/stdin",
+    "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts/ptmx", "/dev/fd",
     "/dev/stdout", "/dev/stderr",
+    # The job's own output FIFOs (bounded by its output cap); its stdin FIFO is read-only to
+    # it, so /dev/stdin is not writable.
+    "/.airlock/out", "/.airlock/err",
 }
 
 

@@ -127,6 +127,7 @@ def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[st
     assert mounts == {"/var/run/docker.sock": "/var/run/docker.sock",
                       "/sys/fs/cgroup": "/sys/fs/cgroup",
                       "/var/lib/airlock/volumes": "/var/lib/airlock/volumes",
+                      "/run/airlock/io": "/run/airlock/io",
                       "/usr/local/libexec/airlock": "/usr/local/libexec/airlock"}
     assert "/usr/local/libexec/airlock:/usr/local/libexec/airlock:ro" in worker["volumes"]
     assert worker["networks"] == {"backend": None} and "ports" not in worker

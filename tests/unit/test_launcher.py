@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import struct
@@ -390,3 +391,74 @@ def test_a_missing_unsafe_or_stale_binary_is_refused_naming_the_fix(installed: P
     assert "missing" in problem()
     installed.symlink_to("/bin/true")
     assert "not a regular file" in problem()
+
+
+# --- stdio through FIFOs (workers/pipes.py), as in a job container --------------------------
+
+def _drain(fds: dict[int, str], within_s: float = 20.0) -> dict[str, bytes]:
+    got = {name: b"" for name in fds.values()}
+    left = set(fds)
+    deadline = time.monotonic() + within_s
+    while left and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(left), [], [], 0.5)
+        for fd in readable:
+            data = os.read(fd, 65536)
+            if data:
+                got[fds[fd]] += data
+            else:
+                left.discard(fd)
+    assert not left, "no EOF on the launcher's output FIFOs"
+    return got
+
+
+def test_with_fifo_paths_the_job_talks_only_through_them(init: Path, cwd: Path,
+                                                         tmp_path: Path) -> None:
+    from workers import pipes
+
+    io = pipes.make(str(tmp_path / "io" / "c1"))
+    try:
+        # Given a launcher started with the FIFOs' paths and its own stdio elsewhere
+        proc = subprocess.Popen([str(init), "10", *(f"{io.folder}/{n}" for n in ("in", "out", "err"))],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        # Then the worker's stdin open succeeds once it waits on its side (the handshake)
+        assert pipes.connect_stdin(io, 10)
+        assert io.stdin is not None
+        job = "import sys; data = sys.stdin.read(); print(data.upper()); print('e', file=sys.stderr)"
+        os.write(io.stdin, frame(cwd, ["python3", "-c", job]) + b"fed on stdin")
+        io.close_stdin()
+        got = _drain({io.out: "out", io.err: "err"})
+        assert got == {"out": b"FED ON STDIN\n", "err": b"e\n"}
+        out, err = proc.communicate(timeout=10)
+        assert (proc.returncode, out, err) == (0, b"", b"")  # nothing on its own stdio
+    finally:
+        io.close()
+        pipes.remove(io.folder)
+    assert not os.path.exists(io.folder)
+
+
+def test_fifo_modes_let_the_job_write_output_and_read_stdin_only(tmp_path: Path) -> None:
+    from workers import pipes
+
+    io = pipes.make(str(tmp_path / "c2"))
+    try:
+        modes = {n: os.stat(f"{io.folder}/{n}").st_mode & 0o777 for n in ("in", "out", "err")}
+        assert modes == {"in": 0o604, "out": 0o602, "err": 0o602}
+        assert os.stat(io.folder).st_mode & 0o777 == 0o700
+        assert not pipes.connect_stdin(io, 0.05)  # no launcher: no handshake, no hang
+    finally:
+        io.close()
+        pipes.remove(io.folder)
+
+
+def test_a_launcher_that_cannot_open_its_fifos_exits_124(init: Path, tmp_path: Path) -> None:
+    missing = [str(tmp_path / n) for n in ("in", "out", "err")]
+    done = subprocess.run([str(init), "5", *missing], capture_output=True, timeout=15)
+    assert done.returncode == 124
+    assert done.stderr.startswith(b"airlock: cannot open '" + missing[1].encode())
+
+
+def test_the_launcher_takes_a_wait_or_a_wait_and_three_paths(init: Path) -> None:
+    for args in (["5", "a"], ["5", "a", "b"], ["5", "a", "b", "c", "d"]):
+        done = subprocess.run([str(init), *args], capture_output=True, timeout=15)
+        assert done.returncode == 126 and b"usage" in done.stderr, args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -71,11 +72,15 @@ def test_a_pooled_plan_is_the_cold_plan_but_for_name_labels_and_wait() -> None:
     warm = build_create_kwargs(pool_plan(ctx(s), key, "airlock-pool-x", "host:1"))
     assert warm["host_config"]["CgroupParent"] == "/airlock/airlock-pool-x"
     warm["host_config"]["CgroupParent"] = cold["host_config"]["CgroupParent"]
+    # Each container has a FIFO folder of its own, named after it; the mounts are the same.
+    fifos = [m["Source"] for m in warm["host_config"]["Mounts"][1:]]
+    assert {os.path.dirname(f) for f in fifos} == {"/run/airlock/io/airlock-pool-x"}
+    warm["host_config"]["Mounts"] = cold["host_config"]["Mounts"]
     assert warm["host_config"] == cold["host_config"]  # caps, seccomp, limits, mounts, network
     assert warm["labels"][L.ROLE] == L.ROLE_POOL and warm["labels"][L.JOB] == ""
     assert warm["labels"][OWNER] == "host:1"
-    assert warm["command"][-1] == str(launcher_wait_s(120)) and cold["command"][-1] == "60"
-    assert warm["command"][:-1] == cold["command"][:-1]
+    assert warm["command"][1] == str(launcher_wait_s(120)) and cold["command"][1] == "60"
+    assert warm["command"][:1] + warm["command"][2:] == cold["command"][:1] + cold["command"][2:]
     same = ("image", "user", "working_dir", "environment", "stdin_open", "network_disabled",
             "hostname", "tty")
     assert {k: warm[k] for k in same} == {k: cold[k] for k in same}

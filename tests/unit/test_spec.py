@@ -16,7 +16,8 @@ def plan(**changes: object) -> LaunchPlan:
     base = LaunchPlan(name="airlock-x", image="airlock/sandbox:latest", limits=DEFAULT,
                       labels=job_labels(fleet="f", host="h", role="job", job="j", attempt=2),
                       seccomp_json='{"defaultAction":"SCMP_ACT_ERRNO"}', cgroup_parent="/airlock/x",
-                      launcher_path="/usr/local/libexec/airlock/airlock-init")
+                      launcher_path="/usr/local/libexec/airlock/airlock-init",
+                      io_folder="/run/airlock/io/airlock-x")
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -62,8 +63,11 @@ def test_each_limit_lands_in_the_host_config() -> None:
 def test_container_is_non_root_waits_on_stdin_and_is_labelled() -> None:
     kw = build_create_kwargs(plan())
     assert kw["user"] == "1000:1000"
-    assert kw["stdin_open"] is True and kw["detach"] is False and kw["tty"] is False
-    assert kw["command"] == ["/.airlock/init", "900"]  # the launcher, waiting at most 900 s
+    # Nothing attached: the job's stdio are FIFOs the launcher opens (workers/pipes.py).
+    assert kw["stdin_open"] is False and kw["detach"] is True and kw["tty"] is False
+    # The launcher, waiting at most 900 s, with its stdin, stdout and stderr
+    assert kw["command"] == ["/.airlock/init", "900", "/.airlock/in", "/.airlock/out",
+                             "/.airlock/err"]
     labels = kw["labels"]
     assert labels["org.airlock.managed"] == "true" and labels["org.airlock.job"] == "j"
     assert labels["org.airlock.attempt"] == "2" and labels["org.airlock.host"] == "h"
@@ -82,10 +86,17 @@ def test_a_job_without_egress_has_no_network_and_no_extras() -> None:
 def test_the_launcher_is_the_hosts_binary_mounted_read_only_as_pid_1() -> None:
     kw = build_create_kwargs(plan(launcher_path="/opt/init", max_wait_s=0))
     # A Mount, not a Bind: a missing source fails the create (a Bind would make a folder).
-    assert kw["host_config"]["Mounts"] == [
-        {"Type": "bind", "Source": "/opt/init", "Target": "/.airlock/init", "ReadOnly": True}]
-    assert kw["command"] == ["/.airlock/init", "1"]  # waits at least a second
+    assert kw["host_config"]["Mounts"][0] == {
+        "Type": "bind", "Source": "/opt/init", "Target": "/.airlock/init", "ReadOnly": True}
+    assert kw["command"][:2] == ["/.airlock/init", "1"]  # waits at least a second
     assert kw["host_config"]["Init"] is False  # no docker-init: the launcher reaps
+
+
+def test_the_stdio_fifos_are_the_containers_own_bound_read_only() -> None:
+    mounts = build_create_kwargs(plan(io_folder="/run/io/airlock-x"))["host_config"]["Mounts"]
+    assert mounts[1:] == [
+        {"Type": "bind", "Source": f"/run/io/airlock-x/{name}", "Target": f"/.airlock/{name}",
+         "ReadOnly": True} for name in ("in", "out", "err")]
 
 
 def test_an_egress_job_joins_the_workspace_network_and_nothing_else_changes() -> None:

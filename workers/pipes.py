@@ -1,0 +1,160 @@
+"""A job container's stdin, stdout and stderr: three FIFOs, never the engine's attach stream.
+
+For each container the worker makes a folder of its own (``<io_dir>/<container name>``, root's,
+0700) holding three FIFOs, and binds each read-only into the container under ``/.airlock``. The
+launcher (PID 1, ``workers/launcher.c``) opens them as its fds 1, 2 and 0 before anything
+else. The job's output then goes from its pipe straight to the worker: no shim, no engine, no
+stream framing between them, and no attach request per job.
+
+- ``out`` and ``err`` (0602: the job's user may write, nobody in the container may read): the
+  worker holds the read ends, opened before the container starts, so the launcher's open never
+  waits. EOF on both means every process that held them is gone: the launcher, hence the
+  whole container.
+- ``in`` (0604: readable, not writable, from the container): the worker opens the write end
+  once the launcher waits on its side. That open is the handshake: it succeeds only then, so a
+  prepared sandbox is known to be up. The frame and the job's stdin go in; closing it is the
+  job's EOF.
+
+A bind of a single file cannot be renamed or replaced from inside, the read-only bind refuses
+chmod, and the worker opens its own folder's entries with ``O_NOFOLLOW``. The pipes' buffers are
+charged to the memory cgroup of the writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from airlock.errors import InfrastructureError
+
+IN, OUT, ERR = "in", "out", "err"
+CONTAINER_DIR = "/.airlock"
+TARGETS = {IN: f"{CONTAINER_DIR}/in", OUT: f"{CONTAINER_DIR}/out", ERR: f"{CONTAINER_DIR}/err"}
+MODES = {IN: 0o604, OUT: 0o602, ERR: 0o602}
+PIPE_BYTES = 1024 * 1024  # each output pipe's buffer: fewer wake-ups while a job streams
+CONNECT_POLL_S = 0.0005
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def folder(io_dir: str, name: str) -> str:
+    return os.path.join(io_dir, name)
+
+
+def launcher_stdio() -> tuple[str, str, str]:
+    """The container paths the launcher opens as its stdin, stdout and stderr."""
+    return TARGETS[IN], TARGETS[OUT], TARGETS[ERR]
+
+
+def mounts(host_folder: str) -> list[dict[str, Any]]:
+    """The engine's Mounts for one container's FIFOs (pure)."""
+    return [{"Type": "bind", "Source": os.path.join(host_folder, which), "Target": TARGETS[which],
+             "ReadOnly": True} for which in (IN, OUT, ERR)]
+
+
+@dataclass
+class Pipes:
+    """The worker's ends of one container's FIFOs."""
+
+    folder: str
+    out: int  # read ends, non-blocking
+    err: int
+    stdin: int | None = None  # the write end, once the launcher waits on its side
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            fd, self.stdin = self.stdin, None
+            os.close(fd)
+
+    def close(self) -> None:
+        self.close_stdin()
+        for fd in (self.out, self.err):
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # closed already
+        self.out = self.err = -1
+
+
+def make(host_folder: str) -> Pipes:
+    """Make the folder and its FIFOs and open the read ends (before the container starts)."""
+    parent = os.path.dirname(host_folder)
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        os.mkdir(host_folder, 0o700)
+    except OSError as exc:
+        raise InfrastructureError(f"cannot make the job's pipes in {host_folder}: {exc}") from exc
+    fds: list[int] = []
+    try:
+        dir_fd = os.open(host_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for which in (IN, OUT, ERR):
+                os.mkfifo(which, 0o600, dir_fd=dir_fd)
+                os.chmod(which, MODES[which], dir_fd=dir_fd)  # mkfifo's mode passed the umask
+            for which in (OUT, ERR):
+                fd = os.open(which, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=dir_fd)
+                fds.append(fd)
+                _grow(fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        remove(host_folder)
+        raise InfrastructureError(f"cannot make the job's pipes in {host_folder}: {exc}") from exc
+    return Pipes(host_folder, fds[0], fds[1])
+
+
+def _grow(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size: the default 64 KiB works, with more wake-ups
+
+
+def connect_stdin(pipes: Pipes, timeout_s: float) -> bool:
+    """Open the write end of ``in`` once the launcher has opened its side; False on timeout.
+
+    A non-blocking open of a FIFO for writing fails (ENXIO) until a reader has it open, so
+    success is the launcher's handshake."""
+    path = os.path.join(pipes.folder, IN)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise InfrastructureError(f"cannot open the job's stdin {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(CONNECT_POLL_S)
+            continue
+        pipes.stdin = fd
+        return True
+
+
+def remove(host_folder: str) -> None:
+    """Remove a container's pipe folder (never raises; missing is fine). Only FIFOs are
+    unlinked: anything else there is not ours and stays, with the folder."""
+    try:
+        dir_fd = os.open(host_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for which in (IN, OUT, ERR):
+            try:
+                if stat.S_ISFIFO(os.stat(which, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    os.unlink(which, dir_fd=dir_fd)
+            except OSError:
+                pass
+    finally:
+        os.close(dir_fd)
+    try:
+        os.rmdir(host_folder)
+    except OSError:
+        pass
