@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import stat
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ TARGETS = {IN: f"{CONTAINER_DIR}/in", OUT: f"{CONTAINER_DIR}/out", ERR: f"{CONTA
 MODES = {IN: 0o604, OUT: 0o602, ERR: 0o602}
 PIPE_BYTES = 1024 * 1024  # each output pipe's buffer: fewer wake-ups while a job streams
 CONNECT_POLL_S = 0.0005
+GONE_CHECK_EVERY = 20  # tries: about every 10 ms
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -118,24 +120,33 @@ def _grow(fd: int) -> None:
 
 
 def connect_stdin(pipes: Pipes, timeout_s: float) -> bool:
-    """Open the write end of ``in`` once the launcher has opened its side; False on timeout.
+    """Open the write end of ``in`` once the launcher has opened its side; False on timeout, or
+    as soon as the launcher is seen gone (its output FIFOs at EOF: it opens them first).
 
     A non-blocking open of a FIFO for writing fails (ENXIO) until a reader has it open, so
     success is the launcher's handshake."""
     path = os.path.join(pipes.folder, IN)
     deadline = time.monotonic() + timeout_s
+    tries = 0
     while True:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno != errno.ENXIO:
                 raise InfrastructureError(f"cannot open the job's stdin {path}: {exc}") from exc
-            if time.monotonic() >= deadline:
+            tries += 1
+            if time.monotonic() >= deadline or (tries % GONE_CHECK_EVERY == 0 and _gone(pipes)):
                 return False
             time.sleep(CONNECT_POLL_S)
             continue
         pipes.stdin = fd
         return True
+
+
+def _gone(pipes: Pipes) -> bool:
+    """Output readable before the job is fed: EOF (or a message) from a launcher that quit."""
+    readable, _, _ = select.select([pipes.out, pipes.err], [], [], 0)
+    return bool(readable)
 
 
 def remove(host_folder: str) -> None:

@@ -451,6 +451,25 @@ def test_fifo_modes_let_the_job_write_output_and_read_stdin_only(tmp_path: Path)
         pipes.remove(io.folder)
 
 
+def test_the_handshake_gives_up_at_once_on_a_launcher_that_quit(init: Path, tmp_path: Path) -> None:
+    from workers import pipes
+
+    io = pipes.make(str(tmp_path / "c3"))
+    try:
+        # Given a launcher that opens the output FIFOs, then fails on its stdin path
+        proc = subprocess.Popen([str(init), "10", str(tmp_path / "missing"),
+                                 f"{io.folder}/out", f"{io.folder}/err"])
+        t0 = time.monotonic()
+        # Then the handshake is refused as soon as it is gone, not at its timeout
+        assert not pipes.connect_stdin(io, 20)
+        assert time.monotonic() - t0 < 5
+        assert proc.wait(10) == 124
+        assert b"cannot open" in os.read(io.err, 4096)
+    finally:
+        io.close()
+        pipes.remove(io.folder)
+
+
 def test_a_launcher_that_cannot_open_its_fifos_exits_124(init: Path, tmp_path: Path) -> None:
     missing = [str(tmp_path / n) for n in ("in", "out", "err")]
     done = subprocess.run([str(init), "5", *missing], capture_output=True, timeout=15)
