@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,12 @@ def render(data: dict[str, Any], runtime: str = "") -> str:
             "| entry | attack | verdict | contained | measured | canary after | test |",
             "|---|---|---|---|---|---|---|"]
 
-    def order(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
-        return int(item[1].get("entry", "A0")[1:] or 0), item[0]
+    def order(item: tuple[str, dict[str, Any]]) -> tuple[int, str, str]:
+        # "A12", then "A12b" (an entry of ours beside ATTACKS.md's A12)
+        entry = item[1].get("entry", "A0")
+        digits = re.match(r"A(\d*)", entry)
+        number = int(digits.group(1) or 0) if digits else 0
+        return number, entry[digits.end():] if digits else entry, item[0]
 
     for name, rec in sorted(attacks.items(), key=order):
         status = "" if rec.get("passed", True) else " (FAILED)"
