@@ -181,9 +181,10 @@ class Publisher:
 
     def hold(self, headroom: int) -> bool:
         """Whether the read loop should wait before reading ``headroom`` more bytes: the
-        buffer is full and Redis is taking it (not stalled, not failed)."""
+        buffer is full and the relay is draining it into Redis (its thread alive, its write
+        not stalled, Redis not failed)."""
         return (not self.failed and not self.truncated and self.relay.buffer.full(headroom)
-                and not self.relay.stalled())
+                and self.relay.draining())
 
     def _lagging(self, before: int = 0, stream: str = "stdout") -> Entry:
         body = json.dumps({f"skipped_{s}": n for s, n in self.skipped.items()})
@@ -234,9 +235,14 @@ class Relay:
         self.ensure_started()
         return Publisher(self, job_id, self.budget_bytes, self.max_entries)
 
-    def stalled(self) -> bool:
+    def draining(self) -> bool:
+        """Whether the thread runs and its write under way, if any, is younger than STALL_S.
+        (A dead thread would never drain the buffer: holding then would stall the job.)"""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return False
         since = self.writing_since
-        return since is not None and time.monotonic() - since > STALL_S
+        return since is None or time.monotonic() - since <= STALL_S
 
     def ensure_started(self) -> None:
         """Start the thread in this process (lazily: never before a fork, never at import)."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from airlock.errors import AirlockError
+from tasks import relay as relay_module
 from tasks.relay import Entry, Publisher, Relay
 from tasks.streams import START, Cursor
 
@@ -173,3 +174,49 @@ def test_cursor_round_trips_and_refuses_garbage() -> None:
     for bad in ("", "abc", "1-2:3", "1-2:x:0", "1-2:-1:0", "$", "1-2:3:4:5"):
         with pytest.raises(AirlockError):
             Cursor.parse(bad)
+
+
+class _StuckRedis:
+    """A Redis whose pipelined writes wait until ``gate`` is set (a hung server)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def pipeline(self, transaction: bool = False) -> _StuckRedis:
+        return self
+
+    def xadd(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def expire(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def execute(self) -> list[Any]:
+        self.gate.wait(10)
+        return []
+
+
+def test_a_full_buffer_holds_the_reader_while_the_relay_drains_and_not_once_it_stalls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay_module, "STALL_S", 0.3)
+    r = relay(buffer_bytes=10, entry_bytes=10)
+    p = publisher(r)
+    p.chunk("stdout", b"x" * 10)
+    assert r.buffer.full(1)
+    assert not p.hold(1)  # no relay thread to drain it: holding would stall the job for nothing
+    stuck = _StuckRedis()
+    r.r = stuck  # type: ignore[assignment]
+    r.ensure_started()
+    try:
+        deadline = time.monotonic() + 5
+        while r.writing_since is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # the thread took the entry and is writing it
+        p.chunk("stdout", b"y" * 10)  # full again while the write is under way
+        assert p.hold(1)  # full, and the relay is draining it: hold
+        time.sleep(0.4)
+        assert not p.hold(1)  # the write has been under way past STALL_S: read on, skip
+        p.chunk("stdout", b"z")
+        assert p.skipped_total == 1  # dropped, to be announced by a lagging entry
+    finally:
+        stuck.gate.set()
+        r.close()
