@@ -5,6 +5,7 @@
  * worker made and bound into the container), it first opens STDOUT and STDERR for writing and
  * STDIN for reading, in that order, as its own fds 1, 2 and 0: the job's I/O then never passes
  * through the engine, and the worker knows the launcher is up once its STDIN open succeeds.
+ * Those opens wait at most 30 s (or MAX_WAIT_SECONDS if shorter), then it exits 124.
  *
  * Waits at most MAX_WAIT_SECONDS for one framed payload on stdin, reading exactly the frame and
  * not a byte more (the job's own stdin follows it in the same stream). Then: non-dumpable,
@@ -47,6 +48,10 @@
 #define MAX_BODY (64u * 1024u * 1024u) /* also workers/launcher.py's MAX_BODY */
 #define MAX_COUNT 65536u               /* argv entries, env entries, files: each */
 #define MAX_WAIT_S (1u << 30)
+/* The stdio FIFOs open at start or never: the worker holds the output ends before the start
+ * and opens stdin's right after (its own wait is shorter). If it died in between, the launcher
+ * must not wait for a payload that cannot come (also workers/launcher.py's STDIO_WAIT_S). */
+#define STDIO_WAIT_S 30u
 #define DEFAULT_PATH "/bin:/usr/bin"   /* Python's os.defpath, for an env without PATH */
 
 /* --- messages and exits (async-signal-safe: one write, then _exit) ------------------------ */
@@ -78,10 +83,14 @@ static _Noreturn void fail_errno(int code, const char *what, const char *name, i
     die(code, what, " '", name, "': ", strerror(err));
 }
 
+/* What the pending alarm means: set before each alarm(), read by the handler. */
+static volatile sig_atomic_t alarm_code = EXIT_NO_PAYLOAD;
+static const char *volatile alarm_msg = "no job arrived in time";
+
 static void on_alarm(int sig)
 {
     (void)sig;
-    fail(EXIT_NO_PAYLOAD, "no job arrived in time");
+    fail((int)alarm_code, alarm_msg);
 }
 
 /* --- reading the frame: the header byte by byte, the body with exact-length reads ---------- */
@@ -427,12 +436,18 @@ int main(int argc, char **argv)
     sa.sa_handler = on_alarm;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, NULL);
-    alarm(wait_s);
     if (argc == 5) {
+        alarm_code = EXIT_NO_STDIO;
+        alarm_msg = "the worker did not open the stdio FIFOs in time";
+        alarm(wait_s < STDIO_WAIT_S ? wait_s : STDIO_WAIT_S);
         open_as(argv[3], O_WRONLY, 1);
         open_as(argv[4], O_WRONLY, 2);
         open_as(argv[2], O_RDONLY, 0);
+        alarm(0);
+        alarm_code = EXIT_NO_PAYLOAD;
+        alarm_msg = "no job arrived in time";
     }
+    alarm(wait_s);
 
     size_t size = read_header();
     unsigned char *body = malloc(size + 1);

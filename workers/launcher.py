@@ -34,7 +34,8 @@ The frame (``encode_payload``)::
 Every integer is unsigned 32-bit big-endian. A ``str`` is its u32 length, its bytes (UTF-8, no
 NUL among them), then one NUL byte the length does not count, so the launcher uses each string
 in place. Nothing may follow the last file inside the body. The launcher's own exit statuses:
-124 a stdio FIFO it could not open, 125 no payload in time or cut short, 126 malformed payload
+124 a stdio FIFO it could not open (or not within ``STDIO_WAIT_S``: its worker died before the
+handshake), 125 no payload in time or cut short, 126 malformed payload
 or a file it could not write (it never follows a symlink: O_NOFOLLOW at every step), 127 the
 job could not be started; else the job's (128 + signal for a signal, 137 at the deadline).
 """
@@ -50,6 +51,7 @@ from pathlib import Path
 
 # Exit status the launcher uses for its own failures, so they are not confused with the job's.
 EXIT_NO_STDIO = 124
+STDIO_WAIT_S = 30  # launcher.c's: how long the stdio FIFOs may take to open (then exit 124)
 EXIT_NO_PAYLOAD = 125
 EXIT_BAD_PAYLOAD = 126
 EXIT_EXEC_FAILED = 127

@@ -38,7 +38,9 @@ DRAIN_AFTER_KILL_S = 3.0
 TICK_S = 0.1
 PIDS_POLL_S = 0.25
 MEMORY_SLACK = 1024**2  # peak within this of the limit counts as "at the limit"
-LAUNCHER_UP_S = 20.0  # from start until the launcher opens its stdin; it does so at once
+# From start until the launcher opens its stdin; it does so at once. Below the launcher's own
+# STDIO_WAIT_S, so a launcher never gives up on a worker still waiting for it.
+LAUNCHER_UP_S = 20.0
 READ_BYTES = pipes.PIPE_BYTES
 WRITE_BYTES = 65536
 HOLD_TICK_S = 0.002  # while held, how often to look again

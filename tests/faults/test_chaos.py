@@ -5,6 +5,9 @@ At the end: every job has exactly one terminal result (one attempt recorded it, 
 is the job's own), no job ran in two containers at once (from the attempts table and from both
 engines' container events), and no Airlock container is left on either engine. It prints its
 counts and the longest time a job waited after its worker died.
+
+``AIRLOCK_TEST_CHAOS_POOL_SIZE=1`` runs it with the warm pool on (one warm container per worker
+process); the CI run keeps it cold, as it runs the chaos test once.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from tests.faults.rig import (
     wait_for,
 )
 from tests.services import WorkerProcess
+from workers import labels as L
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 JOBS = 220
@@ -48,7 +52,8 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
     s = fleet.configure(
         broker_url=redis.url, redis_url=redis.url, concurrency=2,
         lease_s=4.0, lease_grace_s=2.0, reaper_interval_s=1.0, reconcile_after_s=3.0,
-        startup_grace_s=5.0, backstop_s=2.0)
+        startup_grace_s=5.0, backstop_s=2.0,
+        pool_size=int(os.environ.get("AIRLOCK_TEST_CHAOS_POOL_SIZE", "0")))
     events = EventLog(s.fleet, (ENGINE1, ENGINE2)).start()
     workers = {
         "chaos-e1": fleet.worker("e1", hostname="chaos-e1", start=False),
@@ -99,8 +104,17 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
         assert submitted.is_set(), "the feeder did not finish submitting"
         wait_for("every job to finish", lambda: finished_count(fleet) >= JOBS,
                  max(10.0, BUDGET_S + 60 - (time.monotonic() - t0)), 0.5)
-        wait_for("no Airlock container on either engine",
-                 lambda: not fleet.containers(ENGINE1) and not fleet.containers(ENGINE2), 30)
+        # With the pool on, each live worker process keeps its warm container: a container
+        # no job was given; what must be gone is every container that ran a job, and the dead
+        # processes' spares (their launchers see the stdin FIFO's writer go and exit).
+        spares = s.pool_size * s.concurrency * len(workers)
+        try:
+            wait_for("no Airlock job container on either engine, spares within the pool's bound",
+                     lambda: not job_containers(fleet) and len(idle_spares(fleet)) <= spares, 60)
+        except AssertionError as exc:
+            left = [(c.get("Names"), c.get("State"), c.get("Status"), c.get("Labels"))
+                    for c in job_containers(fleet) + idle_spares(fleet)]
+            raise AssertionError(f"{exc}; left: {left}") from exc
         elapsed = time.monotonic() - t0
     finally:
         events.close()
@@ -116,6 +130,28 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
 def restart(w: WorkerProcess) -> int:
     """Start the worker again, as a supervisor would (tests/faults/rig.py)."""
     return start_supervised(w)
+
+
+def _ours(fleet: Fleet) -> list[dict[str, object]]:
+    return fleet.containers(ENGINE1) + fleet.containers(ENGINE2)
+
+
+def _given(fleet: Fleet) -> set[str]:
+    return {str(r[0]) for r in fleet.sql(
+        "SELECT container_id FROM attempts WHERE container_id IS NOT NULL")}
+
+
+def job_containers(fleet: Fleet) -> list[dict[str, object]]:
+    """Containers that ran (or were made for) a job: not a warm one still waiting."""
+    given = _given(fleet)
+    return [c for c in _ours(fleet)
+            if (c.get("Labels") or {}).get(L.ROLE) != L.ROLE_POOL or c["Id"] in given]  # type: ignore[union-attr]
+
+
+def idle_spares(fleet: Fleet) -> list[dict[str, object]]:
+    given = _given(fleet)
+    return [c for c in _ours(fleet)
+            if (c.get("Labels") or {}).get(L.ROLE) == L.ROLE_POOL and c["Id"] not in given]  # type: ignore[union-attr]
 
 
 def finished_count(fleet: Fleet) -> int:

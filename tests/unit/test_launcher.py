@@ -470,6 +470,31 @@ def test_the_handshake_gives_up_at_once_on_a_launcher_that_quit(init: Path, tmp_
         pipes.remove(io.folder)
 
 
+def test_a_launcher_whose_worker_never_opens_its_stdin_exits_124_soon(init: Path,
+                                                                      tmp_path: Path) -> None:
+    from workers import pipes
+
+    # A worker that died between the container's start and the handshake: the launcher would
+    # otherwise wait for a writer forever (it would never see a payload nor an EOF).
+    assert launcher.STDIO_WAIT_S < 60 and runner_up_s() < launcher.STDIO_WAIT_S
+    io = pipes.make(str(tmp_path / "c4"))
+    try:
+        t0 = time.monotonic()
+        done = subprocess.run([str(init), "2", *(f"{io.folder}/{n}" for n in ("in", "out", "err"))],
+                              capture_output=True, timeout=15)
+        assert done.returncode == 124 and 1.5 < time.monotonic() - t0 < 10
+        assert os.read(io.err, 4096) == b"airlock: the worker did not open the stdio FIFOs in time\n"
+    finally:
+        io.close()
+        pipes.remove(io.folder)
+
+
+def runner_up_s() -> float:
+    from workers.runner import LAUNCHER_UP_S
+
+    return LAUNCHER_UP_S
+
+
 def test_a_launcher_that_cannot_open_its_fifos_exits_124(init: Path, tmp_path: Path) -> None:
     missing = [str(tmp_path / n) for n in ("in", "out", "err")]
     done = subprocess.run([str(init), "5", *missing], capture_output=True, timeout=15)
