@@ -17,8 +17,8 @@ from tasks.contract import JobLimits, ResolvedJob, resolve, resolve_limits
 from tasks.lease import LeaseKeeper
 from tasks.relay import Publisher, Relay
 from tasks.store import Claim, Outcome
+from workers import cgroup, pipes, pool, runner
 from workers import labels as L
-from workers import pipes, pool, runner
 from workers.launcher import encode_payload
 from workers.pool import PoolKey
 from workers.runner import RunOutcome, Sandbox
@@ -54,7 +54,7 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
         labels=job_labels(fleet=s.fleet, host=s.hostname, role=role, job=job_id,
                           attempt=attempt, created=now,
                           deadline=now + s.startup_grace_s + job.limits.timeout_s + s.backstop_s),
-        seccomp_json=ctx.seccomp_json, cgroup_parent=f"/airlock/{name}",
+        seccomp_json=ctx.seccomp_json, cgroup_parent=cgroup.parent_for(name),
         launcher_path=s.launcher_path, io_folder=pipes.folder(s.io_dir, name),
         user=f"{s.job_uid}:{s.job_gid}",
         tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),

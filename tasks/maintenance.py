@@ -16,11 +16,10 @@ import structlog
 from airlock.errors import AirlockError
 from config.settings import Settings
 from tasks.store import JobStore
-from workers import cgroup, pipes
 from workers import labels as L
 from workers.reaper import ContainerView, JobState, Removal, select
-from workers.runner import remove_container
-from workers.storage import BtrfsVolumes, TmpfsVolumes, Volume
+from workers.runner import remove_container, remove_leftovers
+from workers.storage import BtrfsVolumes, TmpfsVolumes
 
 log = structlog.get_logger(__name__)
 Enqueue = Callable[[str], None]
@@ -60,7 +59,7 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
             continue
         name = c.labels.get(L.NAME, "")
         if name:
-            _cleanup_storage(volumes, s, name)
+            remove_leftovers(volumes, s.io_dir, name)
         log.info("reaper.removed", container=c.id[:12], job_id=c.job or None,
                  reason=str(removal.reason))
         if c.job not in jobs:
@@ -75,18 +74,6 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
             log.warning("reaper.record_failed", job_id=c.job, error=str(exc))
     gone = {r.container.id for r in removals}
     return SweepReport(len(views), removals, released, [v for v in views if v.id not in gone])
-
-
-def _cleanup_storage(volumes: BtrfsVolumes | TmpfsVolumes, s: Settings, name: str) -> None:
-    from pathlib import Path
-
-    path = Path(s.volumes_root) / name if isinstance(volumes, BtrfsVolumes) else None
-    try:
-        volumes.destroy(Volume(path, {}))
-    except AirlockError as exc:
-        log.warning("reaper.volume_failed", name=name, error=str(exc))
-    pipes.remove(pipes.folder(s.io_dir, name))
-    cgroup.remove_parent(f"/airlock/{name}")
 
 
 QUEUED = -1.0  # in broker_holdings: the message waits in the queue list

@@ -73,6 +73,11 @@ def pids_max_events(parent: str, container_id: str, root: Path = ROOT) -> int:
     return _read_keyed(base / container_id / "pids.events").get("max", 0)
 
 
+def parent_for(name: str) -> str:
+    """The cgroup parent of the container (and volume, and FIFO folder) called ``name``."""
+    return f"/airlock/{name}"
+
+
 def remove_parent(parent: str, root: Path = ROOT) -> None:
     """Remove the (now empty) per-container parent cgroup in every hierarchy."""
     rel = parent.strip("/")

@@ -30,7 +30,7 @@ import docker
 import structlog
 
 from airlock.errors import AirlockError
-from workers import pipes, runner
+from workers import runner
 from workers.limits import Limits
 from workers.runner import Sandbox
 from workers.spec import LaunchPlan
@@ -345,11 +345,7 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
     """At a worker's shutdown: remove the pooled containers its processes left (a SIGTERM ends
     a prefork child without its own clean-up). ``busy`` names those a job was given; they are
     the reaper's, as any job container."""
-    from pathlib import Path
-
-    from workers import cgroup
     from workers import labels as L
-    from workers.storage import Volume
 
     found = api.containers(all=True, filters={"label": [
         f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={L.ROLE_POOL}", f"{OWNER}={owner}"]})
@@ -370,13 +366,7 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
         left = {(c.get("Labels") or {}).get(L.NAME, "") for c in api.containers(all=True)}
         names += orphans(on_disk, left, main_pid)
     for name in sorted(set(filter(None, names))):
-        path = Path(volumes.root) / name if isinstance(volumes, BtrfsVolumes) else None
-        try:
-            volumes.destroy(Volume(path, {}))
-        except AirlockError as exc:
-            log.warning("pool.volume_failed", name=name, error=str(exc))
-        pipes.remove(pipes.folder(io_dir, name))
-        cgroup.remove_parent(f"/airlock/{name}")
+        runner.remove_leftovers(volumes, io_dir, name)
     return removed
 
 

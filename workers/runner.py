@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import structlog
 
-from airlock.errors import InfrastructureError
+from airlock.errors import AirlockError, InfrastructureError
 from workers import cgroup, pipes
 from workers.capper import OutputCapper
 from workers.engine import call, translated
@@ -252,6 +252,17 @@ def remove_container(api: docker.APIClient, cid: str) -> bool:
                         attempt=attempt + 1)
             time.sleep(0.2 * (attempt + 1))
     return False
+
+
+def remove_leftovers(volumes: BtrfsVolumes | TmpfsVolumes, io_dir: str, name: str) -> None:
+    """Remove what the container called ``name`` had beside it (its volume, FIFO folder and
+    cgroup parent), once it is gone or was never made. Never raises: what stays is logged."""
+    try:
+        volumes.destroy(volumes.named(name))
+    except AirlockError as exc:
+        log.warning("volume.destroy_failed", name=name, error=str(exc))
+    pipes.remove(pipes.folder(io_dir, name))
+    cgroup.remove_parent(cgroup.parent_for(name))
 
 
 def destroy(sandbox: Sandbox, volumes: BtrfsVolumes | TmpfsVolumes) -> bool:

@@ -58,6 +58,10 @@ class BtrfsVolumes:
                 " run scripts/setup-host.sh or set AIRLOCK_STORAGE=tmpfs"
             ) from exc
 
+    def named(self, name: str) -> Volume:
+        """The volume of the container called ``name``, to destroy (its binds not needed)."""
+        return Volume(self.root / name, {})
+
     def create(self, name: str, limit_bytes: int) -> Volume:
         """A fresh subvolume under its own quota, with the job's three folders in it."""
         path = self.root / name
@@ -155,6 +159,9 @@ def nested_subvolumes(listing: str, top: int) -> list[int]:
 class TmpfsVolumes:
     def check(self) -> None:
         return None
+
+    def named(self, name: str) -> Volume:
+        return Volume(None, {})
 
     def create(self, name: str, limit_bytes: int) -> Volume:
         return Volume(None, {})
