@@ -135,7 +135,8 @@ def connect_stdin(pipes: Pipes, timeout_s: float) -> bool:
             if exc.errno != errno.ENXIO:
                 raise InfrastructureError(f"cannot open the job's stdin {path}: {exc}") from exc
             tries += 1
-            if time.monotonic() >= deadline or (tries % GONE_CHECK_EVERY == 0 and _gone(pipes)):
+            if time.monotonic() >= deadline or (tries % GONE_CHECK_EVERY == 0
+                                                and launcher_gone(pipes)):
                 return False
             time.sleep(CONNECT_POLL_S)
             continue
@@ -143,9 +144,13 @@ def connect_stdin(pipes: Pipes, timeout_s: float) -> bool:
         return True
 
 
-def _gone(pipes: Pipes) -> bool:
-    """Output readable before the job is fed: EOF (or a message) from a launcher that quit."""
-    readable, _, _ = select.select([pipes.out, pipes.err], [], [], 0)
+def launcher_gone(pipes: Pipes) -> bool:
+    """Output readable before the job is fed (EOF, or a message, from a launcher that quit),
+    or the worker's ends already closed."""
+    try:
+        readable, _, _ = select.select([pipes.out, pipes.err], [], [], 0)
+    except (OSError, ValueError):
+        return True
     return bool(readable)
 
 

@@ -18,7 +18,6 @@ import itertools
 import os
 import pathlib
 import secrets
-import select
 import threading
 import time
 from collections import deque
@@ -30,7 +29,7 @@ import docker
 import structlog
 
 from airlock.errors import AirlockError
-from workers import runner
+from workers import pipes, runner
 from workers.limits import Limits
 from workers.runner import Sandbox
 from workers.spec import LaunchPlan
@@ -98,11 +97,7 @@ def available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
 
 def waiting(sandbox: Sandbox) -> bool:
     """A waiting launcher writes nothing: anything readable (output or EOF) means it is gone."""
-    try:
-        readable, _, _ = select.select([sandbox.pipes.out, sandbox.pipes.err], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable
+    return not pipes.launcher_gone(sandbox.pipes)
 
 
 @dataclass
