@@ -33,10 +33,6 @@ FIRST_FREE_OBJECTID = 256  # a subvolume's root folder
 SYSFS = Path("/sys/fs/btrfs")
 
 
-def open_dir(path: str | Path) -> int:
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
 def _vol_args(name: str) -> bytearray:
     raw = os.fsencode(name)
     if not raw or b"/" in raw or b"\0" in raw or len(raw) > NAME_MAX:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airlock.errors import InfrastructureError
+from workers import dirs
 
 IN, OUT, ERR = "in", "out", "err"
 CONTAINER_DIR = "/.airlock"
@@ -92,8 +93,7 @@ def make(host_folder: str) -> Pipes:
         raise InfrastructureError(f"cannot make the job's pipes in {host_folder}: {exc}") from exc
     fds: list[int] = []
     try:
-        dir_fd = os.open(host_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
+        with dirs.opened(host_folder) as dir_fd:
             for which in (IN, OUT, ERR):
                 os.mkfifo(which, 0o600, dir_fd=dir_fd)
                 os.chmod(which, MODES[which], dir_fd=dir_fd)  # mkfifo's mode passed the umask
@@ -102,8 +102,6 @@ def make(host_folder: str) -> Pipes:
                              dir_fd=dir_fd)
                 fds.append(fd)
                 _grow(fd)
-        finally:
-            os.close(dir_fd)
     except OSError as exc:
         for fd in fds:
             os.close(fd)
@@ -158,18 +156,15 @@ def remove(host_folder: str) -> None:
     """Remove a container's pipe folder (never raises; missing is fine). Only FIFOs are
     unlinked: anything else there is not ours and stays, with the folder."""
     try:
-        dir_fd = os.open(host_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with dirs.opened(host_folder) as dir_fd:
+            for which in (IN, OUT, ERR):
+                try:
+                    if stat.S_ISFIFO(os.stat(which, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                        os.unlink(which, dir_fd=dir_fd)
+                except OSError:
+                    pass
     except OSError:
-        return
-    try:
-        for which in (IN, OUT, ERR):
-            try:
-                if stat.S_ISFIFO(os.stat(which, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-                    os.unlink(which, dir_fd=dir_fd)
-            except OSError:
-                pass
-    finally:
-        os.close(dir_fd)
+        return  # no such folder, or not a folder of ours
     try:
         os.rmdir(host_folder)
     except OSError:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import HostNotSafe, InfrastructureError
-from workers import btrfs
+from workers import btrfs, dirs
 from workers.spec import JOB_MOUNTS
 
 SUBDIRS = {"/workspace": "workspace", "/opt/venv": "venv", "/home/appuser": "home"}
@@ -66,18 +66,14 @@ class BtrfsVolumes:
         """A fresh subvolume under its own quota, with the job's three folders in it."""
         path = self.root / name
         try:
-            root_fd = btrfs.open_dir(self.root)
-            try:
+            with dirs.opened(self.root) as root_fd:
                 if self._fsid is None:
                     self._fsid = btrfs.filesystem_id(root_fd)
                 btrfs.create_subvolume(root_fd, name)
-            finally:
-                os.close(root_fd)
         except (OSError, ValueError) as exc:
             raise InfrastructureError(f"btrfs subvolume create {path}: {exc}") from exc
         try:
-            fd = btrfs.open_dir(path)
-            try:
+            with dirs.opened(path) as fd:
                 btrfs.limit_referenced(fd, limit_bytes)
                 subvol_id = btrfs.subvolume_id(fd)
                 binds = {}
@@ -86,8 +82,6 @@ class BtrfsVolumes:
                     os.mkdir(sub, 0o700, dir_fd=fd)
                     os.chown(sub, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
                     binds[mount] = str(path / sub)
-            finally:
-                os.close(fd)
         except BaseException as exc:
             self.destroy(Volume(path, {}))
             if isinstance(exc, OSError):
@@ -116,12 +110,9 @@ class BtrfsVolumes:
             return
         if volume.path.parent == self.root:
             try:
-                root_fd = btrfs.open_dir(self.root)
-                try:
+                with dirs.opened(self.root) as root_fd:
                     btrfs.delete_subvolume(root_fd, volume.path.name)
-                    return
-                finally:
-                    os.close(root_fd)
+                return
             except OSError as exc:
                 if exc.errno != errno.ENOTEMPTY:
                     raise InfrastructureError(f"btrfs subvolume delete {volume.path}: {exc}") from exc
