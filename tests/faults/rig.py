@@ -45,6 +45,8 @@ from tasks.streams import output_key
 from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_database
 from workers import labels as L
 from workers.pool import OWNER
+from workers.runner import remove_leftovers
+from workers.storage import volumes_for
 
 ENGINE1 = "unix:///var/run/docker.sock"
 ENGINE2 = "unix:///run/airlock-engine2.sock"
@@ -612,8 +614,11 @@ def _answers(engine: str) -> bool:
     return True
 
 
-def remove_fleet_containers(fleet: str, engines: tuple[str, ...]) -> int:
+def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
+    """Remove the fleet's containers on each engine, and what each had beside it (its volume,
+    FIFO folder and cgroup parent), as the reaper would: the workers were SIGKILLed."""
     removed = 0
+    volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
     for engine in engines:
         # docker-py leaks the socket of a failed connect (its unix transport does not close it),
         # and the GC's ResourceWarning then fails whichever test runs next: look first.
@@ -621,9 +626,12 @@ def remove_fleet_containers(fleet: str, engines: tuple[str, ...]) -> int:
             continue
         api = docker.APIClient(base_url=engine, version="auto", timeout=30)
         try:
-            for c in api.containers(all=True, filters={"label": [f"{L.FLEET}={fleet}"]}):
+            for c in api.containers(all=True, filters={"label": [f"{L.FLEET}={s.fleet}"]}):
                 api.remove_container(c["Id"], force=True)
                 removed += 1
+                name = (c.get("Labels") or {}).get(L.NAME, "")
+                if name:
+                    remove_leftovers(volumes, s.io_dir, name)
         except (docker.errors.DockerException, requests.RequestException):
             pass
         finally:
@@ -658,7 +666,7 @@ def fleet_for(base: Settings, logs: Path, **overrides: Any) -> Iterator[Fleet]:
         finally:
             fleet.client.close()
             stop_all(fleet.workers)
-            remove_fleet_containers(s.fleet, (ENGINE1, ENGINE2))
+            remove_fleet_containers(s, (ENGINE1, ENGINE2))
             for url_ in {s.redis_url, fleet.settings.redis_url, fleet.settings.broker_url}:
                 try:
                     r = redis.Redis.from_url(url_, socket_connect_timeout=1, socket_timeout=2)
