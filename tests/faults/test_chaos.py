@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -108,12 +109,17 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
         # no job was given; what must be gone is every container that ran a job, and the dead
         # processes' spares (their launchers see the stdin FIFO's writer go and exit).
         spares = s.pool_size * s.concurrency * len(workers)
+
+        def settled() -> bool:
+            ran, idle = left_behind(fleet)
+            return not ran and len(idle) <= spares
+
         try:
             wait_for("no Airlock job container on either engine, spares within the pool's bound",
-                     lambda: not job_containers(fleet) and len(idle_spares(fleet)) <= spares, 60)
+                     settled, 60)
         except AssertionError as exc:
             left = [(c.get("Names"), c.get("State"), c.get("Status"), c.get("Labels"))
-                    for c in job_containers(fleet) + idle_spares(fleet)]
+                    for found in left_behind(fleet) for c in found]
             raise AssertionError(f"{exc}; left: {left}") from exc
         elapsed = time.monotonic() - t0
     finally:
@@ -132,26 +138,17 @@ def restart(w: WorkerProcess) -> int:
     return start_supervised(w)
 
 
-def _ours(fleet: Fleet) -> list[dict[str, object]]:
-    return fleet.containers(ENGINE1) + fleet.containers(ENGINE2)
-
-
-def _given(fleet: Fleet) -> set[str]:
-    return {str(r[0]) for r in fleet.sql(
+def left_behind(fleet: Fleet) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fleet's containers on both engines: those that ran (or were made for) a job, and
+    the warm ones no job was given."""
+    given = {str(r[0]) for r in fleet.sql(
         "SELECT container_id FROM attempts WHERE container_id IS NOT NULL")}
-
-
-def job_containers(fleet: Fleet) -> list[dict[str, object]]:
-    """Containers that ran (or were made for) a job: not a warm one still waiting."""
-    given = _given(fleet)
-    return [c for c in _ours(fleet)
-            if (c.get("Labels") or {}).get(L.ROLE) != L.ROLE_POOL or c["Id"] in given]  # type: ignore[union-attr]
-
-
-def idle_spares(fleet: Fleet) -> list[dict[str, object]]:
-    given = _given(fleet)
-    return [c for c in _ours(fleet)
-            if (c.get("Labels") or {}).get(L.ROLE) == L.ROLE_POOL and c["Id"] not in given]  # type: ignore[union-attr]
+    ran: list[dict[str, Any]] = []
+    idle: list[dict[str, Any]] = []
+    for c in fleet.containers(ENGINE1) + fleet.containers(ENGINE2):
+        spare = (c.get("Labels") or {}).get(L.ROLE) == L.ROLE_POOL and c["Id"] not in given
+        (idle if spare else ran).append(c)
+    return ran, idle
 
 
 def finished_count(fleet: Fleet) -> int:

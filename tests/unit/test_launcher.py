@@ -23,8 +23,9 @@ import psutil
 import pytest
 
 from tests.launcher_frame import decode
-from workers import launcher
+from workers import launcher, pipes
 from workers.launcher import encode_payload
+from workers.runner import LAUNCHER_UP_S
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-launcher.sh"
@@ -413,8 +414,6 @@ def _drain(fds: dict[int, str], within_s: float = 20.0) -> dict[str, bytes]:
 
 def test_with_fifo_paths_the_job_talks_only_through_them(init: Path, cwd: Path,
                                                          tmp_path: Path) -> None:
-    from workers import pipes
-
     io = pipes.make(str(tmp_path / "io" / "c1"))
     try:
         # Given a launcher started with the FIFOs' paths and its own stdio elsewhere
@@ -438,8 +437,6 @@ def test_with_fifo_paths_the_job_talks_only_through_them(init: Path, cwd: Path,
 
 
 def test_fifo_modes_let_the_job_write_output_and_read_stdin_only(tmp_path: Path) -> None:
-    from workers import pipes
-
     io = pipes.make(str(tmp_path / "c2"))
     try:
         modes = {n: os.stat(f"{io.folder}/{n}").st_mode & 0o777 for n in ("in", "out", "err")}
@@ -452,8 +449,6 @@ def test_fifo_modes_let_the_job_write_output_and_read_stdin_only(tmp_path: Path)
 
 
 def test_the_handshake_gives_up_at_once_on_a_launcher_that_quit(init: Path, tmp_path: Path) -> None:
-    from workers import pipes
-
     io = pipes.make(str(tmp_path / "c3"))
     try:
         # Given a launcher that opens the output FIFOs, then fails on its stdin path
@@ -472,11 +467,9 @@ def test_the_handshake_gives_up_at_once_on_a_launcher_that_quit(init: Path, tmp_
 
 def test_a_launcher_whose_worker_never_opens_its_stdin_exits_124_soon(init: Path,
                                                                       tmp_path: Path) -> None:
-    from workers import pipes
-
     # A worker that died between the container's start and the handshake: the launcher would
     # otherwise wait for a writer forever (it would never see a payload nor an EOF).
-    assert launcher.STDIO_WAIT_S < 60 and runner_up_s() < launcher.STDIO_WAIT_S
+    assert launcher.STDIO_WAIT_S < 60 and LAUNCHER_UP_S < launcher.STDIO_WAIT_S
     io = pipes.make(str(tmp_path / "c4"))
     try:
         t0 = time.monotonic()
@@ -487,12 +480,6 @@ def test_a_launcher_whose_worker_never_opens_its_stdin_exits_124_soon(init: Path
     finally:
         io.close()
         pipes.remove(io.folder)
-
-
-def runner_up_s() -> float:
-    from workers.runner import LAUNCHER_UP_S
-
-    return LAUNCHER_UP_S
 
 
 def test_a_launcher_that_cannot_open_its_fifos_exits_124(init: Path, tmp_path: Path) -> None:
