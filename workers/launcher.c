@@ -13,8 +13,8 @@
  * forked and exec'd with exactly its argv and env (argv[0] looked up on the job env's PATH),
  * every process reaped, and everything killed when the job's main process ends or when the
  * payload's deadline passes. Exits with the job's status (128+signal for a signal; 137 at the
- * deadline), or 124 (a stdio path could not be opened), 125 (no payload / cut short), 126 (malformed payload, files not writable),
- * 127 (the job could not be started).
+ * deadline), or 124 (a stdio path could not be opened), 125 (no payload / cut short), 126
+ * (malformed payload, files not writable), 127 (the job could not be started).
  *
  * Outside a PID namespace (getpid() != 1: the host's tests run it as a normal child) it never
  * kills -1: it becomes a child subreaper and kills the job's process group instead.
