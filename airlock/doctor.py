@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from airlock.errors import AirlockError
 from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +188,18 @@ def check_runc(api: Any, accepted: Iterable[str]) -> Check:
     return judge_runc(version, distro_backports(package), accepted, package)
 
 
+def check_runtime(api: Any, s: Settings) -> Check:
+    """The job containers' OCI runtime (AIRLOCK_RUNTIME), resolved against the engine."""
+    from workers import engine
+
+    try:
+        chosen = engine.runtime_for(api, s.runtime)
+    except AirlockError as exc:
+        return Check("runtime", Status.FAIL, str(exc))
+    how = "AIRLOCK_RUNTIME" if s.runtime else "the engine's default"
+    return Check("runtime", Status.OK, f"{chosen} ({how})")
+
+
 def check_cgroup() -> Check:
     from workers import cgroup
 
@@ -210,15 +223,21 @@ def check_disk(s: Settings) -> Check:
 
 def check_seccomp(api: Any, s: Settings) -> Check:
     """Run a tiny container under the profile: it must start, and a syscall the profile
-    refuses (io_uring_setup) must get EPERM, not reach the kernel (EFAULT)."""
+    refuses (io_uring_setup) must get EPERM, not reach the kernel (EFAULT). Under the jobs'
+    runtime, which compiles the profile (the engine's default if that cannot be resolved)."""
     from config.seccomp import profile_sha256
+    from workers import engine
     from workers import labels as L
 
     image = s.profiles[s.default_profile].image
+    try:
+        runtime: str | None = engine.runtime_for(api, s.runtime)
+    except AirlockError:
+        runtime = None
     host_config = api.create_host_config(
         security_opt=["no-new-privileges:true", "seccomp=" + s.seccomp_json],
         cap_drop=["ALL"], network_mode="none", read_only=True, mem_limit=64 * 2**20,
-        pids_limit=16)
+        pids_limit=16, runtime=runtime)
     cid = api.create_container(
         image, ["python3", "-I", "-c", SECCOMP_PROBE], user=f"{s.job_uid}:{s.job_gid}",
         network_disabled=True, host_config=host_config,
@@ -366,6 +385,7 @@ def run_checks(s: Settings, accepted: Iterable[str] = ()) -> list[Check]:
     checks: list[tuple[str, Callable[[], Check]]] = [
         ("docker engine", docker(check_engine)),
         ("runc", docker(lambda a: check_runc(a, allowed))),
+        ("runtime", docker(lambda a: check_runtime(a, s))),
         ("cgroup", check_cgroup),
         ("disk bound", lambda: check_disk(s)),
         ("seccomp", docker(lambda a: check_seccomp(a, s))),

@@ -46,6 +46,7 @@ from config.settings import MiB, Settings  # noqa: E402
 from tasks import streams  # noqa: E402
 from tasks.client import Airlock  # noqa: E402
 from tests.services import WorkerProcess, airlock_containers, scratch_database  # noqa: E402
+from workers import engine  # noqa: E402
 from workers import labels as L  # noqa: E402
 
 TRIVIAL = "print(6*7)"
@@ -77,11 +78,12 @@ def ratio(a: float, b: float) -> float:
 def bare_argv(s: Settings, code: str) -> list[str]:
     """``docker run --rm`` with the hardening of workers/spec.py: Airlock's seccomp profile, all
     capabilities dropped but three, read-only root, sized tmpfs, the default limits, user 1000,
-    no network, no log driver. The job mounts are tmpfs (Airlock's storage=tmpfs mode)."""
+    no network, no log driver, the same OCI runtime (``s.runtime``, resolved). The job mounts
+    are tmpfs (Airlock's storage=tmpfs mode)."""
     lim, user = s.defaults, f"{s.job_uid}:{s.job_gid}"
     profile = s.seccomp_profile or str(DEFAULT_PROFILE_PATH)
-    argv = ["docker", "run", "--rm", "--read-only", "--network", "none", "--log-driver", "none",
-            "--user", user, "--workdir", "/workspace", "--hostname", "sandbox",
+    argv = ["docker", "run", "--rm", "--runtime", s.runtime, "--read-only", "--network", "none",
+            "--log-driver", "none", "--user", user, "--workdir", "/workspace", "--hostname", "sandbox",
             "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "SETUID", "--cap-add", "SETGID",
             "--security-opt", "no-new-privileges:true", "--security-opt", f"seccomp={profile}",
             "--cpu-period", "100000", "--cpu-quota", str(int(lim.cpus * 100_000)),
@@ -89,9 +91,9 @@ def bare_argv(s: Settings, code: str) -> list[str]:
             "--memory-swappiness", "0", "--pids-limit", str(lim.pids),
             "--shm-size", str(s.shm_bytes), "--ipc", "private", "--ulimit", "core=0:0",
             "--env", "PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"]
-    for mount, opts in (("/tmp", f"noexec,size={s.tmpfs_tmp}"),
-                        ("/var/tmp", f"noexec,size={s.tmpfs_var_tmp}"),
-                        ("/run", f"noexec,size={s.tmpfs_run}")):
+    for mount, opts in (("/tmp", f"noexec,size={s.tmpfs_tmp},mode=1777"),
+                        ("/var/tmp", f"noexec,size={s.tmpfs_var_tmp},mode=1777"),
+                        ("/run", f"noexec,size={s.tmpfs_run},mode=0755")):
         argv += ["--tmpfs", f"{mount}:rw,nosuid,nodev,{opts}"]
     for mount in ("/workspace", "/opt/venv", "/home/appuser"):
         argv += ["--tmpfs", f"{mount}:rw,exec,nosuid,nodev,size={lim.disk_bytes},"
@@ -209,7 +211,7 @@ class EnginePath:
 
     def run(self, lane: int = 0) -> float:
         from tasks.execute import payload_for, plan_for
-        from workers import engine, runner
+        from workers import runner
 
         api = self.apis.get(lane) or self.apis.setdefault(lane, engine.connect(None))
         t = time.perf_counter()
@@ -341,6 +343,11 @@ def airlock_worker(args: argparse.Namespace) -> Iterator[tuple[Settings, WorkerP
         s = Settings(database_url=url, fleet=f"bench-{tag}", queue=f"airlock-bench-{tag}",
                      concurrency=args.concurrency or max(args.levels), pool_size=args.pool_size,
                      storage=args.storage, log_format="json")
+        api = engine.connect(s.docker_host)
+        try:  # both sides on the fleet's runtime (AIRLOCK_RUNTIME, or --runtime), by name
+            s = s.model_copy(update={"runtime": engine.runtime_for(api, args.runtime or s.runtime)})
+        finally:
+            api.close()
         log = RESULTS / f"worker-{tag}.log"
         worker = WorkerProcess(s, log, AIRLOCK_LOG_FORMAT="json").start()
         try:
@@ -361,7 +368,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with airlock_worker(args) as (s, worker):
         warm = wait_warm(s, args.pool_size * s.concurrency) if args.pool_size else 0
         print(f"worker ready: concurrency {s.concurrency}, pool {args.pool_size}/process,"
-              f" {warm} warm containers, storage {s.storage}", flush=True)
+              f" {warm} warm containers, storage {s.storage}, runtime {s.runtime}", flush=True)
         side = Side(s)
         eng = EnginePath(s)
         try:
@@ -399,7 +406,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                  "docker": subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"],
                                           capture_output=True, text=True).stdout.strip()},
         "config": {"runs": args.runs, "levels": args.levels, "pool_size": args.pool_size,
-                   "storage": args.storage,
+                   "storage": args.storage, "runtime": s.runtime,
                    "worker_concurrency": args.concurrency or max(args.levels),
                    "throughput_jobs": args.throughput_jobs},
         "latency": {
@@ -447,6 +454,7 @@ def table(r: dict[str, Any]) -> str:
         "phases (median ms): " + ", ".join(
             f"{k.removesuffix('_ms')} {v:.0f}" for k, v in ph.items() if k.endswith("_ms")),
         f"pooled share of latency runs: {ph['pooled_share']:.0%}; storage {r['config']['storage']};"
+        f" runtime {r['config'].get('runtime', 'runc')} (both sides);"
         f" load average at the end {r['host']['load_avg_at_end'][0]:.1f}",
     ]
     return "\n".join(lines)
@@ -468,6 +476,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", choices=("tmpfs", "btrfs"), default="tmpfs",
                    help="Airlock's job mounts: tmpfs like the bare side (default), or btrfs"
                         " subvolumes with quota groups (Airlock's default in production)")
+    p.add_argument("--runtime", default="",
+                   help="OCI runtime of both sides, e.g. crun (default: AIRLOCK_RUNTIME, else"
+                        " the engine's default)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/<time>.json)")
     args = p.parse_args(argv)
     args.levels = [int(x) for x in str(args.levels).split(",")]

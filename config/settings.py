@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # container, bound into it). The engine resolves the binds: a worker in a container needs
     # this path from the host, at the same path (docker-compose.yml).
     io_dir: str = Field(default="/run/airlock/io", pattern=r"^/")
+    # The OCI runtime of the job containers and holders (HostConfig.Runtime): empty for the
+    # engine's default (runc), or a runtime the engine has registered, else the worker refuses.
+    # crun starts a container for about 20 ms less host CPU than runc, with differences from
+    # the security design's mounts and errnos (docs/benchmark.md, "The OCI runtime").
+    runtime: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")
     # A known container escape in the engine's runc that no package patched and no operator
     # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
     runtime_cve_policy: Literal["warn", "refuse"] = "warn"

@@ -33,6 +33,7 @@ class WorkerContext:
     pool: WarmPool | None = None
     holders: Holders | None = None
     relay: Relay | None = None  # live output: made, and its thread started, on first use
+    _runtime: str | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -43,6 +44,15 @@ class WorkerContext:
             self.engine_info = {"docker": version.get("Version"),
                                 "api": version.get("ApiVersion")}
         return self._api
+
+    @property
+    def runtime(self) -> str:
+        """The job containers' OCI runtime, by name. A worker resolved it at its start
+        (tasks/worker.check_host); any other caller asks the engine once, here."""
+        if self._runtime is None:
+            wanted = self.settings.runtime
+            self._runtime = wanted or engine.runtime_for(self.api, wanted)
+        return self._runtime
 
     def reset_engine(self) -> None:
         self._api = None
@@ -70,7 +80,8 @@ def start_pool(ctx: WorkerContext) -> None:
             lambda: engine.connect(s.docker_host),
             HolderPlan(fleet=s.fleet, host=s.hostname, owner=owner,
                        image=s.profiles[s.default_profile].image, seccomp_json=ctx.seccomp_json,
-                       user=f"{s.job_uid}:{s.job_gid}", max_age_s=s.holder_max_age_s),
+                       user=f"{s.job_uid}:{s.job_gid}", max_age_s=s.holder_max_age_s,
+                       runtime=ctx.runtime),
             mode=s.netns_holders, max_jobs=s.holder_max_jobs)
     if s.pool_size <= 0 or ctx.pool is not None:
         return

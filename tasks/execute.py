@@ -59,6 +59,7 @@ def plan_for(ctx: WorkerContext, job: ResolvedJob, *, name: str, job_id: str = "
         user=f"{s.job_uid}:{s.job_gid}",
         tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
         max_wait_s=int(s.startup_grace_s),
+        runtime=ctx.runtime,
     )
 
 
@@ -248,7 +249,7 @@ def _outcome(ctx: WorkerContext, claim: Claim, job: ResolvedJob, run: RunOutcome
         phases=phases,
         provenance={
             "image": job.image, "profile": job.profile, "host": ctx.settings.hostname,
-            "fleet": ctx.settings.fleet, "runtime": "runc", "engine": ctx.engine_info,
+            "fleet": ctx.settings.fleet, "runtime": ctx.runtime, "engine": ctx.engine_info,
             "seccomp_sha256": ctx.seccomp_sha256, "limits": job.limits.as_dict(),
             "storage": ctx.settings.storage, "network": job.network,
         },

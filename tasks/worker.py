@@ -145,15 +145,19 @@ def clear_pool(s: Settings) -> None:
         log.warning("pool.clear_failed", error=str(exc))
 
 
-def check_host(s: Settings) -> None:
-    """Fail closed before taking jobs: the engine answers and the disk bound holds; with
-    egress, the networks and the proxy are up (the preflight then verifies the firewall)."""
+def check_host(s: Settings) -> Settings:
+    """Fail closed before taking jobs: the engine answers, has the runtime, and the disk bound
+    holds; with egress, the networks and the proxy are up (the preflight then verifies the
+    firewall). Returns the settings with the runtime resolved (empty: the engine's default,
+    by name)."""
     api = engine.connect(s.docker_host)
+    s = s.model_copy(update={"runtime": engine.runtime_for(api, s.runtime)})
     if s.egress_enabled:
         egress.prepare_host(s, api)
     volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid).check()
     JobStore(make_engine(s.database_url)).engine.dispose()
     streams.connect(s.redis_url).ping()
+    return s
 
 
 def start_worker(s: Settings, *, concurrency: int | None = None,
@@ -161,7 +165,7 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     if concurrency:
         s = s.model_copy(update={"concurrency": concurrency})
     try:
-        check_host(s)
+        s = check_host(s)
     except (HostNotSafe, AirlockError) as exc:
         print(f"airlock worker: refusing to start: {exc}", file=sys.stderr)
         sys.exit(3)

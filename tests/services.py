@@ -57,6 +57,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "AIRLOCK_CONCURRENCY": str(settings.concurrency),
         "AIRLOCK_REAPER_INTERVAL_S": str(settings.reaper_interval_s),
         "AIRLOCK_POOL_SIZE": str(settings.pool_size),
+        "AIRLOCK_RUNTIME": settings.runtime,
     })
     if settings.docker_host:
         env["AIRLOCK_DOCKER_HOST"] = settings.docker_host

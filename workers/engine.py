@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -10,7 +10,7 @@ import docker
 import docker.errors
 import requests
 
-from airlock.errors import DockerUnavailable, InfrastructureError
+from airlock.errors import DockerUnavailable, HostNotSafe, InfrastructureError
 
 T = TypeVar("T")
 
@@ -48,3 +48,22 @@ def translated(action: str) -> Iterator[None]:
 def call(action: str, fn: Callable[[], T]) -> T:
     with translated(action):
         return fn()
+
+
+def choose_runtime(wanted: str, registered: Iterable[str], default: str) -> str:
+    """The job containers' runtime: the engine's default for an empty ``wanted``, else
+    ``wanted`` if the engine has it registered; a runtime it lacks is refused."""
+    names = set(registered)
+    if not wanted:
+        return default or "runc"
+    if wanted not in names:
+        raise HostNotSafe(f"runtime {wanted!r} (AIRLOCK_RUNTIME) is not registered with the"
+                          f" engine, which has: {', '.join(sorted(names)) or 'none'}")
+    return wanted
+
+
+def runtime_for(api: docker.APIClient, wanted: str) -> str:
+    """Resolve ``wanted`` (a setting) against the engine's registered runtimes."""
+    info = call("engine info", api.info)
+    return choose_runtime(wanted, (info.get("Runtimes") or {}).keys(),
+                          str(info.get("DefaultRuntime") or ""))

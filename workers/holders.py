@@ -55,6 +55,7 @@ class HolderPlan:
     user: str = "1000:1000"
     hostname: str = "sandbox"  # containers joining a namespace take its holder's hostname
     max_age_s: float = 900.0
+    runtime: str = ""  # the job containers' OCI runtime; empty: the engine's default
 
 
 def wants_holder(mode: str, network_mode: str) -> bool:
@@ -101,6 +102,8 @@ def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float,
     }
     if dns_options:
         kwargs["host_config"]["DnsOptions"] = list(dns_options)
+    if plan.runtime:
+        kwargs["host_config"]["Runtime"] = plan.runtime
     return kwargs
 
 

@@ -47,6 +47,7 @@ class LaunchPlan:
     job_tmpfs_size: int = 0
     max_wait_s: int = 900
     hostname: str = "sandbox"
+    runtime: str = ""  # the OCI runtime (engine.runtime_for); empty: the engine's default
 
 
 def job_labels(*, fleet: str, host: str, role: str, job: str = "", attempt: int = 0,
@@ -66,10 +67,12 @@ def job_labels(*, fleet: str, host: str, role: str, job: str = "", attempt: int 
 def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
     """Arguments for ``APIClient.create_container``: host config included, nothing inferred."""
     limits = plan.limits
+    # Modes said, not left to the runtime: runc gives a tmpfs its mount point's mode from the
+    # image (/run 0755, root's: the job cannot write there), crun the tmpfs default (1777).
     tmpfs = {
-        "/tmp": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.tmp}",
-        "/var/tmp": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.var_tmp}",
-        "/run": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.run}",
+        "/tmp": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.tmp},mode=1777",
+        "/var/tmp": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.var_tmp},mode=1777",
+        "/run": f"rw,noexec,nosuid,nodev,size={plan.tmpfs.run},mode=0755",
     }
     binds = {}
     for mount in JOB_MOUNTS:
@@ -115,6 +118,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         del host_config["Binds"]
     if plan.dns_options:
         host_config["DnsOptions"] = list(plan.dns_options)
+    if plan.runtime:
+        host_config["Runtime"] = plan.runtime
     return {
         "image": plan.image,
         "command": launcher_command(plan.max_wait_s, pipes.launcher_stdio()),

@@ -116,3 +116,14 @@ def test_a34_a_worker_whose_disk_bound_cannot_be_enforced_refuses_to_start_unles
                   "not a btrfs filesystem with quotas enabled'; with the explicit tmpfs setting "
                   "it starts and its disk-fill canary stops at the bound", None,
                   verdict=f"refused (exit {status}); tmpfs: starts")
+
+
+def test_a_worker_refuses_a_runtime_the_engine_does_not_have(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    other = settings.model_copy(update={"queue": f"{settings.queue}-noruntime"})
+    status, log = run_worker_until_exit(other, tmp_path / "worker.log",
+                                        AIRLOCK_RUNTIME="airlock-no-such-runtime")
+    assert status == 3, log[-2000:]
+    assert ("refusing to start: runtime 'airlock-no-such-runtime' (AIRLOCK_RUNTIME) is not"
+            " registered with the engine, which has: ") in log, log[-2000:]
+    assert airlock_containers(other.fleet) == []

@@ -5,11 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import docker
 import psutil
 import pytest
 
+from config.settings import Settings
+from tasks.client import Airlock
 from tests.conftest import RunJob
 from tests.services import WorkerProcess
+from workers import engine
+from workers import labels as L
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftovers")]
 MiB = 1024**2
@@ -84,6 +89,27 @@ def test_result_row_holds_the_record(run_job: RunJob) -> None:
     assert record.provenance is not None and len(record.provenance["seccomp_sha256"]) == 64
     phases: dict[str, Any] = record.phases or {}
     assert {"queue_wait_ms", "container_ready_ms", "run_ms", "collect_ms"} <= set(phases)
+
+
+def test_jobs_run_under_the_runtime_the_fleet_resolved(client: Airlock, worker: WorkerProcess,
+                                                       settings: Settings) -> None:
+    api = docker.APIClient(version="auto")
+    try:
+        expected = engine.runtime_for(api, settings.runtime)  # crun here, once setup-host ran
+        handle = client.submit(code="import time; time.sleep(3)")
+        deadline = time.monotonic() + 30
+        seen: list[dict[str, Any]] = []
+        while not seen and time.monotonic() < deadline:
+            seen = api.containers(filters={"label": f"{L.JOB}={handle.id}"})
+            time.sleep(0.05)
+        assert seen, "the job's container never appeared"
+        runtime = api.inspect_container(seen[0]["Id"])["HostConfig"]["Runtime"]
+    finally:
+        api.close()
+    record = handle.wait(60)
+    assert record.verdict == "ok", record.summary()
+    assert runtime == expected and record.provenance is not None
+    assert record.provenance["runtime"] == expected
 
 
 def test_other_profiles_run(run_job: RunJob) -> None:

@@ -17,11 +17,11 @@ from tests.ops.conftest import free_port
 from tests.ops.stack import empty_database
 from tests.services import ROOT, worker_env
 
-CHECKS = ["docker engine", "runc", "cgroup", "disk bound", "seccomp", "launcher", "firewall",
+CHECKS = ["docker engine", "runc", "runtime", "cgroup", "disk bound", "seccomp", "launcher", "firewall",
           "networks", "sandbox image", "redis", "postgresql", "migrations"]
 # What this host must pass whatever else is going on (the firewall rules and networks belong
 # to the network set-up, whose own tests cover them).
-MUST_PASS = ["docker engine", "cgroup", "disk bound", "seccomp", "launcher", "sandbox image",
+MUST_PASS = ["docker engine", "runtime", "cgroup", "disk bound", "seccomp", "launcher", "sandbox image",
              "redis", "postgresql", "migrations"]
 
 

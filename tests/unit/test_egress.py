@@ -26,7 +26,7 @@ LIB_SH = Path(__file__).resolve().parents[2] / "scripts" / "firewall" / "lib.sh"
 
 
 def ctx(s: Settings) -> Any:
-    return SimpleNamespace(settings=s, seccomp_json="{}")
+    return SimpleNamespace(settings=s, seccomp_json="{}", runtime="")
 
 
 def payload_env(payload: bytes) -> dict[str, str]:

@@ -115,6 +115,9 @@ def test_a_holder_is_hardened_and_expires_on_its_own() -> None:
     assert ws["network_disabled"] is False and ws["host_config"]["NetworkMode"] == "airlock-workspace"
     assert ws["host_config"]["DnsOptions"] == ["timeout:1"]  # the joiners' resolv.conf is the holder's
     assert "DnsOptions" not in hc
+    assert "Runtime" not in hc  # the engine's default, unless the plan names the jobs' runtime
+    crun = holder_create_kwargs(replace(plan, runtime="crun"), "none", "h-3", now=1000.0)
+    assert crun["host_config"]["Runtime"] == "crun"
 
 
 def view(role: str, *, running: bool = True, created: float = 0.0, deadline: float = 0.0,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from airlock.errors import HostNotSafe
+from workers.engine import choose_runtime
 from workers.limits import Limits
 from workers.spec import LaunchPlan, build_create_kwargs, job_labels
 
@@ -37,8 +41,9 @@ def test_default_job_gets_the_security_design() -> None:
 
 def test_tmpfs_sizes_and_flags() -> None:
     tmpfs = build_create_kwargs(plan())["host_config"]["Tmpfs"]
-    assert tmpfs["/tmp"] == "rw,noexec,nosuid,nodev,size=1g"
-    assert tmpfs["/var/tmp"].endswith("size=512m") and tmpfs["/run"].endswith("size=64m")
+    assert tmpfs["/tmp"] == "rw,noexec,nosuid,nodev,size=1g,mode=1777"
+    assert tmpfs["/var/tmp"].endswith("size=512m,mode=1777")
+    assert tmpfs["/run"].endswith("size=64m,mode=0755")  # root's: the job cannot write there
     # Without bound volumes the job mounts are sized tmpfs of the disk bound.
     assert f"size={5 * GiB}" in tmpfs["/workspace"] and "uid=1000" in tmpfs["/workspace"]
     assert {"/opt/venv", "/home/appuser"} <= set(tmpfs)
@@ -124,3 +129,17 @@ def test_read_only_extras_stay_read_only_beside_the_job_volumes() -> None:
     binds = {"/workspace": "/v/x/workspace"}
     hc = build_create_kwargs(plan(binds=binds, ro_binds={"ca-vol": "/etc/ca"}))["host_config"]
     assert hc["Binds"] == ["/v/x/workspace:/workspace:rw", "ca-vol:/etc/ca:ro"]
+
+
+def test_the_runtime_is_the_plans_or_the_engines_default() -> None:
+    assert "Runtime" not in build_create_kwargs(plan())["host_config"]  # the engine's default
+    assert build_create_kwargs(plan(runtime="crun"))["host_config"]["Runtime"] == "crun"
+
+
+def test_the_engines_default_runtime_unless_one_is_named_and_registered() -> None:
+    assert choose_runtime("", ["runc", "crun"], "runc") == "runc"
+    assert choose_runtime("", ["runc", "runsc"], "runsc") == "runsc"  # the engine's default
+    assert choose_runtime("", [], "") == "runc"  # an engine that does not say
+    assert choose_runtime("crun", ["runc", "crun"], "runc") == "crun"
+    with pytest.raises(HostNotSafe, match=r"'runsc'.*has: crun, runc"):
+        choose_runtime("runsc", ["crun", "runc"], "runc")
