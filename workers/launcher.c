@@ -478,7 +478,10 @@ int main(int argc, char **argv)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGALRM, SIG_DFL);
+        /* Every disposition to its default: an ignored one (SIGINT and SIGQUIT under a shell's
+         * background job) would survive the exec into the job. */
+        for (int s = 1; s < NSIG; s++)
+            signal(s, SIG_DFL);
         if (!init)
             setpgid(0, 0);
         if (chdir(job.cwd) < 0)
