@@ -23,7 +23,7 @@ import structlog
 from airlock.errors import AirlockError, InfrastructureError
 from workers import cgroup, pipes
 from workers.capper import OutputCapper
-from workers.engine import call, translated
+from workers.engine import call, job_calls, translated
 from workers.limits import Limits
 from workers.pipes import Pipes
 from workers.spec import CPU_PERIOD_US, LaunchPlan, build_create_kwargs
@@ -80,8 +80,9 @@ def prepare(api: docker.APIClient, plan: LaunchPlan,
     try:
         io = pipes.make(plan.io_folder)
         kwargs = build_create_kwargs(_with_binds(plan, volume))
-        container_id = call("create container", lambda: api.create_container(**kwargs))["Id"]
-        call("start container", lambda: api.start(container_id))
+        calls = job_calls(api)
+        container_id = call("create container", lambda: calls.create(kwargs))
+        call("start container", lambda: calls.start(container_id))
         if not pipes.connect_stdin(io, LAUNCHER_UP_S):
             raise InfrastructureError(f"the launcher of {plan.name} did not open its stdin within"
                                       f" {LAUNCHER_UP_S:.0f} s of its start")
@@ -198,7 +199,7 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     # The engine's OOMKilled flag, asked only when the job did not exit cleanly: on a clean exit
     # the memory cgroup's own count (read above, while the leaf existed) is the evidence.
     state = ({} if status == 0 and not oom_events
-             else call("inspect", lambda: api.inspect_container(cid))["State"])
+             else call("inspect", lambda: job_calls(api).inspect(cid))["State"])
     usage = cgroup.usage(sandbox.plan.cgroup_parent)
     disk = volumes.usage(sandbox.volume) if volumes is not None else None
     out, err = capper.streams["stdout"], capper.streams["stderr"]
@@ -225,7 +226,7 @@ def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
     # docker-py#1966: wait(timeout=) may raise a connection error rather than a read timeout.
     try:
         with translated("wait"):
-            return int(api.wait(cid, timeout=15)["StatusCode"])
+            return job_calls(api).wait(cid, timeout=15)
     except Exception as exc:
         log.warning("job.wait_failed", container=cid[:12], error=str(exc))
         _kill(api, cid)
@@ -234,7 +235,7 @@ def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
 
 def _kill(api: docker.APIClient, cid: str) -> None:
     try:
-        api.kill(cid)
+        job_calls(api).kill(cid)
     except Exception:
         pass  # already gone or stopping, or the engine is away: best effort (the reaper follows)
 
@@ -243,7 +244,7 @@ def remove_container(api: docker.APIClient, cid: str) -> bool:
     """Force-remove a container, retried; False when it is left to the reaper. Never raises."""
     for attempt in range(3):
         try:
-            api.remove_container(cid, force=True)
+            job_calls(api).remove(cid)
             return True
         except docker.errors.NotFound:
             return True
