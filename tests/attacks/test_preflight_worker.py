@@ -120,7 +120,9 @@ def test_a34_a_worker_whose_disk_bound_cannot_be_enforced_refuses_to_start_unles
 
 def test_a_worker_refuses_a_runtime_the_engine_does_not_have(settings: Settings,
                                                               tmp_path: Path) -> None:
-    other = settings.model_copy(update={"queue": f"{settings.queue}-noruntime"})
+    # A fleet of its own: the session's worker (with its warm pool, when on) is not counted.
+    other = settings.model_copy(update={"queue": f"{settings.queue}-noruntime",
+                                        "fleet": f"{settings.fleet}-noruntime"})
     status, log = run_worker_until_exit(other, tmp_path / "worker.log",
                                         AIRLOCK_RUNTIME="airlock-no-such-runtime")
     assert status == 3, log[-2000:]
