@@ -182,10 +182,11 @@ images_start=$SECONDS
 bash "$ROOT_DIR/scripts/build-images.sh" "$@"
 note "images: ready in $((SECONDS - images_start)) s"
 
-# --- crun self-test: a hardened container must run under it, or crun is unregistered ----
+# --- crun self-test: a hardened container of the jobs' image (always built, whatever
+# AIRLOCK_BASE_IMAGE names) must run under it, or crun is unregistered ------------------
 if docker run --rm --runtime crun --network none --read-only --cap-drop ALL \
         --security-opt no-new-privileges:true --memory 64m --pids-limit 16 \
-        airlock/debian-base:bookworm true >"$LOG_DIR/crun-selftest.log" 2>&1; then
+        airlock/sandbox:latest true >"$LOG_DIR/crun-selftest.log" 2>&1; then
     note "crun: self-test passed; available to AIRLOCK_RUNTIME=crun (the default stays runc)"
 else
     tail -n 5 "$LOG_DIR/crun-selftest.log"
