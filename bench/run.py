@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))  # `python bench/run.py` from a checkout: tests.se
 
 import psutil  # noqa: E402
 
-from config.seccomp import DEFAULT_PROFILE_PATH  # noqa: E402
+from config.seccomp import profile_sha256  # noqa: E402
 from config.settings import MiB, Settings  # noqa: E402
 from tasks import streams  # noqa: E402
 from tasks.client import Airlock  # noqa: E402
@@ -75,13 +75,25 @@ def ratio(a: float, b: float) -> float:
 # --- the bare side ------------------------------------------------------------------------
 
 
+def engine_profile(s: Settings) -> str:
+    """A file holding the seccomp profile exactly as Airlock hands it to the engine
+    (``Settings.seccomp_json``: this machine's ABIs only, no comments), for the CLI's
+    ``--security-opt seccomp=``: both sides have the engine compile the same filter."""
+    text = s.seccomp_json
+    path = RESULTS / f"seccomp-{profile_sha256(text)[:16]}.json"
+    if not path.exists():
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
 def bare_argv(s: Settings, code: str) -> list[str]:
-    """``docker run --rm`` with the hardening of workers/spec.py: Airlock's seccomp profile, all
-    capabilities dropped but three, read-only root, sized tmpfs, the default limits, user 1000,
-    no network, no log driver, the same OCI runtime (``s.runtime``, resolved). The job mounts
-    are tmpfs (Airlock's storage=tmpfs mode)."""
+    """``docker run --rm`` with the hardening of workers/spec.py: Airlock's seccomp profile (the
+    text the worker hands the engine), all capabilities dropped but three, read-only root,
+    sized tmpfs, the default limits, user 1000, no network, no log driver, the same OCI runtime
+    (``s.runtime``, resolved). The job mounts are tmpfs (Airlock's storage=tmpfs mode)."""
     lim, user = s.defaults, f"{s.job_uid}:{s.job_gid}"
-    profile = s.seccomp_profile or str(DEFAULT_PROFILE_PATH)
+    profile = engine_profile(s)
     argv = ["docker", "run", "--rm", "--runtime", s.runtime, "--read-only", "--network", "none",
             "--log-driver", "none", "--user", user, "--workdir", "/workspace", "--hostname", "sandbox",
             "--cap-drop", "ALL", "--cap-add", "CHOWN", "--cap-add", "SETUID", "--cap-add", "SETGID",

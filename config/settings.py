@@ -237,9 +237,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def seccomp_json(self) -> str:
-        from config.seccomp import load_profile
+        """The profile's text as handed to the engine (``config.seccomp.for_engine``)."""
+        from config.seccomp import for_engine, load_profile
 
-        return load_profile(self.seccomp_profile)
+        return for_engine(load_profile(self.seccomp_profile))
 
 
 def load_settings(**overrides: object) -> Settings:

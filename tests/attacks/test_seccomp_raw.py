@@ -1,7 +1,8 @@
 """Airlock's seccomp profile against the real engine, through the Docker SDK directly.
 
 Each test runs one fresh container of the job image with the full hardening and
-Airlock's profile (A1, A2, A4 of ATTACKS.md), then removes it. Files a job needs
+Airlock's profile as the worker hands it to the engine (A1, A2, A4 of ATTACKS.md), then
+removes it. Files a job needs
 are written into /workspace by a small bootstrap, so no host path is mounted.
 The probes are plain scripts under probes/ so the job-API tests can reuse them.
 """
@@ -19,7 +20,7 @@ import pytest
 import requests
 from docker.models.containers import Container
 
-from config.seccomp import load_profile
+from config.seccomp import for_engine, load_profile
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 
@@ -64,7 +65,7 @@ def hardened(user: str) -> dict[str, object]:
         },
         "cap_drop": ["ALL"],
         "cap_add": ["CHOWN", "SETUID", "SETGID"],
-        "security_opt": ["no-new-privileges:true", "seccomp=" + load_profile()],
+        "security_opt": ["no-new-privileges:true", "seccomp=" + for_engine(load_profile())],
         "user": user,
         "network_mode": "none",
         "pids_limit": 256,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from config.seccomp import DEFAULT_PROFILE_PATH, load_profile, profile_sha256
+from config.seccomp import DEFAULT_PROFILE_PATH, for_engine, load_profile, profile_sha256
 
 EPERM, ENOSYS = 1, 38
 ALLOW, ERRNO = "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"
@@ -281,3 +281,70 @@ def test_hash_is_stable_and_is_the_sha256_of_the_text() -> None:
     assert profile_sha256(text) == hashlib.sha256(DEFAULT_PROFILE_PATH.read_bytes()).hexdigest()
     assert profile_sha256("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     assert profile_sha256(text + " ") != profile_sha256(text)
+
+
+# --- the text handed to the engine (for_engine) ---------------------------------------------
+
+
+def _rules(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "comment"} for r in profile["syscalls"]]
+
+
+@pytest.mark.parametrize(("machine", "arches"), [
+    ("x86_64", ["SCMP_ARCH_X86_64"]),
+    ("aarch64", ["SCMP_ARCH_AARCH64"]),
+    ("arm64", ["SCMP_ARCH_AARCH64"]),
+])
+def test_the_engine_gets_the_same_rules_for_this_machines_abi_only(
+        profile: dict[str, Any], machine: str, arches: list[str]) -> None:
+    sent = json.loads(for_engine(load_profile(), machine))
+    assert sent["architectures"] == arches
+    assert _rules(sent) == _rules(profile)  # same rules, same order: only comments dropped
+    assert {k: v for k, v in sent.items() if k not in ("syscalls", "architectures")} == {
+        k: v for k, v in profile.items() if k not in ("syscalls", "architectures", "comment")}
+    assert "comment" not in json.dumps(sent)
+
+
+def test_the_engine_text_is_compact_and_much_smaller() -> None:
+    text = for_engine(load_profile(), "x86_64")
+    assert "\n" not in text and ", " not in text
+    assert len(text) < 0.7 * len(load_profile())
+
+
+def test_every_abi_the_kernel_has_stays_listed() -> None:
+    # A profile that filters i386 and x32 calls keeps doing so: those ABIs are reachable on an
+    # x86_64 kernel, so their filters are kept; only aarch64's (never consulted) is dropped.
+    text = json.dumps({"defaultAction": ERRNO, "syscalls": [],
+                       "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
+                                         "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]})
+    assert json.loads(for_engine(text, "x86_64"))["architectures"] == [
+        "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    assert json.loads(for_engine(text, "aarch64"))["architectures"] == [
+        "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+
+
+@pytest.mark.parametrize("text", [
+    "not json", "[1, 2]", '"a string"',
+])
+def test_text_that_is_not_a_profile_object_is_handed_on_as_given(text: str) -> None:
+    assert for_engine(text, "x86_64") == text
+
+
+def test_an_unknown_machine_or_no_runnable_arch_keeps_the_list() -> None:
+    text = json.dumps({"defaultAction": ERRNO, "architectures": ["SCMP_ARCH_RISCV64"]})
+    assert json.loads(for_engine(text, "x86_64"))["architectures"] == ["SCMP_ARCH_RISCV64"]
+    both = load_profile()
+    assert json.loads(for_engine(both, "riscv64"))["architectures"] == [
+        "SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"]
+
+
+def test_the_settings_hand_the_engine_text_and_its_hash_names_it(tmp_path: Path) -> None:
+    from config.settings import Settings
+
+    s = Settings(database_url="postgresql+psycopg://x@127.0.0.1/x")
+    assert s.seccomp_json == for_engine(load_profile())
+    other = tmp_path / "p.json"
+    other.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "comment": "x"}', encoding="utf-8")
+    custom = Settings(database_url="postgresql+psycopg://x@127.0.0.1/x", seccomp_profile=str(other))
+    assert custom.seccomp_json == '{"defaultAction":"SCMP_ACT_ALLOW"}'
+    assert profile_sha256(custom.seccomp_json) != profile_sha256(other.read_text())
