@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -35,12 +35,18 @@ class JobHandle:
     id: str
     created: bool
     client: Airlock
+    # When this client recorded and enqueued the job (monotonic), or 0 when it did not.
+    submitted_at: float = field(default=0.0, compare=False)
 
     def result(self) -> JobRecord:
         return self.client.result(self.id)
 
     def wait(self, timeout: float | None = None) -> JobRecord:
-        return self.client.wait(self.id, timeout)
+        # A job this client just queued has not ended yet, or its end is still announced in
+        # Redis (kept stream_ttl_s after the end): no need to read its row before waiting.
+        fresh = (self.created and self.submitted_at > 0
+                 and time.monotonic() - self.submitted_at < self.client.settings.stream_ttl_s)
+        return self.client.wait(self.id, timeout, just_queued=fresh)
 
     def events(self, offset: str = streams.START) -> Iterator[Event]:
         return self.client.events(self.id, offset)
@@ -80,7 +86,7 @@ class Airlock:
         )
         if created:
             self.enqueue(job_id, f"{resolved.profile}: {short(spec.code or ' '.join(resolved.argv))}")
-        return JobHandle(job_id, created, self)
+        return JobHandle(job_id, created, self, time.monotonic() if created else 0.0)
 
     def enqueue(self, job_id: str, description: str = "") -> None:
         """Send the job's message. A failure loses nothing: the row is queued and the
@@ -94,15 +100,26 @@ class Airlock:
     def result(self, job_id: str) -> JobRecord:
         return self.store.get(job_id)
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+    def wait(self, job_id: str, timeout: float | None = None, *,
+             just_queued: bool = False) -> JobRecord:
+        """The job's record once it has ended. ``just_queued``: the caller knows the job was
+        queued moments ago, so the first read of its row is skipped (its end, if it came,
+        is announced in Redis; the row is read once that announcement arrives)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        status = "queued"
         while True:
-            record = self.store.get(job_id)
-            if record.done:
-                return record
+            if not just_queued:
+                record = self.store.get(job_id)
+                if record.done:
+                    return record
+                status = record.status
             left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
-            if left <= 0:
-                raise WaitTimeout(f"job {job_id} is still {record.status} after {timeout}s")
+            if left <= 0 and not just_queued:
+                raise WaitTimeout(f"job {job_id} is still {status} after {timeout}s")
+            if just_queued:
+                just_queued = False
+                if left <= 0:
+                    continue  # out of time before the first look: look once, then give up
             try:
                 streams.wait_done(self.redis, job_id, left)
             except BrokerUnavailable:

@@ -8,9 +8,10 @@ from typing import Any
 import docker
 import psutil
 import pytest
+import sqlalchemy as sa
 
 from config.settings import Settings
-from tasks.client import Airlock
+from tasks.client import Airlock, WaitTimeout
 from tests.conftest import RunJob
 from tests.services import WorkerProcess
 from workers import engine
@@ -89,6 +90,39 @@ def test_result_row_holds_the_record(run_job: RunJob) -> None:
     assert record.provenance is not None and len(record.provenance["seccomp_sha256"]) == 64
     phases: dict[str, Any] = record.phases or {}
     assert {"queue_wait_ms", "container_ready_ms", "run_ms", "collect_ms"} <= set(phases)
+
+
+def test_waiting_on_a_job_just_submitted_reads_its_row_once(client: Airlock,
+                                                           worker: WorkerProcess) -> None:
+    # The end is announced through Redis: the row is read once, after it. A wait on an id
+    # the client did not just queue reads the row first (the job may have ended long ago).
+    selects: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "jobs" in statement:
+            selects.append(statement)
+
+    sa.event.listen(client.store.engine, "before_cursor_execute", count)
+    try:
+        handle = client.submit(code="print(6*7)")
+        record = handle.wait(60)
+        first = len(selects)
+        again = client.wait(handle.id, 10)
+    finally:
+        sa.event.remove(client.store.engine, "before_cursor_execute", count)
+    assert (record.verdict, record.stdout) == ("ok", "42\n"), record.summary()
+    assert first == 1, selects
+    assert again.id == record.id and len(selects) == 2
+
+
+def test_a_wait_that_runs_out_of_time_still_looks_at_the_job_once(client: Airlock,
+                                                                  worker: WorkerProcess) -> None:
+    handle = client.submit(code="import time; time.sleep(2)")
+    t = time.monotonic()
+    with pytest.raises(WaitTimeout, match=r"still (queued|running) after 0"):
+        handle.wait(0)
+    assert time.monotonic() - t < 4.0  # not a 5 s wait on Redis before the look
+    assert handle.wait(60).verdict == "ok"
 
 
 def test_jobs_run_under_the_runtime_the_fleet_resolved(client: Airlock, worker: WorkerProcess,
