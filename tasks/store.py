@@ -189,6 +189,12 @@ def _finish_statements() -> tuple[Any, Any]:
             sa.select(before))
 
 
+def _add_phases_statement() -> Any:
+    merged = sa.func.coalesce(Job.phases, sa.text("'{}'::jsonb")).op("||")(
+        P("phases", type_=JSONB))
+    return sa.update(Job).where(Job.id == P("job_id", type_=UUID_T)).values(phases=merged)
+
+
 # The dialect's INSERT ... ON CONFLICT has no cache key (compiled for every submit); as text it
 # is compiled once.
 CREATE = sa.text(
@@ -202,6 +208,7 @@ CREATE = sa.text(
 CLAIM = _claim_statement()
 CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
+ADD_PHASES = _add_phases_statement()
 
 
 @contextmanager
@@ -449,9 +456,7 @@ class JobStore:
 
     def add_phases(self, job_id: str, phases: dict[str, Any]) -> None:
         with self._statement() as conn:
-            conn.execute(sa.update(Job).where(Job.id == uuid.UUID(job_id)).values(
-                phases=sa.func.coalesce(Job.phases, sa.cast({}, JSONB)).op("||")(
-                    sa.cast(phases, JSONB))))
+            conn.execute(ADD_PHASES, _params(job_id=uuid.UUID(job_id), phases=phases))
 
     def purge_finished(self, older_than: timedelta) -> int:
         with self._statement() as conn:

@@ -92,6 +92,18 @@ def test_result_row_holds_the_record(run_job: RunJob) -> None:
     assert {"queue_wait_ms", "container_ready_ms", "run_ms", "collect_ms"} <= set(phases)
 
 
+def test_the_result_writes_own_time_joins_the_rows_phases(run_job: RunJob, client: Airlock) -> None:
+    # persist_ms is known only once the result is written: it is merged in just after.
+    record = run_job("print(1)")
+    deadline = time.monotonic() + 10
+    phases: dict[str, Any] = {}
+    while "persist_ms" not in phases and time.monotonic() < deadline:
+        phases = client.result(record.id).phases or {}
+        time.sleep(0.05)
+    assert isinstance(phases.get("persist_ms"), int) and phases["persist_ms"] >= 0, phases
+    assert {"queue_wait_ms", "container_ready_ms", "run_ms", "collect_ms"} <= set(phases)
+
+
 def test_waiting_on_a_job_just_submitted_reads_its_row_once(client: Airlock,
                                                            worker: WorkerProcess) -> None:
     # The end is announced through Redis: the row is read once, after it. A wait on an id
