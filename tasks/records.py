@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from tasks.models import Job, Status
 
 TERMINAL = {Status.FINISHED}
@@ -57,7 +59,8 @@ class JobRecord:
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Job) -> JobRecord:
+    def from_row(cls, row: Job | sa.Row[Any]) -> JobRecord:
+        """From a Job, or a row of the jobs table (the same attributes)."""
         return cls(
             id=str(row.id), status=row.status, verdict=row.verdict, exit_code=row.exit_code,
             signal=row.signal, stdout_bytes=row.stdout or b"", stderr_bytes=row.stderr or b"",

@@ -209,6 +209,8 @@ CLAIM = _claim_statement()
 CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
 ADD_PHASES = _add_phases_statement()
+# A job's row by id (every client wait ends with one): built once, its columns as they are.
+GET = sa.select(*Job.__table__.c).where(Job.__table__.c.id == sa.bindparam("id", type_=UUID_T))
 
 
 @contextmanager
@@ -256,10 +258,10 @@ class JobStore:
         except ValueError as exc:
             raise JobNotFound(f"no job {job_id!r}") from exc
         with self._statement() as conn:
-            row = conn.execute(sa.select(Job).where(Job.id == key)).first()
+            row = conn.execute(GET, {"id": key}).first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
-        return JobRecord.from_row(Job(**row._mapping))
+        return JobRecord.from_row(row)
 
     def claim(self, job_id: str, *, host: str, lease_s: float, overhead_s: float) -> Claim | None:
         """Take the job for a new attempt, or return None when it is not ours to run.
