@@ -3,6 +3,7 @@ proxy, and the second Docker engine (started for the session if it was not runni
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,9 +38,11 @@ def fault_logs(artifacts: Path) -> Path:
 @pytest.fixture(scope="session")
 def fault_base() -> Settings:
     """Small intervals so the reaper and the reconciler act within a second or two; leases and
-    deadlines keep their defaults (tests make time pass in SQL instead of sleeping)."""
+    deadlines keep their defaults (tests make time pass in SQL instead of sleeping). Cold jobs
+    unless ``AIRLOCK_TEST_FAULT_POOL_SIZE`` says otherwise (``test_pool_faults.py`` runs the
+    pooled cases in every run)."""
     return Settings(concurrency=1, reaper_interval_s=1.0, reconcile_after_s=2.0,
-                    pool_size=0)
+                    pool_size=int(os.environ.get("AIRLOCK_TEST_FAULT_POOL_SIZE", "0")))
 
 
 @pytest.fixture
