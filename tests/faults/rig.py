@@ -540,6 +540,27 @@ class Fleet:
             ids=[c["Id"] for c in found])}
         return [c["Id"] for c in found if c["Id"] not in taken]
 
+    def leftovers(self, engine: str = ENGINE1) -> list[dict[str, Any]]:
+        """The fleet's containers but the warm pool's spares no attempt took (the pool's to keep,
+        recycle or drain; a spare whose worker died exits on its own): what a job must not leave
+        behind. With the pool off, all of the fleet's containers."""
+        spares = set(self.idle_pool(engine, running=False))
+        return [c for c in self.containers(engine) if c["Id"] not in spares]
+
+    def created(self, job_id: str, events: EventLog) -> list[ContainerEvent]:
+        """The create events of the job's containers: a cold one carries the job's label, a
+        pooled one (made before the job) is known from the job's attempts."""
+        taken = set(self.job_containers(job_id))
+        return [e for e in events.events
+                if e.action == "create" and (e.job == job_id or e.id in taken)]
+
+    def run_intervals(self, job_id: str, events: EventLog) -> list[tuple[float, float, str]]:
+        """(start, die, container) of each container the job ran in: a cold one's from its own
+        events, a pooled one's from when its attempt fed it (``job_intervals``)."""
+        labelled = events.run_intervals().get(job_id, [])
+        seen = {cid for _, _, cid in labelled}
+        return labelled + [i for i in self.job_intervals(job_id, events) if i[2] not in seen]
+
     def running_container(self, job_id: str, attempt: int | None = None) -> str:
         """Wait until the job's (current) attempt has a container; return its id."""
         def started() -> str | None:

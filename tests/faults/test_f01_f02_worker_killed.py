@@ -66,9 +66,9 @@ def test_f1_sigkill_of_the_main_process_mid_job(fleet: Fleet) -> None:
         assert (record.verdict, record.stdout, record.attempt) == ("ok", "done\n", 2)
         assert [a.outcome for a in fleet.attempts(job)] == ["lost", "finished"]
         assert fleet.end_events(job) == 1
-        assert len(events.created(job)) == 2
-        assert not overlaps(events.run_intervals()[job])
-        assert not fleet.containers()
+        assert len(fleet.created(job, events)) == 2
+        assert not overlaps(fleet.run_intervals(job, events))
+        assert not fleet.leftovers()
     finally:
         events.close()
 
@@ -85,7 +85,7 @@ def test_f2_sigkill_of_the_pool_process_running_the_job(fleet: Fleet) -> None:
         # the redelivery cannot claim the job (the attempt's lease still holds: its container
         # may be running) and leaves without a container.
         wait_for("the redelivery to be turned away", lambda: "job.not_claimed" in w.log(), 20)
-        assert len(events.created(job)) == 1 and container_state(first)  # left to the reaper
+        assert len(fleet.created(job, events)) == 1 and container_state(first)  # left to the reaper
 
         fleet.expire_lease(job)  # time passes; the reaper (every second) takes it from here
         record = fleet.wait(job, 60)
@@ -93,8 +93,8 @@ def test_f2_sigkill_of_the_pool_process_running_the_job(fleet: Fleet) -> None:
         assert [a.outcome for a in fleet.attempts(job)] == ["lost", "finished"]
         assert "lease_expired" in w.log()
         assert fleet.end_events(job) == 1
-        assert len(events.created(job)) == 2
-        assert not overlaps(events.run_intervals()[job])
-        assert alive(w.pid) and not fleet.containers()
+        assert len(fleet.created(job, events)) == 2
+        assert not overlaps(fleet.run_intervals(job, events))
+        assert alive(w.pid) and not fleet.leftovers()
     finally:
         events.close()

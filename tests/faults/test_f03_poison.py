@@ -38,8 +38,8 @@ def test_f3_a_job_that_kills_its_worker_every_time_ends_as_failed(fleet: Fleet) 
         attempts = fleet.attempts(job)
         assert [a.outcome for a in attempts] == ["lost"] * cap + ["finished"]
         assert attempts[-1].container_id is None  # the last delivery gave up without one
-        assert len(events.created(job)) == cap
-        wait_for("the poison job's containers to be gone", lambda: not fleet.containers(), 15)
+        assert len(fleet.created(job, events)) == cap
+        wait_for("the poison job's containers to be gone", lambda: not fleet.leftovers(), 15)
         # The worker is none the worse: the next job runs normally.
         canary = fleet.wait(fleet.submit("print('canary ok')"), 60)
         assert (canary.verdict, canary.stdout, canary.attempt) == ("ok", "canary ok\n", 1)

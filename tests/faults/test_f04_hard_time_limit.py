@@ -46,8 +46,8 @@ def test_f4_hard_time_limit_ends_the_job_and_no_container_outlives_it(fleet: Fle
         died = [e.time for e in events.events if e.id == cid and e.action == "die"]
         assert died and record.finished_at is not None
         assert died[0] < record.finished_at.timestamp(), (died, record.finished_at)
-        wait_for("the reaper to remove it", lambda: not fleet.containers(), 15)
-        assert len(events.created(job)) == 1  # not retried
+        wait_for("the reaper to remove it", lambda: not fleet.leftovers(), 15)
+        assert len(fleet.created(job, events)) == 1  # not retried
         canary = fleet.wait(fleet.submit("print('canary ok')", timeout_s=1), 30)
         assert canary.verdict == "ok", canary
     finally:

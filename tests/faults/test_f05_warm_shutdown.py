@@ -52,7 +52,7 @@ def test_f5_warm_shutdown_is_bounded_and_loses_nothing(fleet: Fleet) -> None:
         assert fleet.record(short_job).verdict == "ok"
         assert fleet.record(long_job).status == "queued"
         assert [a.outcome for a in fleet.attempts(long_job)] == ["interrupted"]
-        assert not fleet.containers()
+        assert not fleet.leftovers()
         for job in [long_job, *reserved]:
             record = fleet.record(job)
             # Reserved jobs were never started (or ran in the grace, once a slot freed up).
@@ -68,6 +68,6 @@ def test_f5_warm_shutdown_is_bounded_and_loses_nothing(fleet: Fleet) -> None:
             assert fleet.end_events(job) == 1
             assert not overlaps(events.run_intervals().get(job, []))
         assert fleet.record(long_job).attempt == 2
-        assert not fleet.containers()
+        assert not fleet.leftovers()
     finally:
         events.close()

@@ -37,7 +37,7 @@ def test_f6_cold_shutdown_mid_job_removes_the_container_and_hands_the_job_back(
         fleet.running_container(job)
         cold_stop(fleet)
         # Removed by the unwinding pool process (no worker is left to reap it).
-        wait_for("the container to be removed", lambda: not fleet.containers(), 5)
+        wait_for("the container to be removed", lambda: not fleet.leftovers(), 5)
         assert fleet.record(job).status == "queued"
         assert [a.outcome for a in fleet.attempts(job)] == ["interrupted"]
         assert fleet.broker_holds(job) == "queue"  # restored by kombu at the channel's close
@@ -47,7 +47,7 @@ def test_f6_cold_shutdown_mid_job_removes_the_container_and_hands_the_job_back(
         assert (record.verdict, record.stdout, record.attempt) == ("ok", "done\n", 2)
         assert [a.outcome for a in fleet.attempts(job)] == ["interrupted", "finished"]
         assert fleet.end_events(job) == 1
-        assert not overlaps(events.run_intervals()[job]) and not fleet.containers()
+        assert not overlaps(fleet.run_intervals(job, events)) and not fleet.leftovers()
     finally:
         events.close()
 
@@ -61,7 +61,7 @@ def test_f6_cold_shutdown_during_the_result_commit(fleet: Fleet, pg_proxy: PgPro
     assert pg_proxy.fired.wait(30), "the result write never came"
     cold_stop(fleet)
     pg_proxy.cut_all()
-    assert not fleet.containers()  # removed before the result is written
+    assert not fleet.leftovers()  # removed before the result is written
 
     committed = when == "hold_after_commit"
     record = fleet.record(job)
@@ -80,4 +80,4 @@ def test_f6_cold_shutdown_during_the_result_commit(fleet: Fleet, pg_proxy: PgPro
     if committed:
         wait_for("the restored delivery to be turned away",
                  lambda: "job.not_claimed" in fleet.workers[-1].log(), 20)
-    assert not fleet.containers()
+    assert not fleet.leftovers()

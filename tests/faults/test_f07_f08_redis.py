@@ -53,7 +53,7 @@ def test_f7_redis_with_persistence_keeps_queued_jobs(fleet: Fleet, make_redis: M
         record = fleet.wait(job, 60)
         assert record.verdict == "ok" and record.attempt == 1, record
     assert "reconciler.requeue" not in w.log()  # the broker kept them, nobody had to
-    assert not fleet.containers()
+    assert not fleet.leftovers()
 
 
 def test_f8_redis_without_persistence_the_reconciler_re_enqueues(
@@ -74,7 +74,7 @@ def test_f8_redis_without_persistence_the_reconciler_re_enqueues(
         assert record.verdict == "ok" and record.attempt == 1, record
     requeues = [line for line in w.log().splitlines() if "reconciler.requeue" in line]
     assert all(any(j in line for line in requeues) for j in queued), requeues
-    assert not fleet.containers()
+    assert not fleet.leftovers()
 
 
 def test_f8_jobs_submitted_while_redis_is_down_are_enqueued_by_the_reconciler(
@@ -91,4 +91,4 @@ def test_f8_jobs_submitted_while_redis_is_down_are_enqueued_by_the_reconciler(
     record = fleet.wait(job, 60)
     assert record.verdict == "ok" and record.attempt == 1, record
     assert "reconciler.requeue" in w.log() and job in w.log()
-    assert not fleet.containers()
+    assert not fleet.leftovers()

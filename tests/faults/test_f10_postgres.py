@@ -41,7 +41,7 @@ def test_f10_postgres_down_for_30s_during_result_writes(fleet: Fleet, pg_proxy: 
     later = fleet.wait(during, 90)
     assert later.verdict == "ok", later
     assert [a.outcome for a in fleet.attempts(during)][-1] == "finished"
-    assert not fleet.containers()
+    assert not fleet.leftovers()
 
 
 def test_f10_connection_killed_right_after_commit(fleet: Fleet, pg_proxy: PgProxy) -> None:
@@ -55,7 +55,7 @@ def test_f10_connection_killed_right_after_commit(fleet: Fleet, pg_proxy: PgProx
     assert "job.result_write_retry" in w.log() and "job.result_fenced" not in w.log()
     assert [a.outcome for a in fleet.attempts(job)] == ["finished"]
     wait_for("the end event", lambda: fleet.end_events(job) == 1, 10)
-    assert not fleet.containers()
+    assert not fleet.leftovers()
 
 
 def _outcome(text: str) -> Outcome:

@@ -44,8 +44,8 @@ def test_f11_duplicate_deliveries_never_make_a_second_container(fleet: Fleet) ->
 
         for job in (twice, running):
             assert len(fleet.attempts(job)) == 1
-            assert len(events.created(job)) == 1
+            assert len(fleet.created(job, events)) == 1
             assert fleet.end_events(job) == 1
-        assert not fleet.containers()
+        assert not fleet.leftovers()
     finally:
         events.close()

@@ -41,7 +41,7 @@ def test_f12_engine_restarted_mid_job(fleet: Fleet, engine2: Engine2) -> None:
             and outcomes[-1] == "finished"
         gave_up = record.verdict == "error" and "infrastructure" in (record.error or "")
         assert retried or gave_up, (record, outcomes)
-        wait_for("no container left on engine 2", lambda: not fleet.containers(ENGINE2), 20)
+        wait_for("no container left on engine 2", lambda: not fleet.leftovers(ENGINE2), 20)
         assert first not in {c["Id"] for c in fleet.containers(ENGINE2)}
     finally:
         events.close()
@@ -62,4 +62,4 @@ def test_f14_engine_unavailable_when_the_job_starts(fleet: Fleet, engine2: Engin
     assert (record.verdict, record.stdout) == ("ok", "done\n"), record
     outcomes = [a.outcome for a in fleet.attempts(job)]
     assert outcomes[-1] == "finished" and set(outcomes[:-1]) == {"infra_error"}, outcomes
-    assert not fleet.containers(ENGINE2)
+    assert not fleet.leftovers(ENGINE2)

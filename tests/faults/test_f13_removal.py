@@ -41,7 +41,7 @@ def test_f13_removal_fails_then_races_with_the_reaper(fleet: Fleet) -> None:
         wait_for("the worker's three tries and a reaper sweep",
                  lambda: w.log().count("container.remove_failed") >= 4, 15)
         assert w.proc is not None and w.proc.poll() is None  # nothing crashed
-        assert [c["Id"] for c in fleet.containers()] == [cid]  # still there, reaper retries
+        assert [c["Id"] for c in fleet.leftovers()] == [cid]  # still there, reaper retries
         assert fleet.attempts(job)[0].container_removed_at is None
 
         subprocess.run(["chattr", "-i", str(stuck)], check=True)
@@ -65,7 +65,7 @@ def test_f13_removal_fails_then_races_with_the_reaper(fleet: Fleet) -> None:
             t.join(30)
         store.engine.dispose()
         assert not errors, errors
-        wait_for("the container to be gone", lambda: not fleet.containers(), 15)
+        wait_for("the container to be gone", lambda: not fleet.leftovers(), 15)
         wait_for("its removal recorded",
                  lambda: fleet.attempts(job)[0].container_removed_at is not None, 15)
         canary = fleet.wait(fleet.submit("print('canary ok')"), 30)

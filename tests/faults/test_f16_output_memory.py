@@ -47,4 +47,4 @@ def test_f16_hundreds_of_jobs_printing_tens_of_mb(fleet: Fleet, make_redis: Make
     records = [fleet.record(j) for j in jobs]
     assert all(r.verdict == "ok" and r.stdout_total == MB * MiB for r in records), \
         [(r.verdict, r.stdout_total) for r in records if r.verdict != "ok"][:3]
-    assert not fleet.containers()
+    assert not fleet.leftovers()

@@ -97,6 +97,6 @@ def test_f18_flower_down_or_restarted_changes_nothing(
         flower.start()  # and back: it answers and follows new jobs
         wait_for("the restarted Flower to follow events", lambda: watched(fleet, flower), 40, 0)
         assert all(fleet.end_events(j) == 1 for j in [*before, *during])
-        assert not fleet.containers()
+        assert not fleet.leftovers()
     finally:
         flower.kill()
