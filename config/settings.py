@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     reconcile_after_s: float = 30.0
     # Warm pool: started containers each worker process keeps ready per pooled image (0: off),
     # for jobs of pool_profiles' images with the default disk bound (other limits are updated).
-    pool_size: int = Field(default=0, ge=0, le=64)
+    # On by default: a pooled job skips the engine's create and start (docs/benchmark.md).
+    pool_size: int = Field(default=1, ge=0, le=64)
     pool_max_age_s: float = Field(default=600.0, ge=1.0)
     pool_profiles: tuple[str, ...] = ("python",)
     # Network-namespace holders (workers/holders.py): "egress" for jobs with a network only
