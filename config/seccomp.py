@@ -25,12 +25,9 @@ def load_profile(path: str | os.PathLike[str] | None = None) -> str:
 
 # The system-call ABIs a kernel of this machine can be entered through (what the filter sees
 # as ``seccomp_data.arch``): a filter compiled for any other architecture is never consulted.
-REACHABLE_ARCHES = {
-    "x86_64": frozenset({"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}),
-    "amd64": frozenset({"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}),
-    "aarch64": frozenset({"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"}),
-    "arm64": frozenset({"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"}),
-}
+_X86_ABIS = frozenset({"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"})
+_ARM_ABIS = frozenset({"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"})
+REACHABLE_ARCHES = {"x86_64": _X86_ABIS, "amd64": _X86_ABIS, "aarch64": _ARM_ABIS, "arm64": _ARM_ABIS}
 
 
 def for_engine(text: str, machine: str | None = None) -> str:

@@ -44,7 +44,7 @@ class JobHandle:
     def wait(self, timeout: float | None = None) -> JobRecord:
         # A job this client just queued has not ended yet, or its end is still announced in
         # Redis (kept stream_ttl_s after the end): no need to read its row before waiting.
-        fresh = (self.created and self.submitted_at > 0
+        fresh = (self.submitted_at > 0  # only set when this client created the job
                  and time.monotonic() - self.submitted_at < self.client.settings.stream_ttl_s)
         return self.client.wait(self.id, timeout, just_queued=fresh)
 
@@ -114,12 +114,12 @@ class Airlock:
                     return record
                 status = record.status
             left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
-            if left <= 0 and not just_queued:
-                raise WaitTimeout(f"job {job_id} is still {status} after {timeout}s")
-            if just_queued:
+            if left <= 0:
+                if not just_queued:
+                    raise WaitTimeout(f"job {job_id} is still {status} after {timeout}s")
                 just_queued = False
-                if left <= 0:
-                    continue  # out of time before the first look: look once, then give up
+                continue  # out of time before the first look: look once, then give up
+            just_queued = False
             try:
                 streams.wait_done(self.redis, job_id, left)
             except BrokerUnavailable:

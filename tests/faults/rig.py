@@ -550,9 +550,10 @@ class Fleet:
     def created(self, job_id: str, events: EventLog) -> list[ContainerEvent]:
         """The create events of the job's containers: a cold one carries the job's label, a
         pooled one (made before the job) is known from the job's attempts."""
-        taken = set(self.job_containers(job_id))
-        return [e for e in events.events
-                if e.action == "create" and (e.job == job_id or e.id in taken)]
+        labelled = events.created(job_id)
+        seen = {e.id for e in labelled}
+        pooled = [events.creation(cid) for cid in self.job_containers(job_id) if cid not in seen]
+        return labelled + [e for e in pooled if e is not None]
 
     def run_intervals(self, job_id: str, events: EventLog) -> list[tuple[float, float, str]]:
         """(start, die, container) of each container the job ran in: a cold one's from its own

@@ -66,7 +66,7 @@ def test_f5_warm_shutdown_is_bounded_and_loses_nothing(fleet: Fleet) -> None:
             assert record.verdict == "ok", record
             assert [a.outcome for a in fleet.attempts(job)][-1] == "finished"
             assert fleet.end_events(job) == 1
-            assert not overlaps(events.run_intervals().get(job, []))
+            assert not overlaps(fleet.run_intervals(job, events))
         assert fleet.record(long_job).attempt == 2
         assert not fleet.leftovers()
     finally:
