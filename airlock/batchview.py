@@ -1,5 +1,5 @@
 """How ``airlock submit`` shows a batch: a rich progress bar with counts by verdict, and a
-summary table. Presentation only; the batch logic is tasks.batch."""
+summary table. Presentation only; the batch logic is airlock.batch."""
 
 from __future__ import annotations
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import click
 
-from airlock.errors import AirlockError
-from airlock.units import parse_size
+from base.errors import AirlockError
+from base.limits import LIMITS
+from base.units import parse_size
 
 EXIT_AIRLOCK_FAILED = 125
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _settings() -> Any:
@@ -22,7 +25,7 @@ def _settings() -> Any:
 
 
 def _client() -> Any:
-    from tasks.client import Airlock
+    from airlock.client import Airlock
 
     return Airlock(_settings())
 
@@ -37,10 +40,20 @@ class Size(click.ParamType):  # type: ignore[type-arg]
             self.fail(str(exc), param, ctx)
 
 
+def limit_options(command: F) -> F:
+    """One option per limit of base/limits.py (``--timeout``, ``--memory``, ...)."""
+    for info in reversed(LIMITS):
+        kind: Any = Size() if info.unit == "bytes" else info.kind
+        unit = "a size: 512m, 4g or bytes" if info.unit == "bytes" else f"in {info.unit}"
+        command = click.option(info.flag, info.name, type=kind,
+                               help=f"{info.help[:-1]}, {unit}.")(command)
+    return command
+
+
 @click.group()
 def main() -> None:
     """Airlock runs untrusted code in fresh, hardened, throwaway containers."""
-    from airlock.logs import setup_logging
+    from base.logs import setup_logging
 
     try:
         setup_logging(_settings().log_format)
@@ -73,9 +86,7 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
         import base64
 
         spec["stdin_b64"] = base64.b64encode(opts["stdin_file"].read_bytes()).decode()
-    limits = {key: opts[opt] for key, opt in (
-        ("timeout_s", "timeout"), ("memory_bytes", "memory"), ("cpus", "cpus"), ("pids", "pids"),
-        ("output_bytes", "output"), ("disk_bytes", "disk")) if opts.get(opt) is not None}
+    limits = {info.name: opts[info.name] for info in LIMITS if opts.get(info.name) is not None}
     if limits:
         spec["limits"] = limits
     if opts.get("image"):
@@ -94,12 +105,7 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
 @click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--argv", multiple=True, help="Run this command instead (repeat per argument).")
 @click.option("--stdin", "stdin_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--timeout", type=float, help="Wall-clock limit in seconds.")
-@click.option("--memory", type=Size(), help="Memory limit (no swap), e.g. 512m.")
-@click.option("--cpus", type=float)
-@click.option("--pids", type=int)
-@click.option("--output", type=Size(), help="Cap on output bytes.")
-@click.option("--disk", type=Size(), help="Disk bound for /workspace, /opt/venv and home.")
+@limit_options
 @click.option("--image", "--profile", "image", help="Image profile name (see settings).")
 @click.option("--network", type=click.Choice(["none", "egress"]))
 @click.option("--env", multiple=True, help="NAME=VALUE (non-secret).")
@@ -227,8 +233,8 @@ def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None
     Exits 0 when every line ran, 1 when lines were malformed, 125 when Airlock failed."""
     from rich.console import Console
 
+    from airlock.batch import BatchRunner, ItemResult, OnError, ResultsWriter, load
     from airlock.batchview import BatchProgress, summary_table
-    from tasks.batch import BatchRunner, ItemResult, OnError, ResultsWriter, load
 
     err = Console(stderr=True)
     client = _client()

@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))  # `python bench/run.py` from a checkout: tests.se
 
 import psutil  # noqa: E402
 
+from airlock.client import Airlock  # noqa: E402
 from config.seccomp import profile_sha256  # noqa: E402
 from config.settings import MiB, Settings  # noqa: E402
 from tasks import streams  # noqa: E402
-from tasks.client import Airlock  # noqa: E402
 from tests.services import WorkerProcess, airlock_containers, scratch_database  # noqa: E402
 from workers import engine  # noqa: E402
 from workers import labels as L  # noqa: E402
@@ -207,30 +207,31 @@ class Side:
 
 class EnginePath:
     """Airlock's container path alone: ``workers.runner`` with the worker's own create arguments
-    (``tasks.execute.plan_for``), cold, with no queue, database, client or pool. Informative:
+    (``tasks.planning.plan_for``), cold, with no queue, database, client or pool. Informative:
     the difference to the Airlock side is what the framework around the container costs."""
 
     def __init__(self, s: Settings) -> None:
-        from tasks.context import WorkerContext
         from tasks.contract import resolve
+        from tasks.planning import HostFacts
         from workers.storage import volumes_for
 
-        self.ctx = WorkerContext(settings=s, store=None, redis=None,  # type: ignore[arg-type]
-                                 seccomp_json=s.seccomp_json)
+        self.s = s
+        self.host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json))
         self.job = resolve({"code": TRIVIAL}, s)[1]
         self.volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
         self.apis: dict[int, Any] = {}
 
     def run(self, lane: int = 0) -> float:
-        from tasks.execute import payload_for, plan_for
+        from tasks.planning import payload_for, plan_for
         from workers import runner
 
         api = self.apis.get(lane) or self.apis.setdefault(lane, engine.connect(None))
         t = time.perf_counter()
-        plan = plan_for(self.ctx, self.job, name=f"airlock-bench-{uuid.uuid4().hex[:12]}")
+        plan = plan_for(self.s, self.host, self.job, name=f"airlock-bench-{uuid.uuid4().hex[:12]}",
+                        now=time.time())
         sandbox = runner.prepare(api, plan, self.volumes)
         try:
-            out = runner.run(sandbox, payload_for(self.job), self.job.limits, keep_bytes=MiB,
+            out = runner.run(sandbox, payload_for(self.job, self.s), self.job.limits, keep_bytes=MiB,
                              volumes=self.volumes)
         finally:
             runner.destroy(sandbox, self.volumes)

@@ -10,8 +10,19 @@ import socket
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from base import limits
+from base.limits import Limits
 
 GiB = 1024**3
 MiB = 1024**2
@@ -44,17 +55,12 @@ def _default_profiles() -> dict[str, Profile]:
     }
 
 
-class LimitBounds(BaseModel):
-    """Defaults and maximums of one limit family (values in base units)."""
+COLUMNS: dict[str, Literal["default", "maximum", "minimum"]] = {
+    "defaults": "default", "maximums": "maximum", "minimums": "minimum"}
 
-    model_config = ConfigDict(frozen=True)
 
-    timeout_s: float = 30.0
-    cpus: float = 2.0
-    memory_bytes: int = 4 * GiB
-    pids: int = 256
-    output_bytes: int = 4 * MiB
-    disk_bytes: int = 5 * GiB
+def _column(which: Literal["default", "maximum", "minimum"]) -> Limits:
+    return Limits(**limits.column(which))  # type: ignore[arg-type]
 
 
 class Settings(BaseSettings):
@@ -73,12 +79,11 @@ class Settings(BaseSettings):
 
     profiles: dict[str, Profile] = Field(default_factory=_default_profiles)
     default_profile: str = "python"
-    defaults: LimitBounds = LimitBounds()
-    maximums: LimitBounds = LimitBounds(timeout_s=600.0, cpus=2.0, output_bytes=64 * MiB)
-    minimums: LimitBounds = LimitBounds(
-        timeout_s=0.1, cpus=0.05, memory_bytes=16 * MiB, pids=8, output_bytes=1024,
-        disk_bytes=16 * MiB,
-    )
+    # Per-job limits (base/limits.py names them): what a job gets unless it asks, and the
+    # range it may ask for.
+    defaults: Limits = Field(default_factory=lambda: _column("default"))
+    maximums: Limits = Field(default_factory=lambda: _column("maximum"))
+    minimums: Limits = Field(default_factory=lambda: _column("minimum"))
     max_code_bytes: int = 256 * 1024
     keep_output_bytes: int = MiB  # stored in PostgreSQL per stream; the rest is streamed
     max_stdin_bytes: int = 4 * MiB
@@ -186,6 +191,15 @@ class Settings(BaseSettings):
     egress_subnet: str = "172.30.0.0/24"
     egress_bridge: str = "airlock-eg0"
 
+    @field_validator("defaults", "maximums", "minimums", mode="before")
+    @classmethod
+    def _limits(cls, value: object, info: ValidationInfo) -> object:
+        """What is given (``AIRLOCK_DEFAULTS__TIMEOUT_S``, a keyword), the rest from the
+        limits table's column (base/limits.py)."""
+        if isinstance(value, dict) and info.field_name is not None:
+            return limits.column(COLUMNS[info.field_name]) | value
+        return value
+
     @field_validator("egress_allowlist", "egress_tenant_endpoints", mode="before")
     @classmethod
     def _domains(cls, value: object) -> object:
@@ -204,7 +218,7 @@ class Settings(BaseSettings):
         unknown = [p for p in self.pool_profiles if p not in self.profiles]
         if unknown:
             raise ValueError(f"pool_profiles {unknown} are not in profiles")
-        for name in LimitBounds.model_fields:
+        for name in limits.BY_NAME:
             low, default, high = (
                 getattr(self.minimums, name), getattr(self.defaults, name),
                 getattr(self.maximums, name),

@@ -94,7 +94,7 @@ def live(repeat: int) -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tasks.client import Airlock
+    from airlock.client import Airlock
     from tests.services import ROOT, WorkerProcess, scratch_database
 
     with scratch_database("airlock_bench") as url:

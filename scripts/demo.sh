@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 
 bash scripts/setup-host.sh
-"$PY" -m pip install -q -e . 2>&1 | grep -v -e 'is ignored' -e 'as the .root. user' || true
+"$PY" -m pip install -q -e '.[bench]' 2>&1 | grep -v -e 'is ignored' -e 'as the .root. user' || true
 airlock db upgrade
 
 mkdir -p /var/log/airlock

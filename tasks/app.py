@@ -43,12 +43,11 @@ def celery_config(s: Settings) -> dict[str, Any]:
 
 
 def configure(s: Settings) -> Celery:
-    """Apply the settings to the app; call once at an entry point before using ``app``."""
+    """Apply the settings to the app; call once at an entry point before using ``app``. The
+    worker's entry point imports ``tasks.jobs``, which registers the task on it."""
     global _settings
     _settings = s
     app.conf.update(celery_config(s))
-    import tasks.jobs  # noqa: F401 - registers the tasks
-
     return app
 
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from dataclasses import dataclass, field, replace
 
 import docker
 import redis
 
 from config.seccomp import profile_sha256
 from config.settings import Settings
-from tasks import streams
+from tasks import planning, streams
+from tasks.planning import HostFacts
 from tasks.relay import Relay
 from tasks.store import JobStore, make_engine
 from workers import engine
 from workers.holders import HolderPlan, Holders
 from workers.pool import PoolKey, WarmPool, owner_label
-from workers.storage import BtrfsVolumes, TmpfsVolumes, volumes_for
+from workers.spec import LaunchPlan
+from workers.storage import TmpfsVolumes, Volumes, volumes_for
 
 
 @dataclass
@@ -26,10 +28,10 @@ class WorkerContext:
     store: JobStore
     redis: redis.Redis
     _api: docker.APIClient | None = None
-    volumes: BtrfsVolumes | TmpfsVolumes = field(default_factory=TmpfsVolumes)
+    volumes: Volumes = field(default_factory=TmpfsVolumes)
     seccomp_json: str = ""
     seccomp_sha256: str = ""
-    engine_info: dict[str, Any] = field(default_factory=dict)
+    engine_info: dict[str, str] = field(default_factory=dict)
     pool: WarmPool | None = None
     holders: Holders | None = None
     relay: Relay | None = None  # live output: made, and its thread started, on first use
@@ -48,14 +50,34 @@ class WorkerContext:
     @property
     def runtime(self) -> str:
         """The job containers' OCI runtime, by name. A worker resolved it at its start
-        (tasks/worker.check_host); any other caller asks the engine once, here."""
+        (tasks/startup.check_host); any other caller asks the engine once, here."""
         if self._runtime is None:
             wanted = self.settings.runtime
             self._runtime = wanted or engine.runtime_for(self.api, wanted)
         return self._runtime
 
+    @property
+    def host(self) -> HostFacts:
+        return HostFacts(self.seccomp_json, self.seccomp_sha256, self.runtime, self.engine_info)
+
     def reset_engine(self) -> None:
         self._api = None
+
+    def live_relay(self) -> Relay:
+        if self.relay is None:
+            self.relay = Relay.for_settings(self.redis, self.settings)
+        return self.relay
+
+    def in_holder(self, plan: LaunchPlan) -> LaunchPlan:
+        """Join this process's namespace holder for the plan's network, where holders apply."""
+        if self.holders is None:
+            return plan
+        mode = self.holders.network_mode(plan.network_mode, plan.dns_options)
+        if mode == plan.network_mode:
+            return plan
+        # Docker refuses a hostname with a container network mode; the holder's is "sandbox",
+        # and its resolv.conf (made with these DNS options) is the one the job sees.
+        return replace(plan, network_mode=mode, hostname="", dns_options=())
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -85,12 +107,15 @@ def start_pool(ctx: WorkerContext) -> None:
             mode=s.netns_holders, max_jobs=s.holder_max_jobs)
     if s.pool_size <= 0 or ctx.pool is not None:
         return
-    from tasks.execute import pool_plan  # execute imports this module
+
+    def make_plan(key: PoolKey, name: str) -> LaunchPlan:
+        plan = planning.pool_plan(s, ctx.host, key, name=name, owner=owner, now=time.time())
+        return ctx.in_holder(plan)
 
     keys = sorted({PoolKey(s.profiles[p].image, s.defaults.disk_bytes) for p in s.pool_profiles},
                   key=lambda k: k.image)
     ctx.pool = WarmPool(
         connect=lambda: engine.connect(s.docker_host), caller_api=lambda: ctx.api,
-        volumes=ctx.volumes, make_plan=lambda key, name: pool_plan(ctx, key, name, owner),
+        volumes=ctx.volumes, make_plan=make_plan,
         keys=keys, size=s.pool_size, max_age_s=s.pool_max_age_s, owner_pid=os.getppid(),
     ).start()

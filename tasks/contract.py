@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from airlock.errors import JobSpecError
-from config.settings import LimitBounds, Settings
-from workers.limits import Limits
+from base.errors import JobSpecError
+from base.limits import LIMITS, Limits
+from config.settings import Settings
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Airlock (the egress proxy's variables win over a job's own: tasks/egress.py).
@@ -20,17 +20,18 @@ RESERVED_ENV = re.compile(r"^(AIRLOCK_|(HTTPS?|ALL|NO)_PROXY$|PIP_PROXY$|NPM_CON
 MAX_FILES = 100
 
 
-class JobLimits(BaseModel):
-    """Per-job limits; any left out take the fleet's defaults."""
+def _job_limits() -> type[BaseModel]:
+    """Per-job limits, each optional (left out: the fleet's default); from base/limits.py."""
+    fields: dict[str, Any] = {
+        info.name: (info.kind | None, Field(default=None, description=f"{info.help[:-1]}, in {info.unit}."))
+        for info in LIMITS}
+    return create_model("JobLimits", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout_s: float | None = None
-    cpus: float | None = None
-    memory_bytes: int | None = None
-    pids: int | None = None
-    output_bytes: int | None = None
-    disk_bytes: int | None = None
+if TYPE_CHECKING:
+    JobLimits = BaseModel
+else:
+    JobLimits = _job_limits()
 
 
 class JobSpec(BaseModel):
@@ -85,13 +86,9 @@ def _bounded(name: str, value: float | int | None, s: Settings) -> float | int:
     return value
 
 
-def resolve_limits(limits: JobLimits, s: Settings) -> Limits:
-    values = {name: _bounded(name, getattr(limits, name), s) for name in LimitBounds.model_fields}
-    return Limits(
-        timeout_s=float(values["timeout_s"]), cpus=float(values["cpus"]),
-        memory_bytes=int(values["memory_bytes"]), pids=int(values["pids"]),
-        output_bytes=int(values["output_bytes"]), disk_bytes=int(values["disk_bytes"]),
-    )
+def resolve_limits(limits: BaseModel, s: Settings) -> Limits:
+    values = {info.name: _bounded(info.name, getattr(limits, info.name), s) for info in LIMITS}
+    return Limits(**{info.name: info.kind(values[info.name]) for info in LIMITS})  # type: ignore[arg-type]
 
 
 def _file_name(name: str) -> str:

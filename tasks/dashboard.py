@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from airlock.errors import AirlockError
+from base.errors import AirlockError
 from config.settings import Settings
 
 COLUMNS = "name,state,args,worker,received,runtime"  # the job id and code are in args

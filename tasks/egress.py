@@ -18,7 +18,7 @@ from pathlib import Path
 
 import docker
 
-from airlock.errors import JobSpecError
+from base.errors import JobSpecError
 from config.settings import Settings
 from workers import networks
 from workers.networks import NetworkPlan

@@ -9,7 +9,7 @@ from types import TracebackType
 import redis
 import structlog
 
-from airlock.errors import AirlockError
+from base.errors import AirlockError
 from tasks import streams
 from tasks.store import JobStore
 

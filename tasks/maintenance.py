@@ -13,16 +13,16 @@ import docker
 import redis
 import structlog
 
-from airlock.errors import AirlockError
+from base.errors import AirlockError
 from config.settings import Settings
 from tasks.store import JobStore
 from workers import labels as L
 from workers.reaper import ContainerView, JobState, Removal, select
 from workers.runner import remove_container, remove_leftovers
-from workers.storage import BtrfsVolumes, TmpfsVolumes
+from workers.storage import Volumes
 
 log = structlog.get_logger(__name__)
-Enqueue = Callable[[str], None]
+Enqueue = Callable[[str], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ def list_ours(api: docker.APIClient, fleet: str) -> list[ContainerView]:
 
 
 def sweep(api: docker.APIClient, store: JobStore, s: Settings,
-          volumes: BtrfsVolumes | TmpfsVolumes, enqueue: Enqueue | None = None,
+          volumes: Volumes, enqueue: Enqueue | None = None,
           now: float | None = None, keep: frozenset[str] = frozenset()) -> SweepReport:
     """Remove this fleet's containers that no live attempt owns; release their jobs."""
     now = time.time() if now is None else now

@@ -33,3 +33,11 @@ def current_and_head(url: str) -> tuple[str | None, str | None]:
     finally:
         engine.dispose()
     return current, head
+
+
+def known_revision(url: str, revision: str | None) -> bool:
+    """Whether this code's migrations include ``revision`` (None, an empty schema, is known)."""
+    if revision is None:
+        return True
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return revision in {r.revision for r in script.walk_revisions()}

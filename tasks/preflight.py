@@ -10,7 +10,7 @@ Each canary's judge is a pure function of what the runner saw; ``run`` returns a
 The last result stays available (``last_result``) for the metrics endpoint.
 
 The runtime check reports the engine's Docker and runc versions against known container
-escapes (``airlock.doctor``); ``runtime_cve_policy`` decides whether an unpatched one refuses
+escapes (``tasks.host_checks``); ``runtime_cve_policy`` decides whether an unpatched one refuses
 the start (``refuse``) or is logged (``warn``, the default: see docs/attacks.md).
 
 First of all, the launcher (every job container's PID 1, ``Settings.launcher_path``) must be a
@@ -30,10 +30,15 @@ from typing import Any
 
 import structlog
 
+from config.seccomp import profile_sha256
 from config.settings import Settings
+from tasks import planning
 from tasks.contract import resolve
+from tasks.host_checks import check_engine, check_runc
+from tasks.planning import HostFacts
 from workers import engine, launcher, runner
 from workers.runner import RunOutcome
+from workers.storage import Volumes, volumes_for
 from workers.verdict import Verdict, classify
 
 log = structlog.get_logger(__name__)
@@ -318,22 +323,20 @@ def last_result() -> PreflightResult | None:
 
 # --- running them (I/O) ---------------------------------------------------------------------
 
-def _run_canary(s: Settings, ctx: Any, canary: Canary) -> CanaryResult:
-    from tasks.execute import payload_for, plan_for
-
+def _run_canary(s: Settings, host: HostFacts, volumes: Volumes, canary: Canary) -> CanaryResult:
     t0 = time.monotonic()
     try:
         _, job = resolve(canary.spec, s)
         api = engine.connect(s.docker_host)
         try:
             name = f"airlock-preflight-{canary.name.replace('_', '')}-{uuid.uuid4().hex[:6]}"
-            sandbox = runner.prepare(api, plan_for(ctx, job, name=name, role="preflight"),
-                                     ctx.volumes)
+            plan = planning.plan_for(s, host, job, name=name, now=time.time(), role="preflight")
+            sandbox = runner.prepare(api, plan, volumes)
             try:
-                outcome = runner.run(sandbox, payload_for(job), job.limits, keep_bytes=64 * 1024,
-                                     volumes=ctx.volumes)
+                outcome = runner.run(sandbox, planning.payload_for(job, s), job.limits,
+                                     keep_bytes=64 * 1024, volumes=volumes)
             finally:
-                runner.destroy(sandbox, ctx.volumes)
+                runner.destroy(sandbox, volumes)
         finally:
             api.close()
         seen = Seen.from_outcome(outcome)
@@ -363,11 +366,9 @@ def launcher_check(s: Settings) -> dict[str, str]:
 
 def runtime_check(s: Settings) -> dict[str, str]:
     try:
-        from airlock import doctor
-
         api = engine.connect(s.docker_host)
         try:
-            checks = [doctor.check_engine(api), doctor.check_runc(api, s.allow_known_cves)]
+            checks = [check_engine(api), check_runc(api, s.allow_known_cves)]
         finally:
             api.close()
     except Exception as exc:
@@ -377,29 +378,24 @@ def runtime_check(s: Settings) -> dict[str, str]:
 
 def run(s: Settings) -> PreflightResult:
     """Run every canary at once and the runtime check; remember and return the result."""
-    from tasks.context import build_context
-
     t0 = time.monotonic()
     init = launcher_check(s)
     if init["launcher"].startswith("refuse"):
         return _remember(PreflightResult(False, (), init, time.monotonic() - t0))
-    ctx = build_context(s)
+    host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json), s.runtime)
+    volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
     results: dict[str, CanaryResult] = {}
     todo = canaries(s)
 
     def one(canary: Canary) -> None:
-        results[canary.name] = _run_canary(s, ctx, canary)
+        results[canary.name] = _run_canary(s, host, volumes, canary)
 
     threads = [threading.Thread(target=one, args=(c,), name=f"preflight-{c.name}") for c in todo]
-    try:
-        for t in threads:
-            t.start()
-        runtime = init | runtime_check(s) | _firewall(s)
-        for t in threads:
-            t.join()
-    finally:
-        ctx.store.engine.dispose()
-        ctx.redis.close()
+    for t in threads:
+        t.start()
+    runtime = init | runtime_check(s) | _firewall(s)
+    for t in threads:
+        t.join()
     done = tuple(results[c.name] for c in todo)
     return _remember(PreflightResult(all(c.contained for c in done) and
                                      not any(v.startswith("refuse") for v in runtime.values()),

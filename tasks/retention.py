@@ -19,7 +19,7 @@ import redis.exceptions
 import structlog
 from sqlalchemy.engine import make_url
 
-from airlock.errors import BrokerUnavailable
+from base.errors import BrokerUnavailable
 from config.settings import Settings
 from tasks.store import JobStore
 

@@ -20,11 +20,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as UUID_T
 from sqlalchemy.engine import Connection, Engine
 
-from airlock.errors import DatabaseUnavailable, JobNotFound
+from base.errors import DatabaseUnavailable, JobNotFound
+from base.ids import JobId
 from tasks.models import Attempt, Job, Status
-from tasks.records import JobRecord
 
 now = sa.func.now
+JobRow = sa.Row[Any]  # a row of the jobs table, every column
 
 
 def _seconds(s: float) -> Any:
@@ -239,29 +240,26 @@ class JobStore:
         return _connected(self._autocommit.connect)
 
     def create(self, *, spec: dict[str, Any], profile: str, image: str, limits: dict[str, Any],
-               idempotency_key: str | None, label: str | None) -> tuple[str, bool]:
+               idempotency_key: str | None, label: str | None) -> tuple[JobId, bool]:
         """Insert a queued job; with a known idempotency key, return the existing one."""
         params = {"id": uuid.uuid4(), "spec": spec, "profile": profile, "image": image,
                   "limits": limits, "idempotency_key": idempotency_key, "label": label}
         with self._statement() as conn:
             created = conn.execute(CREATE, params).scalar()
             if created is not None:
-                return str(created), True
+                return JobId(str(created)), True
             existing = conn.execute(
                 sa.select(Job.id).where(Job.idempotency_key == idempotency_key)
             ).scalar_one()
-            return str(existing), False
+            return JobId(str(existing)), False
 
-    def get(self, job_id: str) -> JobRecord:
-        try:
-            key = uuid.UUID(job_id)
-        except ValueError as exc:
-            raise JobNotFound(f"no job {job_id!r}") from exc
+    def get(self, job_id: JobId) -> JobRow:
+        """The job's row, every column (``airlock.records.JobRecord.from_row`` reads it)."""
         with self._statement() as conn:
-            row = conn.execute(GET, {"id": key}).first()
+            row = conn.execute(GET, {"id": uuid.UUID(job_id)}).first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
-        return JobRecord.from_row(row)
+        return row
 
     def claim(self, job_id: str, *, host: str, lease_s: float, overhead_s: float) -> Claim | None:
         """Take the job for a new attempt, or return None when it is not ours to run.
@@ -355,12 +353,9 @@ class JobStore:
                      lease_until=None))
         return done.rowcount == 1
 
-    def request_cancel(self, job_id: str) -> str:
+    def request_cancel(self, job_id: JobId) -> str:
         """Cancel: a queued job ends at once; a running one is flagged for its worker."""
-        try:
-            key = uuid.UUID(job_id)
-        except ValueError as exc:
-            raise JobNotFound(f"no job {job_id!r}") from exc
+        key = uuid.UUID(job_id)
         with self._tx() as conn:
             done = conn.execute(sa.update(Job).where(
                 Job.id == key, Job.status == Status.QUEUED

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from airlock.errors import AirlockError, BrokerUnavailable
+from base.errors import AirlockError, BrokerUnavailable
 
 START = "0-0"
 STORED = "stored"  # the entry id of events replayed from PostgreSQL

@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests
 
-from airlock.errors import DockerUnavailable, HostNotSafe, InfrastructureError
+from base.errors import DockerUnavailable, HostNotSafe, InfrastructureError
 
 T = TypeVar("T")
 
@@ -98,6 +98,12 @@ class JobCalls:
 
     def kill(self, cid: str) -> None:
         self.api.kill(cid)
+
+    def update(self, cid: str, body: dict[str, Any]) -> None:
+        """Change a started container's resources (the engine's update body; the SDK's
+        ``update_container`` has no pids limit)."""
+        url = self.api._url("/containers/{0}/update", cid)
+        self.api._result(self.api._post_json(url, data=body), True)
 
     def remove(self, cid: str) -> None:
         self.api.remove_container(cid, force=True)
@@ -181,6 +187,9 @@ class SocketCalls(JobCalls):
 
     def kill(self, cid: str) -> None:
         self.request("POST", f"/containers/{cid}/kill")
+
+    def update(self, cid: str, body: dict[str, Any]) -> None:
+        self.request("POST", f"/containers/{cid}/update", body)
 
     def remove(self, cid: str) -> None:
         self.request("DELETE", f"/containers/{cid}?force=1")

@@ -33,11 +33,11 @@ import structlog
 from workers import labels as L
 from workers import runner
 from workers.engine import call
+from workers.spec import CPU_PERIOD_US, hardened
 
 log = structlog.get_logger(__name__)
 
-ROLE_HOLDER = "holder"
-OWNER = "org.airlock.owner"  # same key as workers.pool.OWNER
+ROLE_HOLDER = L.ROLE_HOLDER
 SLEEP_MARGIN_S = 60.0
 CHECK_EVERY_S = 5.0  # a holder in use is checked alive (one inspect) at most this often
 MODES = ("off", "egress", "all")
@@ -79,31 +79,22 @@ def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float,
         "user": plan.user,
         "labels": {
             L.MANAGED: "true", L.FLEET: plan.fleet, L.ROLE: ROLE_HOLDER, L.HOST: plan.host,
-            L.NAME: name, OWNER: plan.owner, L.CREATED: f"{now:.3f}",
+            L.NAME: name, L.OWNER: plan.owner, L.CREATED: f"{now:.3f}",
             L.DEADLINE: f"{now + sleep_s:.3f}", L.JOB: "", L.ATTEMPT: "0",
         },
         "network_disabled": network == "none",
         "use_config_proxy": False,
-        "host_config": {
+        "host_config": hardened(plan.seccomp_json, plan.runtime) | {
             "NetworkMode": network,
-            "ReadonlyRootfs": True,
-            "CapDrop": ["ALL"],
-            "SecurityOpt": ["no-new-privileges:true", "seccomp=" + plan.seccomp_json],
             "Memory": 16 * 1024**2,
             "MemorySwap": 16 * 1024**2,
             "PidsLimit": 4,
-            "CpuPeriod": 100_000,
-            "CpuQuota": 10_000,
-            "IpcMode": "private",
-            "LogConfig": {"Type": "none", "Config": {}},
-            "RestartPolicy": {"Name": "no"},
-            "AutoRemove": False,
+            "CpuPeriod": CPU_PERIOD_US,
+            "CpuQuota": CPU_PERIOD_US // 10,
         },
     }
     if dns_options:
         kwargs["host_config"]["DnsOptions"] = list(dns_options)
-    if plan.runtime:
-        kwargs["host_config"]["Runtime"] = plan.runtime
     return kwargs
 
 
@@ -217,5 +208,5 @@ class Holders:
 def remove_owned(api: docker.APIClient, *, fleet: str, owner: str) -> int:
     """At a worker's shutdown: remove the holders its processes made."""
     found = api.containers(all=True, filters={"label": [
-        f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={ROLE_HOLDER}", f"{OWNER}={owner}"]})
+        f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={ROLE_HOLDER}", f"{L.OWNER}={owner}"]})
     return sum(1 for c in found if runner.remove_container(api, c["Id"]))

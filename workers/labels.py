@@ -9,6 +9,8 @@ HOST = "org.airlock.host"
 DEADLINE = "org.airlock.deadline"
 CREATED = "org.airlock.created"
 NAME = "org.airlock.name"
+OWNER = "org.airlock.owner"  # "<host>:<pid of the worker's main process>": pool containers, holders
 
 ROLE_JOB = "job"
 ROLE_POOL = "pool"
+ROLE_HOLDER = "holder"

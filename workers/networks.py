@@ -30,7 +30,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from airlock.errors import HostNotSafe
+from base.errors import HostNotSafe
 from workers import labels as L
 from workers.engine import translated
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from airlock.errors import InfrastructureError
+from base.errors import InfrastructureError
 from workers import dirs
 
 IN, OUT, ERR = "in", "out", "err"

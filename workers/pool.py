@@ -28,16 +28,16 @@ from typing import Protocol
 import docker
 import structlog
 
-from airlock.errors import AirlockError
+from base.errors import AirlockError
+from base.limits import Limits
+from workers import labels as L
 from workers import pipes, runner
-from workers.limits import Limits
 from workers.runner import Sandbox
 from workers.spec import LaunchPlan
-from workers.storage import BtrfsVolumes, TmpfsVolumes
+from workers.storage import Volumes
 
 log = structlog.get_logger(__name__)
 
-OWNER = "org.airlock.owner"  # "<host>:<pid of the worker's main process>" on pool containers
 WAIT_FOR_BUILD_S = 1.0  # a job finding its pool empty waits this long for a build under way
 LAUNCHER_WAIT_MARGIN_S = 30.0
 MIN_AVAILABLE_BYTES = 512 * 1024**2  # no refill while the host has less memory available
@@ -124,7 +124,7 @@ class WarmPool:
     """Keeps ``size`` started sandboxes per key; ``take`` hands one out, at most once."""
 
     def __init__(self, *, connect: Connect, caller_api: Connect,
-                 volumes: BtrfsVolumes | TmpfsVolumes, make_plan: MakePlan,
+                 volumes: Volumes, make_plan: MakePlan,
                  keys: Iterable[PoolKey], size: int, max_age_s: float, owner_pid: int = 0,
                  min_available_bytes: int = MIN_AVAILABLE_BYTES) -> None:
         self._connect, self._caller_api = connect, caller_api
@@ -335,15 +335,13 @@ def orphans(on_disk: Iterable[str], named: Iterable[str], main_pid: int) -> list
 
 
 def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
-                volumes: BtrfsVolumes | TmpfsVolumes, io_dir: str,
+                volumes: Volumes, io_dir: str,
                 busy: Callable[[list[str]], Iterable[str]]) -> int:
     """At a worker's shutdown: remove the pooled containers its processes left (a SIGTERM ends
     a prefork child without its own clean-up). ``busy`` names those a job was given; they are
     the reaper's, as any job container."""
-    from workers import labels as L
-
     found = api.containers(all=True, filters={"label": [
-        f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={L.ROLE_POOL}", f"{OWNER}={owner}"]})
+        f"{L.MANAGED}=true", f"{L.FLEET}={fleet}", f"{L.ROLE}={L.ROLE_POOL}", f"{L.OWNER}={owner}"]})
     ids = [c["Id"] for c in found]
     taken = set(busy(ids)) if ids else set()
     removed = 0
@@ -354,9 +352,7 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
         removed += 1
         names.append((c.get("Labels") or {}).get(L.NAME, ""))
     main_pid = int(owner.rsplit(":", 1)[-1])
-    on_disk = _entries(pathlib.Path(io_dir))
-    if isinstance(volumes, BtrfsVolumes):
-        on_disk += _entries(volumes.root)
+    on_disk = _entries(pathlib.Path(io_dir)) + volumes.names()
     if on_disk:
         left = {(c.get("Labels") or {}).get(L.NAME, "") for c in api.containers(all=True)}
         names += orphans(on_disk, left, main_pid)

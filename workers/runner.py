@@ -20,14 +20,14 @@ import docker
 import docker.errors
 import structlog
 
-from airlock.errors import AirlockError, InfrastructureError
+from base.errors import AirlockError, InfrastructureError
+from base.limits import Limits
 from workers import cgroup, pipes
 from workers.capper import OutputCapper
 from workers.engine import call, job_calls, translated
-from workers.limits import Limits
 from workers.pipes import Pipes
 from workers.spec import CPU_PERIOD_US, LaunchPlan, build_create_kwargs
-from workers.storage import BtrfsVolumes, TmpfsVolumes, Volume
+from workers.storage import Volume, Volumes
 from workers.verdict import Evidence
 
 log = structlog.get_logger(__name__)
@@ -71,7 +71,7 @@ class RunOutcome:
 
 
 def prepare(api: docker.APIClient, plan: LaunchPlan,
-            volumes: BtrfsVolumes | TmpfsVolumes) -> Sandbox:
+            volumes: Volumes) -> Sandbox:
     """Make the job's storage and FIFOs, create and start its container, and wait until the
     launcher holds its stdin open (so a pooled sandbox is known to be up)."""
     volume = volumes.create(plan.name, plan.limits.disk_bytes)
@@ -110,18 +110,17 @@ def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
     old = sandbox.plan.limits
     if (limits.memory_bytes, limits.cpus, limits.pids) == (old.memory_bytes, old.cpus, old.pids):
         return  # timeout and output are the worker's to enforce; the disk bound is fixed
-    # The SDK's update_container has no pids limit: post the engine's update body directly.
     body = {"Memory": limits.memory_bytes, "MemorySwap": limits.memory_bytes,
             "CpuPeriod": CPU_PERIOD_US, "CpuQuota": int(limits.cpus * CPU_PERIOD_US),
             "PidsLimit": limits.pids}
-    api, url = sandbox.api, sandbox.api._url("/containers/{0}/update", sandbox.container_id)
-    call("update limits", lambda: api._result(api._post_json(url, data=body), True))
+    calls = job_calls(sandbox.api)
+    call("update limits", lambda: calls.update(sandbox.container_id, body))
 
 
 def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         sink: Sink | None = None, hold: Hold | None = None,
         cancel: threading.Event | None = None,
-        volumes: BtrfsVolumes | TmpfsVolumes | None = None) -> RunOutcome:
+        volumes: Volumes | None = None) -> RunOutcome:
     """Feed the job, relay its output, enforce the wall timeout, and collect the evidence.
 
     While ``hold`` says so, output is not read: the pipes fill and the job's writes wait (the
@@ -255,7 +254,7 @@ def remove_container(api: docker.APIClient, cid: str) -> bool:
     return False
 
 
-def remove_leftovers(volumes: BtrfsVolumes | TmpfsVolumes, io_dir: str, name: str) -> None:
+def remove_leftovers(volumes: Volumes, io_dir: str, name: str) -> None:
     """Remove what the container called ``name`` had beside it (its volume, FIFO folder and
     cgroup parent), once it is gone or was never made. Never raises: what stays is logged."""
     try:
@@ -266,7 +265,7 @@ def remove_leftovers(volumes: BtrfsVolumes | TmpfsVolumes, io_dir: str, name: st
     cgroup.remove_parent(cgroup.parent_for(name))
 
 
-def destroy(sandbox: Sandbox, volumes: BtrfsVolumes | TmpfsVolumes) -> bool:
+def destroy(sandbox: Sandbox, volumes: Volumes) -> bool:
     """Remove the container, its storage and its cgroup parent. Never raises."""
     if sandbox.destroyed:
         return True

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from base.limits import Limits
 from workers import labels as L
 from workers import pipes
 from workers.launcher import INIT_PATH, launcher_command
-from workers.limits import Limits
 
 CAPABILITIES_KEPT = ("CHOWN", "SETUID", "SETGID")
 JOB_MOUNTS = ("/workspace", "/opt/venv", "/home/appuser")
@@ -64,6 +64,29 @@ def job_labels(*, fleet: str, host: str, role: str, job: str = "", attempt: int 
     }
 
 
+def hardened(seccomp_json: str, runtime: str = "",
+             capabilities: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The host config every container of Airlock's starts from (jobs, pooled containers,
+    namespace holders): read-only root, no capability but ``capabilities`` (in the bounding
+    set only, for a non-root user), no new privileges, Airlock's seccomp profile, a private
+    IPC namespace, no log driver, never restarted, never privileged."""
+    config: dict[str, Any] = {
+        "ReadonlyRootfs": True,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true", "seccomp=" + seccomp_json],
+        "Privileged": False,
+        "IpcMode": "private",
+        "LogConfig": {"Type": "none", "Config": {}},
+        "RestartPolicy": {"Name": "no"},
+        "AutoRemove": False,
+    }
+    if capabilities:
+        config["CapAdd"] = list(capabilities)
+    if runtime:
+        config["Runtime"] = runtime
+    return config
+
+
 def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
     """Arguments for ``APIClient.create_container``: host config included, nothing inferred."""
     limits = plan.limits
@@ -83,7 +106,7 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
                 f"rw,exec,nosuid,nodev,size={plan.job_tmpfs_size or limits.disk_bytes},"
                 f"uid={plan.user.split(':')[0]},gid={plan.user.split(':')[1]},mode=0700"
             )
-    host_config: dict[str, Any] = {
+    host_config: dict[str, Any] = hardened(plan.seccomp_json, plan.runtime, CAPABILITIES_KEPT) | {
         # Bind options cannot say nosuid/nodev: the volume filesystem is mounted with them.
         "Binds": [f"{src}:{m['bind']}:rw" for src, m in binds.items()]
         + [f"{src}:{dest}:ro" for src, dest in plan.ro_binds.items()],
@@ -92,11 +115,6 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         "Mounts": [{"Type": "bind", "Source": plan.launcher_path, "Target": INIT_PATH,
                     "ReadOnly": True}, *pipes.mounts(plan.io_folder)],
         "Tmpfs": tmpfs,
-        "ReadonlyRootfs": True,
-        "CapDrop": ["ALL"],
-        "CapAdd": list(CAPABILITIES_KEPT),
-        "SecurityOpt": ["no-new-privileges:true", "seccomp=" + plan.seccomp_json],
-        "Privileged": False,
         "NetworkMode": plan.network_mode,
         "CpuPeriod": CPU_PERIOD_US,
         "CpuQuota": int(limits.cpus * CPU_PERIOD_US),
@@ -107,19 +125,13 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         "PidsLimit": limits.pids,
         "ShmSize": plan.tmpfs.shm_bytes,
         "Init": False,  # the launcher is PID 1 and reaps
-        "IpcMode": "private",
         "CgroupParent": plan.cgroup_parent,
-        "LogConfig": {"Type": "none", "Config": {}},
         "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
-        "RestartPolicy": {"Name": "no"},
-        "AutoRemove": False,
     }
     if not host_config["Binds"]:
         del host_config["Binds"]
     if plan.dns_options:
         host_config["DnsOptions"] = list(plan.dns_options)
-    if plan.runtime:
-        host_config["Runtime"] = plan.runtime
     return {
         "image": plan.image,
         "command": launcher_command(plan.max_wait_s, pipes.launcher_stdio()),

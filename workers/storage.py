@@ -15,8 +15,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from airlock.errors import HostNotSafe, InfrastructureError
+from base.errors import HostNotSafe, InfrastructureError
 from workers import btrfs, dirs
 from workers.spec import JOB_MOUNTS
 
@@ -28,6 +29,25 @@ class Volume:
     path: Path | None
     binds: Mapping[str, str]
     subvol_id: int | None = None  # btrfs: its quota group is 0/<subvol_id>
+
+
+class Volumes(Protocol):
+    """Where each container's /workspace, /opt/venv and home live, bounded by its disk limit."""
+
+    def check(self) -> None:
+        """Raise HostNotSafe unless the bound can be enforced here."""
+
+    def named(self, name: str) -> Volume:
+        """The volume of the container called ``name`` (to destroy; its binds not needed)."""
+
+    def names(self) -> list[str]:
+        """The names of the volumes on disk (the reaper's sweep of side resources)."""
+
+    def create(self, name: str, limit_bytes: int) -> Volume: ...
+
+    def usage(self, volume: Volume) -> int | None: ...
+
+    def destroy(self, volume: Volume) -> None: ...
 
 
 def _btrfs(*args: str) -> str:
@@ -59,8 +79,13 @@ class BtrfsVolumes:
             ) from exc
 
     def named(self, name: str) -> Volume:
-        """The volume of the container called ``name``, to destroy (its binds not needed)."""
         return Volume(self.root / name, {})
+
+    def names(self) -> list[str]:
+        try:
+            return [p.name for p in self.root.iterdir()]
+        except OSError:
+            return []
 
     def create(self, name: str, limit_bytes: int) -> Volume:
         """A fresh subvolume under its own quota, with the job's three folders in it."""
@@ -154,6 +179,9 @@ class TmpfsVolumes:
     def named(self, name: str) -> Volume:
         return Volume(None, {})
 
+    def names(self) -> list[str]:
+        return []
+
     def create(self, name: str, limit_bytes: int) -> Volume:
         return Volume(None, {})
 
@@ -164,5 +192,5 @@ class TmpfsVolumes:
         return None
 
 
-def volumes_for(mode: str, root: str, uid: int, gid: int) -> BtrfsVolumes | TmpfsVolumes:
+def volumes_for(mode: str, root: str, uid: int, gid: int) -> Volumes:
     return BtrfsVolumes(root, uid, gid) if mode == "btrfs" else TmpfsVolumes()

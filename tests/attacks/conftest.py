@@ -23,9 +23,9 @@ from typing import Any
 import docker
 import pytest
 
+from airlock.client import Airlock
+from airlock.records import JobRecord
 from config.settings import Settings
-from tasks.client import Airlock
-from tasks.records import JobRecord
 from tests.conftest import RunJob
 from tests.services import wait_no_containers
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.client import Airlock
+from airlock.client import Airlock
 from tests.attacks.conftest import Attack, workspace_on_host
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]

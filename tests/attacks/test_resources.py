@@ -17,8 +17,8 @@ import docker
 import psutil
 import pytest
 
-from tasks.client import Airlock, JobHandle
-from tasks.records import JobRecord
+from airlock.client import Airlock, JobHandle
+from airlock.records import JobRecord
 from tests.attacks.conftest import Attack
 from tests.conftest import RunJob
 from tests.services import WorkerProcess

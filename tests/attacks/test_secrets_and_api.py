@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from airlock.errors import JobSpecError
+from airlock.client import Airlock
+from base.errors import JobSpecError
 from config.settings import Settings
 from tasks import preflight
-from tasks.client import Airlock
 from tests.attacks.conftest import Attack
 from tests.services import WorkerProcess
 

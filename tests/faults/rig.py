@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -38,13 +39,13 @@ import requests
 import sqlalchemy as sa
 from pydantic import BaseModel, SecretStr
 
+from airlock.client import Airlock
+from airlock.records import JobRecord
 from config.settings import Settings
-from tasks.client import Airlock
-from tasks.records import JobRecord
 from tasks.streams import output_key
 from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_database
 from workers import labels as L
-from workers.pool import OWNER
+from workers.labels import OWNER
 from workers.runner import remove_leftovers
 from workers.storage import volumes_for
 
@@ -427,6 +428,8 @@ def env_for(s: Settings) -> dict[str, str]:
             continue
         if isinstance(value, BaseModel):
             text = value.model_dump_json()
+        elif dataclasses.is_dataclass(value):
+            text = json.dumps(dataclasses.asdict(value))  # type: ignore[arg-type]
         elif isinstance(value, (dict, list, tuple)):
             text = json.dumps(value, default=lambda m: m.model_dump())
         elif value is None:

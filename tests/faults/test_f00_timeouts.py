@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from config.settings import LimitBounds, Settings
+from config.settings import Settings
 from tasks.app import celery_config
 from tasks.contract import resolve
-from tasks.execute import claim_overhead_s, payload_for
+from tasks.planning import claim_overhead_s, payload_for
 from tests.launcher_frame import decode
 
 pytestmark = [pytest.mark.faults]
@@ -47,7 +47,7 @@ def test_f0_celery_gets_the_ordered_limits() -> None:
 def test_f0_the_longest_job_fits_its_container_deadline_and_run_deadline() -> None:
     s = Settings()
     _, job = resolve({"code": "print(1)", "limits": {"timeout_s": s.maximums.timeout_s}}, s)
-    deadline_s = decode(payload_for(job, s.backstop_s)).deadline_s
+    deadline_s = decode(payload_for(job, s)).deadline_s
     assert deadline_s == s.maximums.timeout_s + s.backstop_s  # the launcher's own kill
     assert s.startup_grace_s + deadline_s == s.container_deadline_s
     # The attempt's run deadline (claim + overhead + the job's timeout) outlasts the container,
@@ -58,7 +58,7 @@ def test_f0_the_longest_job_fits_its_container_deadline_and_run_deadline() -> No
 @pytest.mark.parametrize("change", [
     {"visibility_timeout_s": 760.0},  # below the hard limit: Redis would redeliver a running job
     {"visibility_timeout_s": 770.0},
-    {"maximums": LimitBounds(timeout_s=900.0, cpus=2.0)},  # the longest job outgrows the rest
+    {"maximums": {"timeout_s": 900.0, "cpus": 2.0}},  # the longest job outgrows the rest
     {"startup_grace_s": 300.0},
     {"hard_margin_s": 200.0},
 ])

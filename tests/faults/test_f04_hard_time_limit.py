@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 
-from config.settings import LimitBounds
 from tests.faults.rig import EventLog, Fleet, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -23,8 +23,7 @@ def test_f4_hard_time_limit_ends_the_job_and_no_container_outlives_it(fleet: Fle
     # The longest job allowed is the preflight canaries' 20 s (tasks/preflight.py runs them
     # at start with that timeout); everything else is as short as it goes.
     s = fleet.configure(
-        defaults=LimitBounds(timeout_s=1.0), maximums=fleet.settings.maximums.model_copy(
-            update={"timeout_s": 20.0}),
+        defaults={"timeout_s": 1.0}, maximums=replace(fleet.settings.maximums, timeout_s=20.0),
         startup_grace_s=2.0, backstop_s=1.0, soft_margin_s=1.0, hard_margin_s=1.0)
     assert (s.container_deadline_s, s.soft_time_limit_s, s.hard_time_limit_s) == (23, 24, 25)
     events = EventLog(s.fleet).start()

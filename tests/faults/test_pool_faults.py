@@ -38,7 +38,8 @@ from tests.faults.test_f01_f02_worker_killed import alive, container_state, unti
 from tests.faults.test_f06_cold_shutdown import cold_stop
 from tests.services import WorkerProcess
 from workers import labels as L
-from workers.pool import OWNER, owner_label
+from workers.labels import OWNER
+from workers.pool import owner_label
 from workers.reaper import START_GRACE_S
 from workers.spec import job_labels
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tasks.models import Attempt, Job
 from tests.conftest import ARTIFACTS
 from tests.services import ROOT, WorkerProcess, worker_env

@@ -13,8 +13,8 @@ import docker.errors
 import pytest
 import sqlalchemy as sa
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tasks.models import Attempt, Job
 from tests.integration.test_streaming import record_figure
 from tests.services import ROOT, WorkerProcess, worker_env

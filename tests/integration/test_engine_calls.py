@@ -12,7 +12,7 @@ import docker
 import docker.errors
 import pytest
 
-from airlock.errors import DockerUnavailable, InfrastructureError
+from base.errors import DockerUnavailable, InfrastructureError
 from config.settings import Settings
 from workers import engine
 from workers import labels as L

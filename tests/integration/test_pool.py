@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from airlock.client import Airlock
+from airlock.records import JobRecord
 from config.settings import Settings
-from tasks.client import Airlock
-from tasks.records import JobRecord
 from tests.services import ROOT, WorkerProcess, airlock_containers
 from workers import labels as L
 

@@ -10,8 +10,8 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from airlock.client import Airlock, WaitTimeout
 from config.settings import Settings
-from tasks.client import Airlock, WaitTimeout
 from tests.conftest import RunJob
 from tests.services import WorkerProcess
 from workers import engine

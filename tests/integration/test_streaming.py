@@ -11,9 +11,9 @@ from typing import Any
 import psutil
 import pytest
 
+from airlock.client import Airlock
 from config.settings import Settings
 from tasks import streams
-from tasks.client import Airlock
 from tasks.streams import Event
 from tests.conftest import ARTIFACTS
 from tests.services import WorkerProcess

@@ -23,10 +23,10 @@ from typing import Any
 import docker
 import pytest
 
+from airlock.client import Airlock
+from airlock.records import JobRecord
 from config.settings import Settings
 from tasks import egress
-from tasks.client import Airlock
-from tasks.records import JobRecord
 from tests.services import ROOT, WorkerProcess
 
 STANDINS = ROOT / "scripts" / "standins.sh"

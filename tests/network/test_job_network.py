@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tasks.egress import network_plans
 from tests.network import probes
 from tests.network.conftest import (

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tests.services import ROOT, WorkerProcess, worker_env
 
 FLOWER_USER = "ops"

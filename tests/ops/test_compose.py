@@ -20,8 +20,8 @@ import docker
 import pytest
 import yaml
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tests.ops.conftest import free_port
 from tests.ops.stack import (
     COMPOSE_FILE,

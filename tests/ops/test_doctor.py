@@ -11,8 +11,8 @@ from typing import Any
 import docker
 import pytest
 
-from airlock.doctor import KNOWN_RUNC_CVES, parse_runc_version
 from config.settings import Settings
+from tasks.host_checks import KNOWN_RUNC_CVES, parse_runc_version
 from tests.ops.conftest import free_port
 from tests.ops.stack import empty_database
 from tests.services import ROOT, worker_env

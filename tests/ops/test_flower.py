@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 import pytest
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tasks.dashboard import FlowerRefused, basic_auth, flower_argv
 from tests.conftest import ARTIFACTS
 from tests.ops.conftest import FLOWER_PASSWORD, FLOWER_USER, FlowerProcess, free_port, start_flower

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tasks.client import Airlock
+from airlock.client import Airlock
 from tests.services import WorkerProcess
 
 # Plain lines a worker may still print: the CLI's start-up verdicts (before any job) and
@@ -49,7 +49,7 @@ def test_celery_lines_and_ours_are_json_and_carry_the_job_id(
     ours = [e for e in events if e.get("job_id") == job.id]
     by_logger = {e["logger"]: e for e in ours}
     received = by_logger["celery.worker.strategy"]  # the main process: job id from argsrepr
-    finished = by_logger["tasks.execute"]
+    finished = by_logger["tasks.results"]
     succeeded = by_logger["celery.app.trace"]  # the pool process: job id bound for the task
     assert received["event"].endswith("received") and received["task"] == "airlock.run_job"
     assert finished["event"] == "job.finished" and finished["verdict"] == "ok"

@@ -15,8 +15,8 @@ import docker
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from airlock.client import Airlock
 from config.settings import Settings
-from tasks.client import Airlock
 from tasks.metrics import phase_seconds, total_seconds
 from tests.services import ROOT, WorkerProcess
 from workers import labels as L

@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from airlock.client import Airlock
 from config.settings import Settings
 from tasks import retention, streams
-from tasks.client import Airlock
-from tasks.worker import Maintenance
+from tasks.housekeeping import Housekeeping
 from tests.services import scratch_database
 
 
@@ -54,15 +54,11 @@ def _rows(client: Airlock, table: str, column: str, ids: list[str]) -> set[str]:
 
 def _maintenance_pass(s: Settings) -> None:
     """One pass of a worker's maintenance thread (reaper sweep, reconcile, retention)."""
-    housekeeping = Maintenance(s)
+    housekeeping = Housekeeping(s)
     try:
         housekeeping.once()
     finally:
-        if housekeeping.client is not None:
-            housekeeping.client.close()
-        api = getattr(housekeeping, "api", None)
-        if api is not None:
-            api.close()
+        housekeeping.close()
 
 
 @pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from airlock.batch import Batch, BatchItem, csv_row, item_key, load, parse_folder, parse_lines
 from config.settings import Settings
-from tasks.batch import Batch, BatchItem, csv_row, item_key, load, parse_folder, parse_lines
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from airlock.doctor import (
+from airlock.doctor import failed
+from tasks.host_checks import (
     FINAL,
     Check,
     RuncVersion,
     Status,
     cves_in_changelog,
-    failed,
     judge_runc,
     open_cves,
     parse_runc_version,

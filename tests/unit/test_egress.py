@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from airlock.errors import JobSpecError
+from base.errors import JobSpecError
 from config.settings import Settings
 from tasks import egress
 from tasks.contract import resolve
-from tasks.execute import payload_for, plan_for
+from tasks.planning import HostFacts, payload_for, plan_for
 from tasks.preflight import Seen, judge_egress
 from tests.launcher_frame import decode
 from workers import networks
@@ -25,8 +23,7 @@ from workers.verdict import Verdict
 LIB_SH = Path(__file__).resolve().parents[2] / "scripts" / "firewall" / "lib.sh"
 
 
-def ctx(s: Settings) -> Any:
-    return SimpleNamespace(settings=s, seccomp_json="{}", runtime="")
+HOST = HostFacts(seccomp_json="{}", seccomp_sha256="")
 
 
 def payload_env(payload: bytes) -> dict[str, str]:
@@ -36,21 +33,21 @@ def payload_env(payload: bytes) -> dict[str, str]:
 def test_no_network_is_the_default_and_gets_nothing() -> None:
     s = Settings(egress_enabled=True)
     _, job = resolve({"code": "print(1)"}, s)
-    plan = plan_for(ctx(s), job, name="airlock-x")
+    plan = plan_for(s, HOST, job, name="airlock-x", now=0.0)
     assert job.network == "none" and plan.network_mode == "none"
     assert plan.dns_options == () and dict(plan.ro_binds) == {}
-    assert not any("proxy" in k.lower() for k in payload_env(payload_for(job)))
+    assert not any("proxy" in k.lower() for k in payload_env(payload_for(job, s)))
 
 
 def test_an_egress_job_gets_the_workspace_network_the_ca_and_the_proxy_in_its_payload() -> None:
     s = Settings(egress_enabled=True, proxy_ip="172.29.0.3", proxy_port=3130)
     _, job = resolve({"code": "print(1)", "network": "egress", "env": {"SSL_CERT_FILE": "/x"}}, s)
-    plan = plan_for(ctx(s), job, name="airlock-x")
+    plan = plan_for(s, HOST, job, name="airlock-x", now=0.0)
     assert plan.network_mode == "airlock-workspace"
     assert plan.dns_options == ("timeout:1", "attempts:1")
     assert dict(plan.ro_binds) == {"airlock-egress-ca": "/etc/airlock/egress-ca"}
     assert "airlock-egress-ca:/etc/airlock/egress-ca:ro" in build_create_kwargs(plan)["host_config"]["Binds"]
-    env = payload_env(payload_for(job, network_env=egress.job_network(s, job.network).env))
+    env = payload_env(payload_for(job, s))
     assert env["HTTPS_PROXY"] == env["http_proxy"] == "http://172.29.0.3:3130"
     assert env["SSL_CERT_FILE"] == networks.CA_FILE  # the network's value wins over the job's
     assert env["PATH"].startswith("/opt/venv/bin")

@@ -10,15 +10,14 @@ from typing import Any
 
 import pytest
 
+from base.limits import Limits
 from config.settings import Settings
-from tasks.context import WorkerContext
 from tasks.contract import resolve
-from tasks.execute import plan_for, pool_plan
+from tasks.planning import HostFacts, plan_for, pool_plan
 from workers import labels as L
 from workers.holders import ROLE_HOLDER, HolderPlan, holder_create_kwargs, wants_holder
-from workers.limits import Limits
+from workers.labels import OWNER
 from workers.pool import (
-    OWNER,
     PoolKey,
     hand_out_before_s,
     key_for,
@@ -33,9 +32,8 @@ FLEET = "unit"
 MiB = 1024**2
 
 
-def ctx(s: Settings) -> WorkerContext:
-    return WorkerContext(settings=s, store=None, redis=None,  # type: ignore[arg-type]
-                         seccomp_json=s.seccomp_json)
+def host(s: Settings) -> HostFacts:
+    return HostFacts(seccomp_json=s.seccomp_json, seccomp_sha256="")
 
 
 def test_a_job_with_the_default_disk_bound_has_the_pools_key() -> None:
@@ -67,9 +65,11 @@ def test_orphan_pool_volumes_are_this_workers_without_a_container() -> None:
 def test_a_pooled_plan_is_the_cold_plan_but_for_name_labels_and_wait() -> None:
     s = Settings(pool_max_age_s=120)
     _, job = resolve({"code": "print(1)"}, s)
-    cold = build_create_kwargs(plan_for(ctx(s), job, name="airlock-x", job_id="j", attempt=1))
+    cold = build_create_kwargs(plan_for(s, host(s), job, name="airlock-x", now=time.time(),
+                                        job_id="j", attempt=1))
     key = key_for(job)
-    warm = build_create_kwargs(pool_plan(ctx(s), key, "airlock-pool-x", "host:1"))
+    warm = build_create_kwargs(pool_plan(s, host(s), key, name="airlock-pool-x", owner="host:1",
+                                         now=time.time()))
     assert warm["host_config"]["CgroupParent"] == "/airlock/airlock-pool-x"
     warm["host_config"]["CgroupParent"] = cold["host_config"]["CgroupParent"]
     # Each container has a FIFO folder of its own, named after it; the mounts are the same.

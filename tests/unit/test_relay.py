@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airlock.errors import AirlockError
+from base.errors import AirlockError
 from tasks import relay as relay_module
 from tasks.relay import Entry, Publisher, Relay
 from tasks.streams import START, Cursor

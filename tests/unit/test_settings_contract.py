@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from airlock.errors import JobSpecError
-from config.settings import LimitBounds, Settings
+from base.errors import JobSpecError
+from config.settings import Settings
 from tasks.contract import resolve
 
 MiB = 1024**2
@@ -25,12 +25,12 @@ def test_a_setting_that_breaks_the_timeout_order_is_refused() -> None:
     with pytest.raises(ValidationError, match="timeouts out of order"):
         Settings(visibility_timeout_s=100)
     with pytest.raises(ValidationError, match="timeouts out of order"):
-        Settings(maximums=LimitBounds(timeout_s=3000, output_bytes=64 * MiB))
+        Settings(maximums={"timeout_s": 3000, "output_bytes": 64 * MiB})
 
 
 def test_default_above_maximum_is_refused() -> None:
     with pytest.raises(ValidationError, match="pids"):
-        Settings(defaults=LimitBounds(pids=512))
+        Settings(defaults={"pids": 512})
 
 
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from airlock.errors import HostNotSafe
+from base.errors import HostNotSafe
+from base.limits import Limits
 from workers.engine import choose_runtime
-from workers.limits import Limits
 from workers.spec import LaunchPlan, build_create_kwargs, job_labels
 
 GiB = 1024**3

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from airlock.errors import AirlockError, JobSpecError
+from airlock.records import JobRecord
+from base.errors import AirlockError, JobSpecError
 from config.settings import Settings
 from tasks.contract import resolve
-from tasks.records import JobRecord
 
 if TYPE_CHECKING:
-    from tasks.client import Airlock
+    from airlock.client import Airlock
 
 SCRIPT_PROFILES = {".py": "python", ".js": "node", ".sh": "shell", ".c": "c"}
 OnError = Literal["skip", "stop"]

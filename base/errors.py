@@ -7,8 +7,7 @@
     │   ├── DockerUnavailable
     │   ├── DatabaseUnavailable
     │   └── BrokerUnavailable
-    ├── HostNotSafe              the host cannot enforce a configured bound (fail closed)
-    └── StaleAttempt             a newer attempt owns the job; this one must stop
+    └── HostNotSafe              the host cannot enforce a configured bound (fail closed)
 
 A job's own failure (timeout, OOM, non-zero exit) is never an exception: it is a verdict.
 """
@@ -53,7 +52,3 @@ class BrokerUnavailable(InfrastructureError):
 
 class HostNotSafe(AirlockError):
     """This host cannot enforce Airlock's isolation; refusing to take jobs."""
-
-
-class StaleAttempt(AirlockError):
-    """A newer attempt owns this job."""

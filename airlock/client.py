@@ -10,20 +10,18 @@ from typing import Any
 
 import redis
 import structlog
-from celery import Celery
-from kombu.exceptions import OperationalError as KombuOperationalError
 
-from airlock.errors import AirlockError, BrokerUnavailable
+from airlock.records import JobRecord
+from base.errors import AirlockError, BrokerUnavailable
+from base.ids import JobId, parse_job_id
 from config.settings import Settings, load_settings
 from tasks import streams
-from tasks.app import celery_config
 from tasks.contract import JobSpec, parse_spec, resolve
-from tasks.records import JobRecord
+from tasks.queue import JobQueue
 from tasks.store import JobStore, make_engine
 from tasks.streams import Event
 
 log = structlog.get_logger(__name__)
-TASK = "airlock.run_job"
 
 
 class WaitTimeout(AirlockError):
@@ -67,14 +65,7 @@ class Airlock:
         self.settings = settings or load_settings()
         self.store = JobStore(make_engine(self.settings.database_url))
         self.redis = streams.connect(self.settings.redis_url)
-        self._celery: Celery | None = None
-
-    @property
-    def celery(self) -> Celery:
-        if self._celery is None:
-            self._celery = Celery("airlock-client", set_as_current=False)
-            self._celery.conf.update(celery_config(self.settings))
-        return self._celery
+        self.queue = JobQueue(self.settings)
 
     def submit(self, job: JobSpec | dict[str, Any] | None = None, **fields: Any) -> JobHandle:
         """Validate (raising JobSpecError naming the field), record, then enqueue."""
@@ -91,14 +82,10 @@ class Airlock:
     def enqueue(self, job_id: str, description: str = "") -> None:
         """Send the job's message. A failure loses nothing: the row is queued and the
         workers' reconciler enqueues it again."""
-        try:
-            self.celery.send_task(TASK, args=[job_id], queue=self.settings.queue,
-                                  argsrepr=f"('{job_id}') {description}", retry=False)
-        except (KombuOperationalError, OSError, redis.exceptions.RedisError) as exc:
-            log.warning("submit.enqueue_failed", job_id=job_id, error=str(exc))
+        self.queue.enqueue(job_id, description)
 
     def result(self, job_id: str) -> JobRecord:
-        return self.store.get(job_id)
+        return JobRecord.from_row(self.store.get(parse_job_id(job_id)))
 
     def wait(self, job_id: str, timeout: float | None = None, *,
              just_queued: bool = False) -> JobRecord:
@@ -109,7 +96,7 @@ class Airlock:
         status = "queued"
         while True:
             if not just_queued:
-                record = self.store.get(job_id)
+                record = self.result(job_id)
                 if record.done:
                     return record
                 status = record.status
@@ -128,14 +115,14 @@ class Airlock:
     def cancel(self, job_id: str) -> str:
         """'cancelled' (it never started), 'cancelling' (killed within a second), or
         'already_finished' (nothing to do)."""
-        state = self.store.request_cancel(job_id)
+        state = self.store.request_cancel(parse_job_id(job_id))
         if state == "cancelling":
             try:
                 self.redis.set(streams.cancel_key(job_id), 1, ex=self.settings.stream_ttl_s)
             except redis.exceptions.RedisError:
                 pass  # the worker also sees the flag when it renews its lease
         elif state == "cancelled":  # no worker will ever end its stream: readers and waiters
-            streams.publish_end(self.redis, job_id, end_summary(self.store.get(job_id)),
+            streams.publish_end(self.redis, job_id, end_summary(self.result(job_id)),
                                 self.settings.stream_ttl_s)
         return state
 
@@ -146,11 +133,11 @@ class Airlock:
         what is there now. Once the stream has expired (or if the relay lost it), the stored
         result stands in for it, from the same byte positions."""
         cursor = streams.Cursor.parse(offset)
-        self.store.get(job_id)  # raises JobNotFound for an unknown id
+        job_id = self._known(job_id)
         idle, check = 0, True
         while cursor.entry != streams.STORED:
             if check and not streams.stream_exists(self.redis, job_id) and (
-                    not follow or self.store.get(job_id).done):
+                    not follow or self.result(job_id).done):
                 break  # expired (or never written): the stored result answers
             batch = streams.read(self.redis, job_id, cursor, block_ms=1000 if follow else None)
             for event in batch:
@@ -165,14 +152,14 @@ class Airlock:
             if not follow:
                 return
             idle += 1
-            if idle >= 3 and self.store.get(job_id).done:
+            if idle >= 3 and self.result(job_id).done:
                 break  # finished, but its stream will not end by itself (the relay lost it)
         yield from self._replay(job_id, cursor)
 
     def _replay(self, job_id: str, cursor: streams.Cursor) -> Iterator[Event]:
         """The stored result as events, from the cursor's byte positions on (the stored
         head holds the first ``keep_output_bytes`` of each stream)."""
-        record = self.store.get(job_id)
+        record = self.result(job_id)
         out, err = cursor.stdout, cursor.stderr
         rest = record.stdout_bytes[out:]
         if rest:
@@ -184,6 +171,12 @@ class Airlock:
             yield Event(str(streams.Cursor(streams.STORED, out, err)), "stderr", rest)
         if record.done:
             yield _end_event(record, streams.Cursor(streams.STORED, out, err))
+
+    def _known(self, job_id: str) -> JobId:
+        """The id, once PostgreSQL has the job (else JobNotFound, as for a malformed id)."""
+        known = parse_job_id(job_id)
+        self.store.get(known)
+        return known
 
     def close(self) -> None:
         self.store.engine.dispose()

@@ -18,7 +18,7 @@ import structlog
 
 JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 EventDict = MutableMapping[str, Any]
-OUR_PACKAGES = ("airlock", "config", "tasks", "workers")
+OUR_PACKAGES = ("airlock", "base", "config", "tasks", "workers")
 
 
 def _celery_fields(_: Any, __: str, event: EventDict) -> EventDict:

@@ -1,0 +1,101 @@
+"""One attempt at a claimed job: a container (pooled or cold), the job fed and run, the
+container destroyed whatever happened. Returns what it saw as an ``AttemptResult``; deciding
+what that means for the job (a result, a retry, a hand-back) is ``tasks.execute``'s."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from base.errors import InfrastructureError
+from tasks import planning
+from tasks.context import WorkerContext
+from tasks.contract import ResolvedJob
+from tasks.lease import LeaseKeeper
+from tasks.relay import Publisher
+from tasks.store import Claim
+from workers import labels as L
+from workers import runner
+from workers.runner import RunOutcome, Sandbox
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """``run`` is the job's outcome when it ran to its end; else ``failure`` says what stopped
+    the attempt (re-raised by the caller). ``removed``: its container is gone."""
+
+    run: RunOutcome | None
+    phases: dict[str, Any] = field(default_factory=dict)
+    removed: bool = False
+    failure: BaseException | None = None
+
+
+def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
+                lease: LeaseKeeper) -> AttemptResult:
+    t0 = time.monotonic()
+    phases: dict[str, Any] = {
+        "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
+    sandbox: Sandbox | None = None
+    run: RunOutcome | None = None
+    failure: BaseException | None = None
+    removed = False
+    try:
+        sandbox = _acquire(ctx, claim, job)
+        phases["pooled"] = sandbox.plan.labels.get(L.ROLE) == L.ROLE_POOL
+        _fence(ctx, claim, job, sandbox)
+        t1 = time.monotonic()
+        phases["container_ready_ms"] = int((t1 - t0) * 1000)
+        run = runner.run(sandbox, planning.payload_for(job, ctx.settings), job.limits,
+                         keep_bytes=ctx.settings.keep_output_bytes, sink=publisher.chunk,
+                         hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes)
+        phases["run_ms"] = run.wall_ms
+        phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - run.wall_ms
+    except BaseException as exc:  # a shutdown's SystemExit too: the caller decides, re-raises
+        failure = exc
+    finally:
+        if sandbox is not None:  # removed before the result is written, pooled or cold
+            removed = _destroy(ctx, sandbox, phases)
+    return AttemptResult(run if failure is None else None, phases, removed, failure)
+
+
+def _fence(ctx: WorkerContext, claim: Claim, job: ResolvedJob, sandbox: Sandbox) -> None:
+    """Record the container; feed it only while the attempt owns the job with time to spare.
+    Fed now, the job could outlive the attempt's run deadline, after which another attempt
+    may take it over (or another already has): then it is removed unfed."""
+    s = ctx.settings
+    if not ctx.store.container_started(claim.job_id, claim.attempt, sandbox.container_id,
+                                       lease_s=s.lease_s,
+                                       need_s=job.limits.timeout_s + s.backstop_s):
+        raise InfrastructureError("the attempt lost its job or its run deadline before the"
+                                  " container was ready")
+
+
+def _destroy(ctx: WorkerContext, sandbox: Sandbox, phases: dict[str, Any]) -> bool:
+    t = time.monotonic()
+    removed = runner.destroy(sandbox, ctx.volumes)
+    phases["destroy_ms"] = int((time.monotonic() - t) * 1000)
+    if not removed:
+        _tainted(ctx, sandbox)
+    return removed
+
+
+def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
+    if ctx.pool is not None:
+        pooled: Sandbox | None = ctx.pool.take(job, claim.job_id, claim.attempt)
+        if pooled is not None:
+            return pooled
+    now = time.time()
+    name = f"airlock-{claim.job_id[:8]}-{claim.attempt}-{int(now * 1000) % 100000}"
+    plan = planning.plan_for(ctx.settings, ctx.host, job, name=name, now=now,
+                             job_id=claim.job_id, attempt=claim.attempt)
+    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes)
+
+
+def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:
+    """A container that may still run shares no namespace with a later job: retire its holder
+    and the pooled containers waiting in it."""
+    if ctx.holders is not None:
+        ctx.holders.done(sandbox.plan.network_mode, clean=False)
+    if ctx.pool is not None and sandbox.plan.network_mode.startswith("container:"):
+        ctx.pool.discard_joined(sandbox.plan.network_mode)

@@ -1,0 +1,94 @@
+"""Planning a job's container, pure: a resolved job and the settings in; the launch plan, the
+launcher's payload and the result's provenance out. No engine, no database, no clock but the
+``now`` it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from config.settings import Settings
+from tasks import egress
+from tasks.contract import JobLimits, ResolvedJob, resolve_limits
+from workers import cgroup, pipes
+from workers import labels as L
+from workers.launcher import encode_payload
+from workers.pool import PoolKey, launcher_wait_s
+from workers.spec import LaunchPlan, TmpfsSizes, job_labels
+
+CLAIM_SLACK_S = 5.0  # added to an attempt's run deadline beyond start-up, timeout and backstop
+BASE_ENV = {
+    "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/home/appuser",
+    "LANG": "C.UTF-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "TMPDIR": "/tmp",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What a worker knows of its host, the same for every job it plans: the seccomp profile
+    as the engine gets it (and its hash), the OCI runtime by name, and the engine's versions."""
+
+    seccomp_json: str
+    seccomp_sha256: str
+    runtime: str = ""
+    engine: Mapping[str, Any] = field(default_factory=dict)
+
+
+def claim_overhead_s(s: Settings) -> float:
+    """An attempt's run deadline is this plus the job's timeout after its claim (store.claim)."""
+    return s.startup_grace_s + s.backstop_s + CLAIM_SLACK_S
+
+
+def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, now: float,
+             job_id: str = "", attempt: int = 0, role: str = L.ROLE_JOB) -> LaunchPlan:
+    """A cold job's container (also the start of a pooled one's and a preflight canary's)."""
+    net = egress.job_network(s, job.network)
+    return LaunchPlan(
+        name=name, image=job.image, limits=job.limits,
+        network_mode=net.mode, dns_options=net.dns_options, ro_binds=net.ro_binds,
+        labels=job_labels(fleet=s.fleet, host=s.hostname, role=role, job=job_id,
+                          attempt=attempt, created=now,
+                          deadline=now + s.startup_grace_s + job.limits.timeout_s + s.backstop_s),
+        seccomp_json=host.seccomp_json, cgroup_parent=cgroup.parent_for(name),
+        launcher_path=s.launcher_path, io_folder=pipes.folder(s.io_dir, name),
+        user=f"{s.job_uid}:{s.job_gid}",
+        tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
+        max_wait_s=int(s.startup_grace_s),
+        runtime=host.runtime,
+    )
+
+
+def pool_plan(s: Settings, host: HostFacts, key: PoolKey, *, name: str, owner: str,
+              now: float) -> LaunchPlan:
+    """A warm-pool container's plan: a cold job's plan with the fleet's default limits, except
+    its labels (role=pool, no job yet) and how long its launcher waits for a job."""
+    limits = replace(resolve_limits(JobLimits(), s), disk_bytes=key.disk_bytes)
+    job = ResolvedJob("", key.image, (), {}, {}, b"", limits, key.network)
+    plan = plan_for(s, host, job, name=name, now=now, role=L.ROLE_POOL)
+    wait_s = launcher_wait_s(s.pool_max_age_s)
+    deadline = now + wait_s + s.startup_grace_s + s.maximums.timeout_s + s.backstop_s
+    labels = dict(plan.labels) | {L.DEADLINE: f"{deadline:.3f}", L.OWNER: owner}
+    return replace(plan, labels=labels, max_wait_s=wait_s)
+
+
+def payload_for(job: ResolvedJob, s: Settings) -> bytes:
+    """The launcher's frame for the job, then the job's stdin. The network's variables (the
+    proxy) win over the job's own."""
+    env = BASE_ENV | job.env | dict(egress.job_network(s, job.network).env)
+    return encode_payload(argv=job.argv, env=env, files=job.files,
+                          deadline_s=job.limits.timeout_s + s.backstop_s) + job.stdin
+
+
+def provenance(s: Settings, host: HostFacts, job: ResolvedJob) -> dict[str, Any]:
+    """What ran the job, stored beside its result."""
+    return {
+        "image": job.image, "profile": job.profile, "host": s.hostname, "fleet": s.fleet,
+        "runtime": host.runtime, "engine": dict(host.engine),
+        "seccomp_sha256": host.seccomp_sha256, "limits": job.limits.as_dict(),
+        "storage": s.storage, "network": job.network,
+    }

@@ -1,0 +1,73 @@
+"""A finished attempt's result: its verdict and evidence as one ``Outcome``, written fenced by
+the attempt (patiently through a database outage), then announced to the job's readers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from base.errors import AirlockError, DatabaseUnavailable
+from tasks import metrics, planning
+from tasks.context import WorkerContext
+from tasks.contract import ResolvedJob
+from tasks.relay import Publisher
+from tasks.store import Claim, Outcome
+from workers.runner import RunOutcome
+from workers.verdict import classify
+
+log = structlog.get_logger(__name__)
+
+
+def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
+               phases: dict[str, Any]) -> Outcome:
+    """The result to store for a job that ran to its end."""
+    return Outcome(
+        verdict=classify(run.evidence), exit_code=run.evidence.exit_code,
+        signal=run.evidence.signal, stdout=run.stdout, stderr=run.stderr,
+        stdout_bytes=run.stdout_total, stderr_bytes=run.stderr_total, wall_ms=run.wall_ms,
+        cpu_ms=run.cpu_ms, peak_memory_bytes=run.peak_memory_bytes,
+        evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
+        phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job),
+    )
+
+
+def record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher, *,
+           container_removed: bool = False) -> None:
+    """Store the result, then end the job's live stream with its verdict."""
+    t = time.monotonic()
+    if not _finish_patiently(ctx, claim, outcome, container_removed):
+        log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
+        return
+    persist_ms = int((time.monotonic() - t) * 1000)
+    publisher.end({"verdict": str(outcome.verdict), "exit_code": outcome.exit_code,
+                   "attempt": claim.attempt, "persist_ms": persist_ms})
+    metrics.job_finished(str(outcome.verdict), (outcome.phases or {}) | {"persist_ms": persist_ms})
+    log.info("job.finished", job_id=claim.job_id, attempt=claim.attempt,
+             verdict=str(outcome.verdict), exit_code=outcome.exit_code, wall_ms=outcome.wall_ms)
+    try:
+        ctx.store.add_phases(claim.job_id, {"persist_ms": persist_ms})
+    except AirlockError:
+        pass  # a timing figure is not worth failing a finished job for
+
+
+def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
+                      container_removed: bool) -> bool:
+    """Write the result, waiting out a database outage for as long as the attempt would keep
+    its container from the reaper (``lease_s + lease_grace_s``). A retried write is idempotent
+    (a COMMIT whose reply was lost counts as done); past the patience the error propagates and
+    the job is run again once its lease and run deadline have passed."""
+    s = ctx.settings
+    give_up = time.monotonic() + s.lease_s + s.lease_grace_s
+    delay = 0.5
+    while True:
+        try:
+            return ctx.store.finish(claim.job_id, claim.attempt, outcome, s.keep_output_bytes,
+                                    container_removed=container_removed)
+        except DatabaseUnavailable as exc:
+            if time.monotonic() + delay > give_up:
+                raise
+            log.warning("job.result_write_retry", job_id=claim.job_id, error=str(exc))
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
