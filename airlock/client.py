@@ -43,7 +43,7 @@ class JobHandle:
         # A job this client just queued has not ended yet, or its end is still announced in
         # Redis (kept stream_ttl_s after the end): no need to read its row before waiting.
         fresh = (self.submitted_at > 0  # only set when this client created the job
-                 and time.monotonic() - self.submitted_at < self.client.settings.stream_ttl_s)
+                 and time.monotonic() - self.submitted_at < self.client.settings.streams.ttl_s)
         return self.client.wait(self.id, timeout, just_queued=fresh)
 
     def events(self, offset: str = streams.START) -> Iterator[Event]:
@@ -118,12 +118,12 @@ class Airlock:
         state = self.store.request_cancel(parse_job_id(job_id))
         if state == "cancelling":
             try:
-                self.redis.set(streams.cancel_key(job_id), 1, ex=self.settings.stream_ttl_s)
+                self.redis.set(streams.cancel_key(job_id), 1, ex=self.settings.streams.ttl_s)
             except redis.exceptions.RedisError:
                 pass  # the worker also sees the flag when it renews its lease
         elif state == "cancelled":  # no worker will ever end its stream: readers and waiters
             streams.publish_end(self.redis, job_id, end_summary(self.result(job_id)),
-                                self.settings.stream_ttl_s)
+                                self.settings.streams.ttl_s)
         return state
 
     def events(self, job_id: str, offset: str = streams.START,

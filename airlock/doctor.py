@@ -50,10 +50,10 @@ def check_disk(s: Settings) -> Check:
     if s.storage == "tmpfs":
         return Check("disk bound", Status.OK, "tmpfs per job: bounded, held in memory")
     try:
-        volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid).check()
+        volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid).check()
     except HostNotSafe as exc:
         return Check("disk bound", Status.FAIL, str(exc))
-    return Check("disk bound", Status.OK, f"btrfs with quotas at {s.volumes_root}")
+    return Check("disk bound", Status.OK, f"btrfs with quotas at {s.sandbox.volumes_root}")
 
 
 def check_seccomp(api: Any, s: Settings) -> Check:
@@ -74,7 +74,7 @@ def check_seccomp(api: Any, s: Settings) -> Check:
         cap_drop=["ALL"], network_mode="none", read_only=True, mem_limit=64 * 2**20,
         pids_limit=16, runtime=runtime)
     cid = api.create_container(
-        image, ["python3", "-I", "-c", SECCOMP_PROBE], user=f"{s.job_uid}:{s.job_gid}",
+        image, ["python3", "-I", "-c", SECCOMP_PROBE], user=f"{s.sandbox.job_uid}:{s.sandbox.job_gid}",
         network_disabled=True, host_config=host_config,
         labels={L.MANAGED: "true", L.ROLE: "doctor"})["Id"]
     try:
@@ -97,11 +97,11 @@ def check_launcher(s: Settings) -> Check:
     """The job containers' PID 1 on this host: present, root's alone, built from this source."""
     from workers.launcher import check_binary, source_sha256
 
-    problem = check_binary(s.launcher_path)
+    problem = check_binary(s.sandbox.launcher_path)
     if problem:
         return Check("launcher", Status.FAIL, problem)
     return Check("launcher", Status.OK,
-                 f"{s.launcher_path} (static, from launcher.c {source_sha256()[:12]})")
+                 f"{s.sandbox.launcher_path} (static, from launcher.c {source_sha256()[:12]})")
 
 
 def judge_egress_part(name: str, problem: str | None, ok: str, egress_enabled: bool) -> Check:
@@ -119,7 +119,7 @@ def check_firewall(s: Settings) -> Check:
     from tasks.egress import check_firewall as verify
 
     return judge_egress_part("firewall", verify(s), "every rule in place (scripts/firewall/verify.sh)",
-                             s.egress_enabled)
+                             s.egress.enabled)
 
 
 def check_networks(api: Any, s: Settings) -> Check:
@@ -137,7 +137,7 @@ def check_networks(api: Any, s: Settings) -> Check:
             problems.append(f"{plan.name}: {', '.join(diff)}")
         seen.append(f"{plan.name} {plan.subnet}")
     return judge_egress_part("networks", "; ".join(problems) or None, ", ".join(seen),
-                             s.egress_enabled)
+                             s.egress.enabled)
 
 
 def check_images(api: Any, s: Settings) -> Check:

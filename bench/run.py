@@ -92,7 +92,7 @@ def bare_argv(s: Settings, code: str) -> list[str]:
     text the worker hands the engine), all capabilities dropped but three, read-only root,
     sized tmpfs, the default limits, user 1000, no network, no log driver, the same OCI runtime
     (``s.runtime``, resolved). The job mounts are tmpfs (Airlock's storage=tmpfs mode)."""
-    lim, user = s.defaults, f"{s.job_uid}:{s.job_gid}"
+    lim, user = s.defaults, f"{s.sandbox.job_uid}:{s.sandbox.job_gid}"
     profile = engine_profile(s)
     argv = ["docker", "run", "--rm", "--runtime", s.runtime, "--read-only", "--network", "none",
             "--log-driver", "none", "--user", user, "--workdir", "/workspace", "--hostname", "sandbox",
@@ -101,15 +101,15 @@ def bare_argv(s: Settings, code: str) -> list[str]:
             "--cpu-period", "100000", "--cpu-quota", str(int(lim.cpus * 100_000)),
             "--memory", str(lim.memory_bytes), "--memory-swap", str(lim.memory_bytes),
             "--memory-swappiness", "0", "--pids-limit", str(lim.pids),
-            "--shm-size", str(s.shm_bytes), "--ipc", "private", "--ulimit", "core=0:0",
+            "--shm-size", str(s.sandbox.shm_bytes), "--ipc", "private", "--ulimit", "core=0:0",
             "--env", "PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"]
-    for mount, opts in (("/tmp", f"noexec,size={s.tmpfs_tmp},mode=1777"),
-                        ("/var/tmp", f"noexec,size={s.tmpfs_var_tmp},mode=1777"),
-                        ("/run", f"noexec,size={s.tmpfs_run},mode=0755")):
+    for mount, opts in (("/tmp", f"noexec,size={s.sandbox.tmpfs_tmp},mode=1777"),
+                        ("/var/tmp", f"noexec,size={s.sandbox.tmpfs_var_tmp},mode=1777"),
+                        ("/run", f"noexec,size={s.sandbox.tmpfs_run},mode=0755")):
         argv += ["--tmpfs", f"{mount}:rw,nosuid,nodev,{opts}"]
     for mount in ("/workspace", "/opt/venv", "/home/appuser"):
         argv += ["--tmpfs", f"{mount}:rw,exec,nosuid,nodev,size={lim.disk_bytes},"
-                 f"uid={s.job_uid},gid={s.job_gid},mode=0700"]
+                 f"uid={s.sandbox.job_uid},gid={s.sandbox.job_gid},mode=0700"]
     return [*argv, s.profiles["python"].image, "python3", "-c", code]
 
 
@@ -218,7 +218,7 @@ class EnginePath:
         self.s = s
         self.host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json))
         self.job = resolve({"code": TRIVIAL}, s)[1]
-        self.volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
+        self.volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
         self.apis: dict[int, Any] = {}
 
     def run(self, lane: int = 0) -> float:
@@ -366,7 +366,7 @@ def airlock_worker(args: argparse.Namespace) -> Iterator[tuple[Settings, WorkerP
                      storage=args.storage, log_format="json")
         api = engine.connect(s.docker_host)
         try:  # both sides on the fleet's runtime (AIRLOCK_RUNTIME, or --runtime), by name
-            s = s.model_copy(update={"runtime": engine.runtime_for(api, args.runtime or s.runtime)})
+            s = s.but(**{"runtime": engine.runtime_for(api, args.runtime or s.runtime)})
         finally:
             api.close()
         log = RESULTS / f"worker-{tag}.log"

@@ -46,7 +46,7 @@ def run_once(ctx: object, relay: Relay, s: Settings, code: str, mode: str) -> di
     relay.buffer.high_water = 0
 
     def sync_xadd(stream: str, data: bytes) -> None:  # the first version: XADD on the read loop
-        ctx.redis.xadd(key, {"t": stream, "d": data}, maxlen=s.stream_maxlen, approximate=True)
+        ctx.redis.xadd(key, {"t": stream, "d": data}, maxlen=s.streams.maxlen, approximate=True)
 
     def sink(stream: str, data: bytes) -> None:
         nonlocal chunks, size, spent
@@ -60,7 +60,7 @@ def run_once(ctx: object, relay: Relay, s: Settings, code: str, mode: str) -> di
     plan = plan_for(ctx, job, name=f"airlock-bench-{job_id[:8]}", job_id=job_id, attempt=1)
     sandbox = runner.prepare(ctx.api, plan, ctx.volumes)
     try:
-        out = runner.run(sandbox, payload_for(job), job.limits, keep_bytes=s.keep_output_bytes,
+        out = runner.run(sandbox, payload_for(job), job.limits, keep_bytes=s.caps.keep_output_bytes,
                          sink=None if mode == "none" else sink, volumes=ctx.volumes)
         t = time.perf_counter()
         if mode == "relay":

@@ -20,7 +20,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Longer than the hard time limit, or Redis hands a running job to a second worker.
-            "visibility_timeout": s.visibility_timeout_s,
+            "visibility_timeout": s.timeouts.visibility_timeout_s,
         },
         "task_serializer": "json",
         "accept_content": ["json"],

@@ -47,7 +47,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         t1 = time.monotonic()
         phases["container_ready_ms"] = int((t1 - t0) * 1000)
         run = runner.run(sandbox, planning.payload_for(job, ctx.settings), job.limits,
-                         keep_bytes=ctx.settings.keep_output_bytes, sink=publisher.chunk,
+                         keep_bytes=ctx.settings.caps.keep_output_bytes, sink=publisher.chunk,
                          hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes)
         phases["run_ms"] = run.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - run.wall_ms
@@ -65,8 +65,8 @@ def _fence(ctx: WorkerContext, claim: Claim, job: ResolvedJob, sandbox: Sandbox)
     may take it over (or another already has): then it is removed unfed."""
     s = ctx.settings
     if not ctx.store.container_started(claim.job_id, claim.attempt, sandbox.container_id,
-                                       lease_s=s.lease_s,
-                                       need_s=job.limits.timeout_s + s.backstop_s):
+                                       lease_s=s.timeouts.lease_s,
+                                       need_s=job.limits.timeout_s + s.timeouts.backstop_s):
         raise InfrastructureError("the attempt lost its job or its run deadline before the"
                                   " container was ready")
 

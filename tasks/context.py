@@ -86,7 +86,7 @@ def build_context(settings: Settings) -> WorkerContext:
         settings=s,
         store=JobStore(make_engine(s.database_url)),
         redis=streams.connect(s.redis_url),
-        volumes=volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid),
+        volumes=volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid),
         seccomp_json=s.seccomp_json,
         seccomp_sha256=profile_sha256(s.seccomp_json),
     )
@@ -97,25 +97,25 @@ def start_pool(ctx: WorkerContext) -> None:
     (``pool_size`` > 0), whose refill thread starts now."""
     s = ctx.settings
     owner = owner_label(s.hostname, os.getppid())  # a prefork child's parent: the worker
-    if s.netns_holders != "off" and ctx.holders is None:
+    if s.holders.mode != "off" and ctx.holders is None:
         ctx.holders = Holders(
             lambda: engine.connect(s.docker_host),
             HolderPlan(fleet=s.fleet, host=s.hostname, owner=owner,
                        image=s.profiles[s.default_profile].image, seccomp_json=ctx.seccomp_json,
-                       user=f"{s.job_uid}:{s.job_gid}", max_age_s=s.holder_max_age_s,
+                       user=f"{s.sandbox.job_uid}:{s.sandbox.job_gid}", max_age_s=s.holders.max_age_s,
                        runtime=ctx.runtime),
-            mode=s.netns_holders, max_jobs=s.holder_max_jobs)
-    if s.pool_size <= 0 or ctx.pool is not None:
+            mode=s.holders.mode, max_jobs=s.holders.max_jobs)
+    if s.pool.size <= 0 or ctx.pool is not None:
         return
 
     def make_plan(key: PoolKey, name: str) -> LaunchPlan:
         plan = planning.pool_plan(s, ctx.host, key, name=name, owner=owner, now=time.time())
         return ctx.in_holder(plan)
 
-    keys = sorted({PoolKey(s.profiles[p].image, s.defaults.disk_bytes) for p in s.pool_profiles},
+    keys = sorted({PoolKey(s.profiles[p].image, s.defaults.disk_bytes) for p in s.pool.profiles},
                   key=lambda k: k.image)
     ctx.pool = WarmPool(
         connect=lambda: engine.connect(s.docker_host), caller_api=lambda: ctx.api,
         volumes=ctx.volumes, make_plan=make_plan,
-        keys=keys, size=s.pool_size, max_age_s=s.pool_max_age_s, owner_pid=os.getppid(),
+        keys=keys, size=s.pool.size, max_age_s=s.pool.max_age_s, owner_pid=os.getppid(),
     ).start()

@@ -124,18 +124,18 @@ def resolve(raw: dict[str, Any] | JobSpec, s: Settings) -> tuple[JobSpec, Resolv
         files[_file_name(name)] = text.encode()
     if spec.code is not None:
         code = spec.code.encode("utf-8", "strict")
-        if len(code) > s.max_code_bytes:
-            raise JobSpecError("code", f"{len(code)} bytes is over the cap of {s.max_code_bytes}")
+        if len(code) > s.caps.code_bytes:
+            raise JobSpecError("code", f"{len(code)} bytes is over the cap of {s.caps.code_bytes}")
         files[profile.filename] = code
-    if sum(len(v) for v in files.values()) > s.max_files_bytes + s.max_code_bytes:
-        raise JobSpecError("files", f"over the cap of {s.max_files_bytes} bytes")
+    if sum(len(v) for v in files.values()) > s.caps.files_bytes + s.caps.code_bytes:
+        raise JobSpecError("files", f"over the cap of {s.caps.files_bytes} bytes")
     if spec.stdin is not None and spec.stdin_b64 is not None:
         raise JobSpecError("stdin", "give stdin or stdin_b64, not both")
     stdin = _b64("stdin_b64", spec.stdin_b64) if spec.stdin_b64 else (spec.stdin or "").encode()
-    if len(stdin) > s.max_stdin_bytes:
-        raise JobSpecError("stdin", f"{len(stdin)} bytes is over the cap of {s.max_stdin_bytes}")
-    if len(spec.env) > s.max_env_entries:
-        raise JobSpecError("env", f"at most {s.max_env_entries} variables")
+    if len(stdin) > s.caps.stdin_bytes:
+        raise JobSpecError("stdin", f"{len(stdin)} bytes is over the cap of {s.caps.stdin_bytes}")
+    if len(spec.env) > s.caps.env_entries:
+        raise JobSpecError("env", f"at most {s.caps.env_entries} variables")
     for key in spec.env:
         if not ENV_NAME.match(key) or RESERVED_ENV.match(key):
             raise JobSpecError(f"env.{key}", "is not an allowed variable name")

@@ -24,21 +24,21 @@ class FlowerRefused(AirlockError):
 
 def basic_auth(s: Settings) -> str:
     """``user:password`` for Flower; refuses to run without a password."""
-    password = s.flower_password.get_secret_value() if s.flower_password else ""
+    password = s.flower.password.get_secret_value() if s.flower.password else ""
     if not password:
         raise FlowerRefused("no password: set AIRLOCK_FLOWER_PASSWORD (Flower never runs without auth)")
-    if ":" in s.flower_user or "," in s.flower_user or not s.flower_user:
+    if ":" in s.flower.user or "," in s.flower.user or not s.flower.user:
         raise FlowerRefused("AIRLOCK_FLOWER_USER must be non-empty without ':' or ','")
     if "," in password:
         raise FlowerRefused("AIRLOCK_FLOWER_PASSWORD must not contain ',' (Flower splits on it)")
-    return f"{s.flower_user}:{password}"
+    return f"{s.flower.user}:{password}"
 
 
 def flower_argv(s: Settings, port: int | None = None, address: str | None = None) -> list[str]:
     return [
         "flower",
-        f"--address={address or s.flower_address}",
-        f"--port={port or s.flower_port}",
+        f"--address={address or s.flower.address}",
+        f"--port={port or s.flower.port}",
         f"--tasks_columns={COLUMNS}",
         "--read_only",  # no revoke, shutdown or pool changes from the web page
         "--purge_offline_workers=3600",

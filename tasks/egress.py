@@ -42,7 +42,7 @@ NO_NETWORK = JobNetwork()
 
 def check_allowed(network: str, s: Settings) -> None:
     """A worker runs egress jobs only where egress is enabled (and the firewall verified)."""
-    if network == "egress" and not s.egress_enabled:
+    if network == "egress" and not s.egress.enabled:
         raise JobSpecError("network", "egress is not enabled on this fleet (egress_enabled is"
                                       " false on its workers); the job was not run")
 
@@ -53,27 +53,27 @@ def job_network(s: Settings, network: str) -> JobNetwork:
     if network != "egress":
         raise JobSpecError("network", f"unknown network {network!r}")
     return JobNetwork(
-        mode=s.workspace_network,
+        mode=s.egress.workspace_network,
         dns_options=networks.WORKSPACE_DNS_OPTIONS,
         ro_binds={networks.CA_VOLUME: networks.CA_DIR},
-        env=networks.proxy_env(s.proxy_ip, s.proxy_port),
+        env=networks.proxy_env(s.egress.proxy_ip, s.egress.proxy_port),
     )
 
 
 def allowlist(s: Settings) -> str:
     """The proxy's allowlist: the fleet's domains and its tenants' endpoints, in order, once."""
-    return ",".join(dict.fromkeys((*s.egress_allowlist, *s.egress_tenant_endpoints)))
+    return ",".join(dict.fromkeys((*s.egress.allowlist, *s.egress.tenant_endpoints)))
 
 
 def network_plans(s: Settings) -> tuple[NetworkPlan, NetworkPlan, NetworkPlan]:
     """Backend, workspace and egress networks; jobs get addresses in the workspace's upper
     half, so the proxy's fixed address (in the lower half) is never handed to a job."""
-    upper = list(ipaddress.ip_network(s.workspace_subnet).subnets(prefixlen_diff=1))[1]
+    upper = list(ipaddress.ip_network(s.egress.workspace_subnet).subnets(prefixlen_diff=1))[1]
     return (
-        NetworkPlan(s.backend_network, s.backend_subnet, s.backend_bridge),
-        NetworkPlan(s.workspace_network, s.workspace_subnet, s.workspace_bridge,
+        NetworkPlan(s.egress.backend_network, s.egress.backend_subnet, s.egress.backend_bridge),
+        NetworkPlan(s.egress.workspace_network, s.egress.workspace_subnet, s.egress.workspace_bridge,
                     ip_range=str(upper), internal=True, icc=False),
-        NetworkPlan(s.egress_network, s.egress_subnet, s.egress_bridge),
+        NetworkPlan(s.egress.egress_network, s.egress.egress_subnet, s.egress.egress_bridge),
     )
 
 
@@ -83,8 +83,9 @@ def prepare_host(s: Settings, client: docker.APIClient | docker.DockerClient) ->
     backend, workspace, egress = network_plans(s)
     networks.ensure_networks(client, backend=backend, workspace=workspace, egress=egress)
     cid = networks.ensure_proxy(
-        client, image=s.proxy_image, ip=s.proxy_ip, port=s.proxy_port, allowlist=allowlist(s),
-        workspace=workspace, egress=egress, upstream_ca=s.proxy_upstream_ca,
+        client, image=s.egress.proxy_image, ip=s.egress.proxy_ip, port=s.egress.proxy_port,
+        allowlist=allowlist(s), workspace=workspace, egress=egress,
+        upstream_ca=s.egress.proxy_upstream_ca,
     )
     networks.wait_proxy(client, cid)
     return cid
@@ -94,13 +95,13 @@ def firewall_env(s: Settings) -> dict[str, str]:
     """scripts/firewall/lib.sh's settings, from ours (the same names)."""
     return {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "AIRLOCK_WORKSPACE_SUBNET": s.workspace_subnet,
-        "AIRLOCK_WORKSPACE_BRIDGE": s.workspace_bridge,
-        "AIRLOCK_BACKEND_SUBNET": s.backend_subnet,
-        "AIRLOCK_EGRESS_SUBNET": s.egress_subnet,
-        "AIRLOCK_EGRESS_BRIDGE": s.egress_bridge,
-        "AIRLOCK_PROXY_IP": s.proxy_ip,
-        "AIRLOCK_PROXY_PORT": str(s.proxy_port),
+        "AIRLOCK_WORKSPACE_SUBNET": s.egress.workspace_subnet,
+        "AIRLOCK_WORKSPACE_BRIDGE": s.egress.workspace_bridge,
+        "AIRLOCK_BACKEND_SUBNET": s.egress.backend_subnet,
+        "AIRLOCK_EGRESS_SUBNET": s.egress.egress_subnet,
+        "AIRLOCK_EGRESS_BRIDGE": s.egress.egress_bridge,
+        "AIRLOCK_PROXY_IP": s.egress.proxy_ip,
+        "AIRLOCK_PROXY_PORT": str(s.egress.proxy_port),
     }
 
 

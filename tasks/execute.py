@@ -25,12 +25,12 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
     """Run one delivery of a job. Returns what happened; raises only InfrastructureError
     (and a shutdown's BaseException, after handing the job back)."""
     s = ctx.settings
-    claim = ctx.store.claim(job_id, host=s.hostname, lease_s=s.lease_s,
+    claim = ctx.store.claim(job_id, host=s.hostname, lease_s=s.timeouts.lease_s,
                             overhead_s=claim_overhead_s(s))
     if claim is None:
         return _unclaimed(ctx, job_id)
     publisher = ctx.live_relay().publisher(job_id)
-    if claim.unfinished >= s.max_attempts:
+    if claim.unfinished >= s.timeouts.max_attempts:
         error = f"gave up after {claim.unfinished} attempts whose worker died (a poison job?)"
         record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=error), publisher)
         return "gave_up"
@@ -40,7 +40,7 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
     except AirlockError as exc:
         record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=str(exc)), publisher)
         return "invalid"
-    with LeaseKeeper(ctx.store, ctx.redis, job_id, claim.attempt, s.lease_s) as lease:
+    with LeaseKeeper(ctx.store, ctx.redis, job_id, claim.attempt, s.timeouts.lease_s) as lease:
         attempt = run_attempt(ctx, claim, job, publisher, lease)
         return _conclude(ctx, claim, job, attempt, publisher, lease)
 

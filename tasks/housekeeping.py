@@ -68,13 +68,13 @@ class Housekeeping:
             except Exception as exc:
                 self.api = None
                 log.warning("maintenance.failed", error=str(exc))
-            self.stop.wait(self.s.reaper_interval_s)
+            self.stop.wait(self.s.upkeep.reaper_interval_s)
 
     def once(self) -> maintenance.SweepReport:
         s = self.s
         if self.api is None:
             self.api = engine.connect(s.docker_host)
-        volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
+        volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
         report = maintenance.sweep(self.api, self.store, s, volumes, enqueue=self.queue.enqueue)
         metrics.reaped(str(removal.reason) for removal in report.removed)
         metrics.containers_running(v.role for v in report.left if v.running)
@@ -83,13 +83,13 @@ class Housekeeping:
             retention.run_if_due(self.store, self.redis, s)
         except AirlockError as exc:
             log.warning("retention.failed", error=str(exc))
-        if s.health_file:
-            Path(s.health_file).touch()  # compose's healthcheck: engine, SQL, Redis all answered
+        if s.upkeep.health_file:
+            Path(s.upkeep.health_file).touch()  # compose's healthcheck: engine, SQL, Redis all answered
         return report
 
     def _reconcile(self) -> None:
         """One worker of the fleet at a time re-enqueues what the broker lost."""
-        lock = self.redis.lock(RECONCILE_LOCK, timeout=self.s.reaper_interval_s * 2,
+        lock = self.redis.lock(RECONCILE_LOCK, timeout=self.s.upkeep.reaper_interval_s * 2,
                                blocking=False)
         if not lock.acquire():
             return
@@ -115,7 +115,7 @@ class Housekeeping:
                 return
             if self.store.finish(job_id, row.attempt, Outcome(verdict="error", error=error), 0):
                 log.error("job.hard_time_limit", job_id=job_id, attempt=row.attempt)
-                streams.publish_end(self.redis, job_id, {"verdict": "error"}, self.s.stream_ttl_s)
+                streams.publish_end(self.redis, job_id, {"verdict": "error"}, self.s.streams.ttl_s)
         except AirlockError as exc:
             log.warning("job.hard_time_limit_unrecorded", job_id=job_id, error=str(exc))
 
@@ -130,8 +130,8 @@ def clear_pool(s: Settings) -> None:
             api = engine.connect(s.docker_host)
             removed = pool.remove_idle(
                 api, fleet=s.fleet, owner=owner,
-                volumes=volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid),
-                io_dir=s.io_dir, busy=store.jobs_by_container)
+                volumes=volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid),
+                io_dir=s.sandbox.io_dir, busy=store.jobs_by_container)
             removed += holders.remove_owned(api, fleet=s.fleet, owner=owner)
         finally:
             store.engine.dispose()

@@ -32,7 +32,7 @@ def context() -> WorkerContext:
 def _fresh_resources(**_: Any) -> None:
     global _context
     _context = None  # never share the parent's sockets after fork
-    if settings().pool_size > 0:
+    if settings().pool.size > 0:
         try:
             context()  # warm the pool before the first job arrives
         except Exception as exc:

@@ -50,8 +50,8 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
              if v.id in pooled else v for v in views]
     raw = store.states([v.job for v in views if v.job])
     jobs = {k: JobState(*state) for k, state in raw.items()}
-    removals = select(views, jobs, fleet=s.fleet, now=now, pool_max_age_s=s.pool_max_age_s,
-                      lease_grace_s=s.lease_grace_s)
+    removals = select(views, jobs, fleet=s.fleet, now=now, pool_max_age_s=s.pool.max_age_s,
+                      lease_grace_s=s.timeouts.lease_grace_s)
     released = []
     for removal in removals:
         c = removal.container
@@ -59,7 +59,7 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
             continue
         name = c.labels.get(L.NAME, "")
         if name:
-            remove_leftovers(volumes, s.io_dir, name)
+            remove_leftovers(volumes, s.sandbox.io_dir, name)
         log.info("reaper.removed", container=c.id[:12], job_id=c.job or None,
                  reason=str(removal.reason))
         if c.job not in jobs:
@@ -142,16 +142,16 @@ def reconcile(store: JobStore, r: redis.Redis, s: Settings, enqueue: Enqueue,
               now: float | None = None) -> list[str]:
     """Re-enqueue jobs PostgreSQL says should run but that no live consumer holds; each at most
     once per ``reconcile_after_s``."""
-    stranded = store.stranded(older_than_s=s.reconcile_after_s)
+    stranded = store.stranded(older_than_s=s.upkeep.reconcile_after_s)
     if not stranded:
         return []
     now = time.time() if now is None else now
     held = broker_holdings(r, s.queue)
     sent = []
     for job, status in stranded:
-        if not needs_requeue(status, held.get(job), now=now, reconcile_after_s=s.reconcile_after_s):
+        if not needs_requeue(status, held.get(job), now=now, reconcile_after_s=s.upkeep.reconcile_after_s):
             continue
-        if not r.set(requeue_key(job), 1, nx=True, ex=max(1, int(s.reconcile_after_s))):
+        if not r.set(requeue_key(job), 1, nx=True, ex=max(1, int(s.upkeep.reconcile_after_s))):
             continue
         log.info("reconciler.requeue", job_id=job, status=status)
         enqueue(job)

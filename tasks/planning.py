@@ -41,24 +41,25 @@ class HostFacts:
 
 def claim_overhead_s(s: Settings) -> float:
     """An attempt's run deadline is this plus the job's timeout after its claim (store.claim)."""
-    return s.startup_grace_s + s.backstop_s + CLAIM_SLACK_S
+    return s.timeouts.startup_grace_s + s.timeouts.backstop_s + CLAIM_SLACK_S
 
 
 def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, now: float,
              job_id: str = "", attempt: int = 0, role: str = L.ROLE_JOB) -> LaunchPlan:
     """A cold job's container (also the start of a pooled one's and a preflight canary's)."""
     net = egress.job_network(s, job.network)
+    box, t = s.sandbox, s.timeouts
     return LaunchPlan(
         name=name, image=job.image, limits=job.limits,
         network_mode=net.mode, dns_options=net.dns_options, ro_binds=net.ro_binds,
         labels=job_labels(fleet=s.fleet, host=s.hostname, role=role, job=job_id,
                           attempt=attempt, created=now,
-                          deadline=now + s.startup_grace_s + job.limits.timeout_s + s.backstop_s),
+                          deadline=now + t.startup_grace_s + job.limits.timeout_s + t.backstop_s),
         seccomp_json=host.seccomp_json, cgroup_parent=cgroup.parent_for(name),
-        launcher_path=s.launcher_path, io_folder=pipes.folder(s.io_dir, name),
-        user=f"{s.job_uid}:{s.job_gid}",
-        tmpfs=TmpfsSizes(s.tmpfs_tmp, s.tmpfs_var_tmp, s.tmpfs_run, s.shm_bytes),
-        max_wait_s=int(s.startup_grace_s),
+        launcher_path=box.launcher_path, io_folder=pipes.folder(box.io_dir, name),
+        user=f"{box.job_uid}:{box.job_gid}",
+        tmpfs=TmpfsSizes(box.tmpfs_tmp, box.tmpfs_var_tmp, box.tmpfs_run, box.shm_bytes),
+        max_wait_s=int(t.startup_grace_s),
         runtime=host.runtime,
     )
 
@@ -70,8 +71,8 @@ def pool_plan(s: Settings, host: HostFacts, key: PoolKey, *, name: str, owner: s
     limits = replace(resolve_limits(JobLimits(), s), disk_bytes=key.disk_bytes)
     job = ResolvedJob("", key.image, (), {}, {}, b"", limits, key.network)
     plan = plan_for(s, host, job, name=name, now=now, role=L.ROLE_POOL)
-    wait_s = launcher_wait_s(s.pool_max_age_s)
-    deadline = now + wait_s + s.startup_grace_s + s.maximums.timeout_s + s.backstop_s
+    wait_s = launcher_wait_s(s.pool.max_age_s)
+    deadline = now + wait_s + s.timeouts.startup_grace_s + s.maximums.timeout_s + s.timeouts.backstop_s
     labels = dict(plan.labels) | {L.DEADLINE: f"{deadline:.3f}", L.OWNER: owner}
     return replace(plan, labels=labels, max_wait_s=wait_s)
 
@@ -81,7 +82,7 @@ def payload_for(job: ResolvedJob, s: Settings) -> bytes:
     proxy) win over the job's own."""
     env = BASE_ENV | job.env | dict(egress.job_network(s, job.network).env)
     return encode_payload(argv=job.argv, env=env, files=job.files,
-                          deadline_s=job.limits.timeout_s + s.backstop_s) + job.stdin
+                          deadline_s=job.limits.timeout_s + s.timeouts.backstop_s) + job.stdin
 
 
 def provenance(s: Settings, host: HostFacts, job: ResolvedJob) -> dict[str, Any]:

@@ -13,7 +13,7 @@ The runtime check reports the engine's Docker and runc versions against known co
 escapes (``tasks.host_checks``); ``runtime_cve_policy`` decides whether an unpatched one refuses
 the start (``refuse``) or is logged (``warn``, the default: see docs/attacks.md).
 
-First of all, the launcher (every job container's PID 1, ``Settings.launcher_path``) must be a
+First of all, the launcher (every job container's PID 1, ``Settings.sandbox.launcher_path``) must be a
 root-owned executable built from this package's ``workers/launcher.c``; if not, the preflight
 fails at once, naming the fix (scripts/build-launcher.sh), and no canary runs.
 """
@@ -245,12 +245,12 @@ def canaries(s: Settings) -> list[Canary]:
 def egress_canaries(s: Settings) -> list[Canary]:
     """With egress enabled: a job on the workspace network reaches the proxy and nothing else
     (metadata, private ranges, the host through the bridge gateway, the backend)."""
-    if not s.egress_enabled:
+    if not s.egress.enabled:
         return []
     from tasks.egress import network_plans
 
     backend, workspace, _ = network_plans(s)
-    targets = dict(EGRESS_TARGETS) | {"proxy": (s.proxy_ip, s.proxy_port)}
+    targets = dict(EGRESS_TARGETS) | {"proxy": (s.egress.proxy_ip, s.egress.proxy_port)}
     for port in (22, 2375, 5432, 5555, 6379):
         targets[f"gateway:{port}"] = (workspace.gateway, port)
         targets[f"backend:{port}"] = (backend.gateway, port)
@@ -350,7 +350,7 @@ def _run_canary(s: Settings, host: HostFacts, volumes: Volumes, canary: Canary) 
 
 def _firewall(s: Settings) -> dict[str, str]:
     """With egress enabled: scripts/firewall/verify.sh must pass, or the worker refuses."""
-    if not s.egress_enabled:
+    if not s.egress.enabled:
         return {}
     from tasks.egress import check_firewall
 
@@ -360,8 +360,8 @@ def _firewall(s: Settings) -> dict[str, str]:
 
 def launcher_check(s: Settings) -> dict[str, str]:
     """The launcher binary bound into every job container: present, root's, not stale."""
-    problem = launcher.check_binary(s.launcher_path)
-    return {"launcher": f"refuse: {problem}" if problem else f"ok: {s.launcher_path}"}
+    problem = launcher.check_binary(s.sandbox.launcher_path)
+    return {"launcher": f"refuse: {problem}" if problem else f"ok: {s.sandbox.launcher_path}"}
 
 
 def runtime_check(s: Settings) -> dict[str, str]:
@@ -372,8 +372,8 @@ def runtime_check(s: Settings) -> dict[str, str]:
         finally:
             api.close()
     except Exception as exc:
-        return {"runtime": judge_runtime("fail", f"cannot check: {exc}", s.runtime_cve_policy)}
-    return {c.name: judge_runtime(str(c.status), c.detail, s.runtime_cve_policy) for c in checks}
+        return {"runtime": judge_runtime("fail", f"cannot check: {exc}", s.sandbox.runtime_cve_policy)}
+    return {c.name: judge_runtime(str(c.status), c.detail, s.sandbox.runtime_cve_policy) for c in checks}
 
 
 def run(s: Settings) -> PreflightResult:
@@ -383,7 +383,7 @@ def run(s: Settings) -> PreflightResult:
     if init["launcher"].startswith("refuse"):
         return _remember(PreflightResult(False, (), init, time.monotonic() - t0))
     host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json), s.runtime)
-    volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
+    volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
     results: dict[str, CanaryResult] = {}
     todo = canaries(s)
 

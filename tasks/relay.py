@@ -227,9 +227,9 @@ class Relay:
 
     @classmethod
     def for_settings(cls, r: redis.Redis, s: Settings) -> Relay:
-        return cls(r, buffer_bytes=s.relay_buffer_bytes, entry_bytes=s.relay_entry_bytes,
-                   max_entries=s.stream_maxlen, budget_bytes=s.stream_max_bytes,
-                   ttl_s=s.stream_ttl_s)
+        return cls(r, buffer_bytes=s.streams.relay_buffer_bytes, entry_bytes=s.streams.relay_entry_bytes,
+                   max_entries=s.streams.maxlen, budget_bytes=s.streams.max_bytes,
+                   ttl_s=s.streams.ttl_s)
 
     def publisher(self, job_id: str) -> Publisher:
         self.ensure_started()

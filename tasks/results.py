@@ -59,11 +59,11 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
     (a COMMIT whose reply was lost counts as done); past the patience the error propagates and
     the job is run again once its lease and run deadline have passed."""
     s = ctx.settings
-    give_up = time.monotonic() + s.lease_s + s.lease_grace_s
+    give_up = time.monotonic() + s.timeouts.lease_s + s.timeouts.lease_grace_s
     delay = 0.5
     while True:
         try:
-            return ctx.store.finish(claim.job_id, claim.attempt, outcome, s.keep_output_bytes,
+            return ctx.store.finish(claim.job_id, claim.attempt, outcome, s.caps.keep_output_bytes,
                                     container_removed=container_removed)
         except DatabaseUnavailable as exc:
             if time.monotonic() + delay > give_up:

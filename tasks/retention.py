@@ -54,17 +54,17 @@ def expire_orphan_streams(r: redis.Redis, ttl_s: int, scan_count: int = 500) -> 
 
 
 def purge(store: JobStore, r: redis.Redis, s: Settings) -> RetentionReport:
-    jobs = store.purge_finished(timedelta(days=s.result_retention_days))
-    streams = expire_orphan_streams(r, s.stream_ttl_s)
+    jobs = store.purge_finished(timedelta(days=s.upkeep.result_retention_days))
+    streams = expire_orphan_streams(r, s.streams.ttl_s)
     log.info("retention.purged", jobs=jobs, streams_given_ttl=streams,
-             retention_days=s.result_retention_days)
+             retention_days=s.upkeep.result_retention_days)
     return RetentionReport(jobs, streams)
 
 
 def run_if_due(store: JobStore, r: redis.Redis, s: Settings) -> RetentionReport | None:
     """Purge if no worker sharing this database did so in the last interval."""
     try:
-        due = r.set(due_key(s.database_url), s.hostname, nx=True, ex=int(s.retention_interval_s))
+        due = r.set(due_key(s.database_url), s.hostname, nx=True, ex=int(s.upkeep.retention_interval_s))
     except redis.exceptions.RedisError as exc:
         raise BrokerUnavailable(f"Redis: {exc}") from exc
     return purge(store, r, s) if due else None

@@ -54,7 +54,7 @@ class Receivers:
 
     def shutting_down(self, how: str = "", **_: Any) -> None:
         if how == "Warm" and self._main():
-            escalate_after(self.s.shutdown_grace_s)
+            escalate_after(self.s.timeouts.shutdown_grace_s)
 
     def task_failed(self, exception: Any = None, args: Any = None, **_: Any) -> None:
         if isinstance(exception, TimeLimitExceeded) and args and self._main():
@@ -80,7 +80,7 @@ class Receivers:
 
     def shutdown(self, **_: Any) -> None:
         self.housekeeping.stop.set()
-        if self.s.pool_size > 0 or self.s.netns_holders != "off":
+        if self.s.pool.size > 0 or self.s.holders.mode != "off":
             clear_pool(self.s)
         metrics.disable()
 

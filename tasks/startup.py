@@ -135,8 +135,8 @@ def check_host(s: Settings) -> Settings:
     firewall). Returns the settings with the runtime resolved (empty: the engine's default,
     by name)."""
     api = engine.connect(s.docker_host)
-    s = s.model_copy(update={"runtime": engine.runtime_for(api, s.runtime)})
-    if s.egress_enabled:
+    s = s.but(runtime=engine.runtime_for(api, s.runtime))
+    if s.egress.enabled:
         egress.prepare_host(s, api)
-    volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid).check()
+    volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid).check()
     return s

@@ -26,7 +26,7 @@ def refuse(reason: str) -> NoReturn:
 def start_worker(s: Settings, *, concurrency: int | None = None,
                  extra: list[str] | None = None) -> None:
     if concurrency:
-        s = s.model_copy(update={"concurrency": concurrency})
+        s = s.but(concurrency=concurrency)
     try:
         s = startup.check_host(s)
         startup.check_database(s)
@@ -48,16 +48,16 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     try:
         app.worker_main(argv)
     finally:  # a cold shutdown sends no worker_shutdown: its children's warm containers go here
-        if s.pool_size > 0 or s.netns_holders != "off":
+        if s.pool.size > 0 or s.holders.mode != "off":
             clear_pool(s)
 
 
 def _serve_metrics(s: Settings) -> None:
-    if s.metrics_port is None:
+    if s.metrics.port is None:
         return
     try:
-        metrics.enable(metrics.prepare_directory(s.metrics_dir))  # before the pool forks
-        metrics.serve(s.metrics_port, s.metrics_address)
+        metrics.enable(metrics.prepare_directory(s.metrics.dir))  # before the pool forks
+        metrics.serve(s.metrics.port, s.metrics.address)
     except OSError as exc:
         refuse(f"metrics endpoint: {exc}")
 

@@ -49,7 +49,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 def worker(settings: Settings, artifacts: Path) -> Iterator[WorkerProcess]:
     proc = WorkerProcess(settings, artifacts / f"worker-{settings.fleet}.log",
-                         AIRLOCK_NETNS_HOLDERS=settings.netns_holders).start()
+                         AIRLOCK_NETNS_HOLDERS=settings.holders.mode).start()
     yield proc
     proc.stop()
 

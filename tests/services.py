@@ -55,8 +55,8 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "AIRLOCK_QUEUE": settings.queue,
         "AIRLOCK_STORAGE": settings.storage,
         "AIRLOCK_CONCURRENCY": str(settings.concurrency),
-        "AIRLOCK_REAPER_INTERVAL_S": str(settings.reaper_interval_s),
-        "AIRLOCK_POOL_SIZE": str(settings.pool_size),
+        "AIRLOCK_REAPER_INTERVAL_S": str(settings.upkeep.reaper_interval_s),
+        "AIRLOCK_POOL_SIZE": str(settings.pool.size),
         "AIRLOCK_RUNTIME": settings.runtime,
     })
     if settings.docker_host:

@@ -1,7 +1,7 @@
 """The launcher: PID 1 of every job container, and the job's framing on stdin.
 
 The launcher is a small static C program, ``workers/launcher.c``, built on the host by
-``scripts/build-launcher.sh`` (to ``Settings.launcher_path``, with the source's sha256 next to
+``scripts/build-launcher.sh`` (to ``Settings.sandbox.launcher_path``, with the source's sha256 next to
 it) and bind-mounted read-only into every job container at ``INIT_PATH``: no interpreter
 starts before the job, and any image can run it (no Python needed).
 

@@ -255,7 +255,7 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
     assert sorted(r["point"] for r in host_binds) == ["/.airlock/init", "/etc/hostname"], host_binds
     # The launcher (PID 1): the host's build, read-only, the one file of its folder.
     assert "ro" in opts("/.airlock/init") and "ro" in opts("/etc/hostname")
-    assert by_point["/.airlock/init"]["root"] == attack.settings.launcher_path
+    assert by_point["/.airlock/init"]["root"] == attack.settings.sandbox.launcher_path
     # The stdio FIFOs: read-only binds of single files from one folder of the worker's.
     folders = set()
     for point in STDIO:

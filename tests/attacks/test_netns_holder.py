@@ -92,7 +92,7 @@ print(json.dumps(got))
 @pytest.fixture(scope="module")
 def holder_client(settings: Settings, artifacts: Path) -> Iterator[Airlock]:
     tag = uuid.uuid4().hex[:6]
-    s = settings.model_copy(update={
+    s = settings.but(**{
         "fleet": f"{settings.fleet}-ns{tag}", "queue": f"{settings.queue}-ns{tag}",
         "concurrency": 1, "pool_size": 1, "netns_holders": "all"})
     worker = WorkerProcess(s, artifacts / f"worker-{s.fleet}.log",

@@ -76,7 +76,7 @@ def test_a34_a_worker_with_an_allow_all_seccomp_profile_refuses_to_start(
         attack: Attack, settings: Settings, tmp_path: Path) -> None:
     profile = tmp_path / "allow-all.json"
     profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
-    broken = settings.model_copy(update={"queue": f"{settings.queue}-broken"})
+    broken = settings.but(**{"queue": f"{settings.queue}-broken"})
     t0 = time.monotonic()
     status, log = run_worker_until_exit(broken, tmp_path / "worker.log",
                                         AIRLOCK_SECCOMP_PROFILE=str(profile))
@@ -97,7 +97,7 @@ def test_a34_a_worker_whose_disk_bound_cannot_be_enforced_refuses_to_start_unles
         attack: Attack, settings: Settings, tmp_path: Path) -> None:
     plain = tmp_path / "volumes"  # ext4 under /tmp: no btrfs, no quota groups
     plain.mkdir()
-    other = settings.model_copy(update={"queue": f"{settings.queue}-nobtrfs"})
+    other = settings.but(**{"queue": f"{settings.queue}-nobtrfs"})
     status, log = run_worker_until_exit(other, tmp_path / "refused.log",
                                         AIRLOCK_VOLUMES_ROOT=str(plain))
     tmpfs_status, tmpfs_log = run_worker_until_exit(
@@ -121,7 +121,7 @@ def test_a34_a_worker_whose_disk_bound_cannot_be_enforced_refuses_to_start_unles
 def test_a_worker_refuses_a_runtime_the_engine_does_not_have(settings: Settings,
                                                               tmp_path: Path) -> None:
     # A fleet of its own: the session's worker (with its warm pool, when on) is not counted.
-    other = settings.model_copy(update={"queue": f"{settings.queue}-noruntime",
+    other = settings.but(**{"queue": f"{settings.queue}-noruntime",
                                         "fleet": f"{settings.fleet}-noruntime"})
     status, log = run_worker_until_exit(other, tmp_path / "worker.log",
                                         AIRLOCK_RUNTIME="airlock-no-such-runtime")

@@ -33,7 +33,7 @@ def secret_worker(settings: Settings, artifacts: Path) -> Iterator[tuple[Airlock
     secrets = {name: f"{MARK}-{name}-{tag}" for name in ("db", "redis", "flower", "api")}
     redis = make_url(settings.redis_url.replace("redis://", "postgresql://", 1))
     redis_url = f"redis://default:{secrets['redis']}@{redis.host}:{redis.port}/{redis.database}"
-    s = settings.model_copy(update={
+    s = settings.but(**{
         "queue": f"{settings.queue}-secrets",
         "database_url": make_url(settings.database_url).set(password=secrets["db"])
         .render_as_string(hide_password=False),

@@ -41,6 +41,7 @@ from pydantic import BaseModel, SecretStr
 
 from airlock.client import Airlock
 from airlock.records import JobRecord
+from config.sections import Section
 from config.settings import Settings
 from tasks.streams import output_key
 from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_database
@@ -420,11 +421,20 @@ def overlaps(intervals: list[tuple[float, float, str]]) -> list[tuple[str, str]]
 
 
 def env_for(s: Settings) -> dict[str, str]:
-    """AIRLOCK_* variables for every setting that differs from its default."""
+    """AIRLOCK_* variables for every setting that differs from its default (a section's field
+    by its own flat name, as an operator would write it)."""
     env = {}
+    values: list[tuple[str, object, object]] = []
     for name, info in Settings.model_fields.items():
         value = getattr(s, name)
-        if value == info.get_default(call_default_factory=True) or isinstance(value, SecretStr):
+        if isinstance(value, Section):
+            default = type(value).default()
+            values += [(f.alias or field, getattr(value, field), getattr(default, field))
+                       for field, f in type(value).model_fields.items()]
+        else:
+            values.append((name, value, info.get_default(call_default_factory=True)))
+    for name, value, default in values:
+        if value == default or isinstance(value, SecretStr) or value is None:
             continue
         if isinstance(value, BaseModel):
             text = value.model_dump_json()
@@ -432,8 +442,6 @@ def env_for(s: Settings) -> dict[str, str]:
             text = json.dumps(dataclasses.asdict(value))  # type: ignore[arg-type]
         elif isinstance(value, (dict, list, tuple)):
             text = json.dumps(value, default=lambda m: m.model_dump())
-        elif value is None:
-            continue
         else:
             text = str(value)
         env[f"AIRLOCK_{name.upper()}"] = text
@@ -471,7 +479,7 @@ class Fleet:
 
     def worker(self, name: str = "w", *, args: tuple[str, ...] = (), start: bool = True,
                **overrides: Any) -> WorkerProcess:
-        s = self.settings.model_copy(update=overrides) if overrides else self.settings
+        s = self.settings.but(**overrides) if overrides else self.settings
         proc = WorkerProcess(s, self.logs / f"{s.fleet}-{name}.log", args=args, **env_for(s))
         self.workers.append(proc)
         if start:
@@ -643,7 +651,7 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
     """Remove the fleet's containers on each engine, and what each had beside it (its volume,
     FIFO folder and cgroup parent), as the reaper would: the workers were SIGKILLed."""
     removed = 0
-    volumes = volumes_for(s.storage, s.volumes_root, s.job_uid, s.job_gid)
+    volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
     for engine in engines:
         # docker-py leaks the socket of a failed connect (its unix transport does not close it),
         # and the GC's ResourceWarning then fails whichever test runs next: look first.
@@ -656,7 +664,7 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
                 removed += 1
                 name = (c.get("Labels") or {}).get(L.NAME, "")
                 if name:
-                    remove_leftovers(volumes, s.io_dir, name)
+                    remove_leftovers(volumes, s.sandbox.io_dir, name)
         except (docker.errors.DockerException, requests.RequestException):
             pass
         finally:
@@ -681,7 +689,7 @@ def fleet_for(base: Settings, logs: Path, **overrides: Any) -> Iterator[Fleet]:
     """A fresh database, fleet and queue; everything stopped and removed afterwards."""
     tag = uuid.uuid4().hex[:8]
     with ExitStack() as stack, scratch_database("airlock_f") as url:
-        s = base.model_copy(update={"database_url": url, "fleet": f"fault-{tag}",
+        s = base.but(**{"database_url": url, "fleet": f"fault-{tag}",
                                     "queue": f"airlock-fault-{tag}", **overrides})
         db = sa.create_engine(url, pool_size=2)
         stack.callback(db.dispose)

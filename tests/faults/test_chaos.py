@@ -108,7 +108,7 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
         # With the pool on, each live worker process keeps its warm container: a container
         # no job was given; what must be gone is every container that ran a job, and the dead
         # processes' spares (their launchers see the stdin FIFO's writer go and exit).
-        spares = s.pool_size * s.concurrency * len(workers)
+        spares = s.pool.size * s.concurrency * len(workers)
 
         def settled() -> bool:
             ran, idle = left_behind(fleet)

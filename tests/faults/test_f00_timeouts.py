@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.faults]
 
 def order(s: Settings) -> list[float]:
     return [s.container_deadline_s, s.soft_time_limit_s, s.hard_time_limit_s,
-            s.visibility_timeout_s]
+            s.timeouts.visibility_timeout_s]
 
 
 def test_f0_default_timeouts_are_ordered() -> None:
@@ -31,7 +31,7 @@ def test_f0_default_timeouts_are_ordered() -> None:
     assert order(s) == sorted(order(s)) and len(set(order(s))) == 4
     assert order(s) == [665.0, 740.0, 770.0, 900.0]
     # The soft margin covers waiting out a database outage during the result write.
-    assert s.soft_margin_s > s.lease_s + s.lease_grace_s
+    assert s.timeouts.soft_margin_s > s.timeouts.lease_s + s.timeouts.lease_grace_s
     assert s.maximums.timeout_s < s.container_deadline_s
 
 
@@ -40,7 +40,7 @@ def test_f0_celery_gets_the_ordered_limits() -> None:
     conf = celery_config(s)
     assert conf["task_soft_time_limit"] == s.soft_time_limit_s
     assert conf["task_time_limit"] == s.hard_time_limit_s
-    assert conf["broker_transport_options"]["visibility_timeout"] == s.visibility_timeout_s
+    assert conf["broker_transport_options"]["visibility_timeout"] == s.timeouts.visibility_timeout_s
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
 
 
@@ -48,8 +48,8 @@ def test_f0_the_longest_job_fits_its_container_deadline_and_run_deadline() -> No
     s = Settings()
     _, job = resolve({"code": "print(1)", "limits": {"timeout_s": s.maximums.timeout_s}}, s)
     deadline_s = decode(payload_for(job, s)).deadline_s
-    assert deadline_s == s.maximums.timeout_s + s.backstop_s  # the launcher's own kill
-    assert s.startup_grace_s + deadline_s == s.container_deadline_s
+    assert deadline_s == s.maximums.timeout_s + s.timeouts.backstop_s  # the launcher's own kill
+    assert s.timeouts.startup_grace_s + deadline_s == s.container_deadline_s
     # The attempt's run deadline (claim + overhead + the job's timeout) outlasts the container,
     # so a takeover after it can never meet the previous attempt's job still running.
     assert claim_overhead_s(s) + s.maximums.timeout_s > s.container_deadline_s

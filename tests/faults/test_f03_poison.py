@@ -23,7 +23,7 @@ def test_f3_a_job_that_kills_its_worker_every_time_ends_as_failed(fleet: Fleet) 
     events = EventLog(fleet.settings.fleet).start()
     try:
         w = fleet.worker()
-        cap = fleet.settings.max_attempts
+        cap = fleet.settings.timeouts.max_attempts
         job = fleet.submit("import time; time.sleep(60)", timeout_s=90)
         for attempt in range(1, cap + 1):
             fleet.running_container(job, attempt)

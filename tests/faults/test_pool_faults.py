@@ -248,7 +248,7 @@ def test_reaper_maps_pooled_containers_to_their_jobs(pool_fleet: Fleet) -> None:
         lapsed, finished, live = (new_job(fleet, f"print('{n}')") for n in ("again", 1, 2))
         orphans = {
             "lease expired": pooled(now - 5), "job finished": pooled(now - 5),
-            "idle, past the max age": pooled(now - s.pool_max_age_s - 60),
+            "idle, past the max age": pooled(now - s.pool.max_age_s - 60),
             "idle, exited past the start grace": pooled(now - START_GRACE_S - 10, exited=True)}
         kept = {"live job": pooled(now - 3600), "idle, young": pooled(now),
                 "idle, exited just now": pooled(now, exited=True),

@@ -36,7 +36,7 @@ def attempts(client: Airlock, job_id: str) -> int:
 @pytest.fixture
 def idle_client(settings: Settings) -> Iterator[Airlock]:
     """A client whose queue no worker listens to: its jobs stay queued."""
-    c = Airlock(settings.model_copy(update={"queue": f"{settings.queue}-idle"}))
+    c = Airlock(settings.but(**{"queue": f"{settings.queue}-idle"}))
     yield c
     c.redis.delete(c.settings.queue)
     c.close()

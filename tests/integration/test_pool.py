@@ -57,7 +57,7 @@ open(os.environ["HOME"] + "/.left-behind", "w").write("x")
 @pytest.fixture(scope="module")
 def pool_settings(settings: Settings) -> Settings:
     tag = uuid.uuid4().hex[:6]
-    return settings.model_copy(update={
+    return settings.but(**{
         "fleet": f"{settings.fleet}-pool{tag}", "queue": f"{settings.queue}-pool{tag}",
         "concurrency": 1, "pool_size": 1, "pool_max_age_s": MAX_AGE_S, "reaper_interval_s": 2.0})
 

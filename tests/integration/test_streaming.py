@@ -170,7 +170,7 @@ def test_64_mib_stream_with_worker_memory_bounded_and_a_stalled_reader_harmless(
     assert end is not None and end.summary["stdout_bytes"] == 64 * MiB
     # Every byte is either streamed or accounted for in a "lagging" marker.
     assert got + skipped == 64 * MiB and end.summary["live_skipped_bytes"] == skipped
-    assert len(record.stdout_bytes) == settings.keep_output_bytes  # the stored head
+    assert len(record.stdout_bytes) == settings.caps.keep_output_bytes  # the stored head
     growth = sampler.peak - before
     assert growth < 40 * MiB, (before, sampler.peak)
 

@@ -29,7 +29,7 @@ def refused_line(log: str) -> str:
 ])
 def test_a_worker_refuses_a_database_it_cannot_use(settings: Settings, tmp_path: Path,
                                                     url: str, reason: str) -> None:
-    other = settings.model_copy(update={"database_url": url, "queue": f"{settings.queue}-db"})
+    other = settings.but(**{"database_url": url, "queue": f"{settings.queue}-db"})
     t0 = time.monotonic()
     status, log = run_worker_until_exit(other, tmp_path / "worker.log", timeout=60)
     seconds = time.monotonic() - t0
@@ -46,7 +46,7 @@ def test_a_worker_refuses_a_schema_it_does_not_match(settings: Settings, tmp_pat
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    other = settings.model_copy(update={"database_url": url, "queue": f"{settings.queue}-s"})
+    other = settings.but(**{"database_url": url, "queue": f"{settings.queue}-s"})
     try:
         status, log = run_worker_until_exit(other, tmp_path / "empty.log", timeout=60)
         assert status == 3 and "the database has no schema" in refused_line(log), log[-2000:]
@@ -68,7 +68,7 @@ def test_a_worker_refuses_a_schema_it_does_not_match(settings: Settings, tmp_pat
 def test_a_worker_waits_for_a_database_it_cannot_reach_and_says_so(settings: Settings,
                                                                    tmp_path: Path) -> None:
     # Nothing listens on this loopback port: an outage, not a refusal.
-    other = settings.model_copy(update={
+    other = settings.but(**{
         "database_url": "postgresql+psycopg://postgres@127.0.0.1:1/airlock",
         "queue": f"{settings.queue}-wait"})
     status, log = run_worker_until_exit(other, tmp_path / "worker.log", timeout=8)

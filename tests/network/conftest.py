@@ -78,7 +78,7 @@ class NetworkHost:
 
 @pytest.fixture(scope="session")
 def egress_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={
+    return settings.but(**{
         "fleet": f"{settings.fleet}-net", "queue": f"{settings.queue}-net",
         "egress_enabled": True, "egress_tenant_endpoints": (TENANT_ENDPOINT,),
         "proxy_upstream_ca": str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None,
@@ -89,7 +89,7 @@ def egress_settings(settings: Settings) -> Settings:
 def network_host(egress_settings: Settings) -> Iterator[NetworkHost]:
     s = egress_settings
     api = docker.APIClient(version="auto")
-    for image in (s.profiles[s.default_profile].image, s.proxy_image):
+    for image in (s.profiles[s.default_profile].image, s.egress.proxy_image):
         if not api.images(name=image):
             pytest.fail(f"{image} is missing: run scripts/build-images.sh")
     firewall_was_applied = sh(str(FIREWALL / "verify.sh")).returncode == 0
@@ -124,9 +124,9 @@ def standins(network_host: NetworkHost) -> Standins:
 def worker_env_for(s: Settings) -> dict[str, str]:
     """What ``egress_settings`` adds to a worker's environment (tests/services.worker_env)."""
     env = {"AIRLOCK_EGRESS_ENABLED": "true",
-           "AIRLOCK_EGRESS_TENANT_ENDPOINTS": ",".join(s.egress_tenant_endpoints)}
-    if s.proxy_upstream_ca:
-        env["AIRLOCK_PROXY_UPSTREAM_CA"] = s.proxy_upstream_ca
+           "AIRLOCK_EGRESS_TENANT_ENDPOINTS": ",".join(s.egress.tenant_endpoints)}
+    if s.egress.proxy_upstream_ca:
+        env["AIRLOCK_PROXY_UPSTREAM_CA"] = s.egress.proxy_upstream_ca
     return env
 
 

@@ -107,7 +107,7 @@ def test_a_job_without_egress_has_loopback_only(run_egress: RunEgress, standins:
     # Given a job that does not ask for egress, on a worker that has it enabled
     gateway = network_plans(egress_settings)[1].gateway
     targets = [["metadata", "169.254.169.254", 80], ["private-10", "10.99.0.10", 80],
-               ["gateway", gateway, 5432], ["proxy", egress_settings.proxy_ip, 3128]]
+               ["gateway", gateway, 5432], ["proxy", egress_settings.egress.proxy_ip, 3128]]
     got = probe(run_egress, (probes.INTERFACES, {"targets": targets}), network="none")
     # Then it sees loopback only, no route, and every connect fails at once
     assert got["interfaces"] == ["lo"] and got["ipv4_routes"] == 0, got
@@ -231,7 +231,7 @@ def test_a21_a_second_job_on_the_same_network_is_unreachable(
         run_egress: RunEgress, egress_client: Airlock, egress_settings: Settings) -> None:
     # Given a job with egress that listens on its workspace address
     listener = egress_client.submit({
-        "code": probes.job_code(probes.OWN_ADDRESS, via=egress_settings.proxy_ip)
+        "code": probes.job_code(probes.OWN_ADDRESS, via=egress_settings.egress.proxy_ip)
         + "\n" + probes.job_code(probes.PEER_LISTEN, port=8000, seconds=6),
         "network": "egress"})
     address, seen = "", b""
@@ -355,9 +355,9 @@ def test_an_egress_worker_refuses_to_start_while_a_firewall_rule_is_missing(
         egress_settings: Settings, egress_worker: WorkerProcess, artifacts: Path) -> None:
     # Given one rule deleted by hand (the metadata range: the catch-all rule behind it would
     # still refuse the traffic, so only verify.sh can notice)
-    rule = ["AIRLOCK-EGRESS", "-s", egress_settings.workspace_subnet, "-d", "169.254.0.0/16",
+    rule = ["AIRLOCK-EGRESS", "-s", egress_settings.egress.workspace_subnet, "-d", "169.254.0.0/16",
             "-m", "comment", "--comment", "airlock:ws-to-169.254.0.0_16", "-j", "AIRLOCK-REJECT"]
-    s = egress_settings.model_copy(update={"fleet": f"{egress_settings.fleet}-x",
+    s = egress_settings.but(**{"fleet": f"{egress_settings.fleet}-x",
                                            "queue": f"{egress_settings.queue}-x"})
     proc = WorkerProcess(s, artifacts / f"worker-{s.fleet}.log", **worker_env_for(s))
     subprocess.run(["iptables", "-D", *rule], check=True)

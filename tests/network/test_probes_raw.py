@@ -53,7 +53,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="module")
 def stack(network_host: NetworkHost, egress_settings: Settings) -> dict[str, Any]:
     """The session's networks, rules, stand-ins and proxy (tests/network/conftest.py)."""
-    assert (egress_settings.proxy_ip, egress_settings.proxy_port) == (PROXY_IP, PROXY_PORT)
+    assert (egress_settings.egress.proxy_ip, egress_settings.egress.proxy_port) == (PROXY_IP, PROXY_PORT)
     return {"targets": [list(t) for t in network_host.standins.targets],
             "proxy": network_host.proxy_id}
 

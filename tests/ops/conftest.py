@@ -39,7 +39,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def ops_settings(settings: Settings) -> Settings:
     tag = settings.fleet.removeprefix("test-")
-    return settings.model_copy(update={
+    return settings.but(**{
         "fleet": f"{settings.fleet}-ops", "queue": f"{settings.queue}-ops",
         "hostname": f"ops-{tag}", "reaper_interval_s": 2.0, "concurrency": 1,
         "metrics_port": free_port(),
@@ -51,9 +51,9 @@ def ops_worker(ops_settings: Settings, artifacts: Path) -> Iterator[WorkerProces
     s = ops_settings
     proc = WorkerProcess(
         s, artifacts / f"worker-{s.fleet}.log",
-        AIRLOCK_HOSTNAME=s.hostname, AIRLOCK_METRICS_PORT=str(s.metrics_port),
+        AIRLOCK_HOSTNAME=s.hostname, AIRLOCK_METRICS_PORT=str(s.metrics.port),
         AIRLOCK_LOG_FORMAT="json", AIRLOCK_HEALTH_FILE=str(artifacts / f"{s.fleet}.alive"),
-        AIRLOCK_REAPER_INTERVAL_S=str(s.reaper_interval_s),
+        AIRLOCK_REAPER_INTERVAL_S=str(s.upkeep.reaper_interval_s),
     ).start()
     yield proc
     proc.stop()

@@ -174,7 +174,7 @@ def _stack(settings: Settings, tmp_path: Path,
            stack_resources: ExitStack) -> Iterator[tuple[Settings, str, dict[str, str]]]:
     tag = uuid.uuid4().hex[:8]
     database = stack_resources.enter_context(empty_database())  # the migrate service's to fill
-    s = settings.model_copy(update={"database_url": database, "fleet": f"compose-{tag}",
+    s = settings.but(**{"database_url": database, "fleet": f"compose-{tag}",
                                     "queue": f"compose-{tag}"})
     env = {
         "AIRLOCK_DATABASE_URL": s.database_url, "AIRLOCK_BROKER_URL": s.broker_url,

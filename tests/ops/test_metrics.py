@@ -113,7 +113,7 @@ def _eventually(check: object, timeout: float = 15.0) -> None:
 @pytest.mark.integration
 def test_worker_endpoint_counts_jobs_phases_containers_and_reaper_removals(
         ops_worker: WorkerProcess, ops_client: Airlock, ops_settings: Settings) -> None:
-    port = ops_settings.metrics_port
+    port = ops_settings.metrics.port
     assert port is not None
     before = _scrape(port)
     assert _value(before, "airlock_preflight_status", check="all") == 1  # it started: passed

@@ -24,7 +24,7 @@ def scratch_settings(settings: Settings) -> Iterator[Settings]:
     already purged theirs when they started."""
     with scratch_database("airlock_ret") as url:
         tag = uuid.uuid4().hex[:8]
-        yield settings.model_copy(update={
+        yield settings.but(**{
             "database_url": url, "fleet": f"ret-{tag}", "queue": f"ret-{tag}",
             "result_retention_days": 30.0, "retention_interval_s": 3600.0})
 
@@ -80,13 +80,13 @@ def test_maintenance_purges_old_finished_jobs_once_per_interval(
         ids = [old, recent, old_queued]
         assert _rows(client, "jobs", "id", ids) == {recent, old_queued}
         assert _rows(client, "attempts", "job_id", ids) == {recent, old_queued}
-        assert 0 < client.redis.ttl(leaked) <= s.stream_ttl_s
+        assert 0 < client.redis.ttl(leaked) <= s.streams.ttl_s
         assert 0 < client.redis.ttl(expiring) <= 100  # an expiry already set is left alone
-        assert 0 < client.redis.ttl(key) <= s.retention_interval_s
+        assert 0 < client.redis.ttl(key) <= s.upkeep.retention_interval_s
 
         # Within the interval nobody purges again, not even another worker of the database.
         another_old = _job(client, "finished", 31)
-        _maintenance_pass(s.model_copy(update={"hostname": "another-host"}))
+        _maintenance_pass(s.but(**{"hostname": "another-host"}))
         assert _rows(client, "jobs", "id", [another_old]) == {another_old}
 
         client.redis.delete(key)  # the interval is over

@@ -83,8 +83,8 @@ def test_allowlists_come_comma_separated_from_the_environment(monkeypatch: pytes
     monkeypatch.setenv("AIRLOCK_EGRESS_ALLOWLIST", "pypi.org,.example.org")
     monkeypatch.setenv("AIRLOCK_EGRESS_TENANT_ENDPOINTS", "bedrock-runtime.us-east-1.amazonaws.com")
     s = Settings()
-    assert s.egress_allowlist == ("pypi.org", ".example.org")
-    assert s.egress_tenant_endpoints == ("bedrock-runtime.us-east-1.amazonaws.com",)
+    assert s.egress.allowlist == ("pypi.org", ".example.org")
+    assert s.egress.tenant_endpoints == ("bedrock-runtime.us-east-1.amazonaws.com",)
 
 
 def test_default_network_plans_are_the_ones_compose_and_the_scripts_use() -> None:

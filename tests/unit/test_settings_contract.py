@@ -18,7 +18,7 @@ def test_production_defaults_follow_the_security_design() -> None:
 
 def test_timeouts_are_ordered() -> None:
     s = Settings()
-    assert s.maximums.timeout_s < s.soft_time_limit_s < s.hard_time_limit_s < s.visibility_timeout_s
+    assert s.maximums.timeout_s < s.soft_time_limit_s < s.hard_time_limit_s < s.timeouts.visibility_timeout_s
 
 
 def test_a_setting_that_breaks_the_timeout_order_is_refused() -> None:

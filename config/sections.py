@@ -1,0 +1,189 @@
+"""The sections of Airlock's settings, one model per concern (``config.settings`` holds them).
+
+Every field keeps the environment variable it had before the settings were grouped: its
+alias is that name (``AIRLOCK_POOL_SIZE`` is ``pool.size``); a field without an alias is read
+from ``AIRLOCK_<FIELD>``. Nested spellings (``AIRLOCK_POOL__SIZE``) work too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+MiB = 1024**2
+# An egress allowlist entry, as the proxy accepts it: ".example.org" also allows subdomains.
+DOMAIN = re.compile(r"^\.?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}$")
+Domains = Annotated[tuple[str, ...], NoDecode]  # from the environment: comma-separated
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True,
+                              extra="forbid")
+
+    @classmethod
+    def default(cls) -> Self:
+        return cls.model_validate({})
+
+
+class Caps(Section):
+    """What a job's spec may carry, before anything is stored."""
+
+    code_bytes: int = Field(256 * 1024, alias="max_code_bytes")
+    stdin_bytes: int = Field(4 * MiB, alias="max_stdin_bytes")
+    files_bytes: int = Field(4 * MiB, alias="max_files_bytes")
+    env_entries: int = Field(64, alias="max_env_entries")
+    keep_output_bytes: int = MiB  # stored in PostgreSQL per stream; the rest is streamed
+
+
+class Sandbox(Section):
+    """The filesystem and identity inside a job container, and the host paths it is made of."""
+
+    tmpfs_tmp: str = "1g"
+    tmpfs_var_tmp: str = "512m"
+    tmpfs_run: str = "64m"
+    shm_bytes: int = 64 * MiB
+    volumes_root: str = "/var/lib/airlock/volumes"
+    job_uid: int = 1000
+    job_gid: int = 1000
+    seccomp_profile: str | None = None  # a path; None means config/seccomp.json
+    # The job containers' PID 1 on the host (scripts/build-launcher.sh builds it from
+    # workers/launcher.c), bound read-only into each one; the same path for a worker in a
+    # container, which must see it there too (docker-compose.yml).
+    launcher_path: str = Field(default="/usr/local/libexec/airlock/airlock-init", pattern=r"^/")
+    # Where the worker makes each job container's stdin/stdout/stderr FIFOs (a folder per
+    # container, bound into it). The engine resolves the binds: a worker in a container needs
+    # this path from the host, at the same path (docker-compose.yml).
+    io_dir: str = Field(default="/run/airlock/io", pattern=r"^/")
+    # A known container escape in the engine's runc that no package patched and no operator
+    # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
+    runtime_cve_policy: Literal["warn", "refuse"] = "warn"
+
+
+class Timeouts(Section):
+    """In seconds (docs/lifecycle.md). Order, checked by Settings and tested (F0): container
+    deadline < soft time limit < hard time limit < broker visibility timeout."""
+
+    startup_grace_s: float = Field(default=60.0, gt=0)  # claim to payload: a launcher's wait
+    backstop_s: float = Field(default=5.0, gt=0)  # launcher kills its container this after timeout
+    # Container deadline to Celery's soft limit: collect the evidence and record the result,
+    # waiting out a database outage of up to lease_s + lease_grace_s (tasks/results.py).
+    soft_margin_s: float = Field(default=75.0, gt=0)
+    hard_margin_s: float = Field(default=30.0, gt=0)
+    visibility_timeout_s: float = 900.0
+    lease_s: float = Field(default=30.0, gt=0)
+    lease_grace_s: float = Field(default=30.0, ge=0)  # reaper takes a container this far past lease
+    shutdown_grace_s: float = Field(default=30.0, gt=0)  # warm shutdown: then jobs are handed back
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class Streams(Section):
+    """Live output (docs/streaming.md). A job's stream holds at most ``max_bytes`` of output
+    (also bounded by its own output cap) in at most ``maxlen`` entries, from the start: nothing
+    is trimmed, so late joiners see the head; past either bound it says "truncated"."""
+
+    maxlen: int = Field(50_000, alias="stream_maxlen")
+    max_bytes: int = Field(64 * MiB, alias="stream_max_bytes")
+    ttl_s: int = Field(3600, alias="stream_ttl_s")  # kept after the end; then PostgreSQL answers
+    relay_buffer_bytes: int = 16 * MiB  # per worker process; past it chunks are skipped
+    relay_entry_bytes: int = 256 * 1024  # coalesced chunks per stream entry, at most
+
+
+class Upkeep(Section):
+    """The housekeeping thread of each worker (tasks/housekeeping.py)."""
+
+    reaper_interval_s: float = 15.0
+    reconcile_after_s: float = 30.0
+    result_retention_days: float = 30.0
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    health_file: str | None = None  # touched by the worker after each good maintenance pass
+
+
+class Pool(Section):
+    """Warm pool: started containers each worker process keeps ready per pooled image (0: off),
+    for jobs of ``profiles``' images with the default disk bound (other limits are updated).
+    On by default: a pooled job skips the engine's create and start (docs/benchmark.md)."""
+
+    size: int = Field(default=1, ge=0, le=64, alias="pool_size")
+    max_age_s: float = Field(default=600.0, ge=1.0, alias="pool_max_age_s")
+    profiles: tuple[str, ...] = Field(("python",), alias="pool_profiles")
+
+
+class Holders(Section):
+    """Network-namespace holders (workers/holders.py): "egress" for jobs with a network only
+    (a job without one gets a fresh namespace at no cost), "all", or "off"."""
+
+    mode: Literal["off", "egress", "all"] = Field("egress", alias="netns_holders")
+    max_jobs: int = Field(default=200, ge=1, alias="holder_max_jobs")
+    max_age_s: float = Field(default=900.0, ge=1.0, alias="holder_max_age_s")
+
+
+class Metrics(Section):
+    port: int | None = Field(None, alias="metrics_port")  # each worker's endpoint; off when unset
+    address: str = Field("127.0.0.1", alias="metrics_address")
+    # PROMETHEUS_MULTIPROC_DIR; None: a fresh temp dir per worker
+    dir: str | None = Field(None, alias="metrics_dir")
+
+
+class Flower(Section):
+    """``airlock flower``: basic auth is mandatory; loopback unless told otherwise."""
+
+    user: str = Field("admin", alias="flower_user")
+    password: SecretStr | None = Field(None, alias="flower_password")
+    address: str = Field("127.0.0.1", alias="flower_address")
+    port: int = Field(5555, alias="flower_port")
+
+
+class Egress(Section):
+    """Egress (docs/network.md). Off: a job asking for network "egress" ends with an error
+    verdict, unrun. On: the worker's start creates the networks and the proxy, and its
+    preflight refuses to start unless scripts/firewall/verify.sh passes. The names below are
+    also scripts/firewall/lib.sh's variables (AIRLOCK_WORKSPACE_SUBNET, ...)."""
+
+    enabled: bool = Field(False, alias="egress_enabled")
+    allowlist: Domains = Field(
+        ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "api.anthropic.com"),
+        alias="egress_allowlist")
+    # e.g. each tenant's Bedrock endpoint; merged in
+    tenant_endpoints: Domains = Field((), alias="egress_tenant_endpoints")
+    proxy_image: str = "airlock/proxy:latest"
+    proxy_ip: str = "172.29.0.2"  # on the workspace network, below its job address range
+    proxy_port: int = 3128
+    proxy_upstream_ca: str | None = None  # host PEM file; only where the host intercepts TLS
+    backend_network: str = "airlock-backend"
+    backend_subnet: str = "172.28.0.0/24"
+    backend_bridge: str = "airlock-be0"
+    workspace_network: str = "airlock-workspace"
+    workspace_subnet: str = "172.29.0.0/24"  # jobs get addresses in its upper half
+    workspace_bridge: str = "airlock-ws0"
+    egress_network: str = "airlock-egress"
+    egress_subnet: str = "172.30.0.0/24"
+    egress_bridge: str = "airlock-eg0"
+
+    @field_validator("allowlist", "tenant_endpoints", mode="before")
+    @classmethod
+    def _domains(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            value = json.loads(value)  # a JSON array, as a nested setting would be written
+        elif isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, (list, tuple)):
+            bad = [d for d in value if not isinstance(d, str) or not DOMAIN.match(d)]
+            if bad:
+                raise ValueError(f"not lower-case domain names: {bad}")
+        return value
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "caps": Caps, "sandbox": Sandbox, "timeouts": Timeouts, "streams": Streams,
+    "upkeep": Upkeep, "pool": Pool, "holders": Holders, "metrics": Metrics,
+    "flower": Flower, "egress": Egress,
+}
+# Each section field's own variable name (AIRLOCK_<name>), as (section, field).
+FLAT: dict[str, tuple[str, str]] = {
+    (info.alias or name): (section, name)
+    for section, model in SECTIONS.items() for name, info in model.model_fields.items()
+}
