@@ -50,7 +50,7 @@ def check_disk(s: Settings) -> Check:
     if s.storage == "tmpfs":
         return Check("disk bound", Status.OK, "tmpfs per job: bounded, held in memory")
     try:
-        volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid).check()
+        volumes_for(s.storage, s.sandbox.volumes_root).check()
     except HostNotSafe as exc:
         return Check("disk bound", Status.FAIL, str(exc))
     return Check("disk bound", Status.OK, f"btrfs with quotas at {s.sandbox.volumes_root}")
@@ -74,7 +74,7 @@ def check_seccomp(api: Any, s: Settings) -> Check:
         cap_drop=["ALL"], network_mode="none", read_only=True, mem_limit=64 * 2**20,
         pids_limit=16, runtime=runtime)
     cid = api.create_container(
-        image, ["python3", "-I", "-c", SECCOMP_PROBE], user=f"{s.sandbox.job_uid}:{s.sandbox.job_gid}",
+        image, ["python3", "-I", "-c", SECCOMP_PROBE], user=f"{s.sandbox.holder_uid}:{s.sandbox.holder_uid}",
         network_disabled=True, host_config=host_config,
         labels={L.MANAGED: "true", L.ROLE: "doctor"})["Id"]
     try:

@@ -90,9 +90,11 @@ def engine_profile(s: Settings) -> str:
 def bare_argv(s: Settings, code: str) -> list[str]:
     """``docker run --rm`` with the hardening of workers/spec.py: Airlock's seccomp profile (the
     text the worker hands the engine), all capabilities dropped but three, read-only root,
-    sized tmpfs, the default limits, user 1000, no network, no log driver, the same OCI runtime
-    (``s.runtime``, resolved). The job mounts are tmpfs (Airlock's storage=tmpfs mode)."""
-    lim, user = s.defaults, f"{s.sandbox.job_uid}:{s.sandbox.job_gid}"
+    sized tmpfs, the default limits, a uid of the jobs' range, no network, no log driver, the same
+    OCI runtime (``s.runtime``, resolved). The job mounts are tmpfs (Airlock's storage=tmpfs
+    mode)."""
+    uid = s.sandbox.job_uids[0]
+    lim, user = s.defaults, f"{uid}:{uid}"
     profile = engine_profile(s)
     argv = ["docker", "run", "--rm", "--runtime", s.runtime, "--read-only", "--network", "none",
             "--log-driver", "none", "--user", user, "--workdir", "/workspace", "--hostname", "sandbox",
@@ -109,7 +111,7 @@ def bare_argv(s: Settings, code: str) -> list[str]:
         argv += ["--tmpfs", f"{mount}:rw,nosuid,nodev,{opts}"]
     for mount in ("/workspace", "/opt/venv", "/home/appuser"):
         argv += ["--tmpfs", f"{mount}:rw,exec,nosuid,nodev,size={lim.disk_bytes},"
-                 f"uid={s.sandbox.job_uid},gid={s.sandbox.job_gid},mode=0700"]
+                 f"uid={uid},gid={uid},mode=0700"]
     return [*argv, s.profiles["python"].image, "python3", "-c", code]
 
 
@@ -211,6 +213,7 @@ class EnginePath:
     the difference to the Airlock side is what the framework around the container costs."""
 
     def __init__(self, s: Settings) -> None:
+        from tasks.context import host_slots
         from tasks.contract import resolve
         from tasks.planning import HostFacts
         from workers.storage import volumes_for
@@ -218,8 +221,11 @@ class EnginePath:
         self.s = s
         self.host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json))
         self.job = resolve({"code": TRIVIAL}, s)[1]
-        self.volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
+        self.volumes = volumes_for(s.storage, s.sandbox.volumes_root)
         self.apis: dict[int, Any] = {}
+        api = engine.connect(None)
+        self.slots = host_slots(s, engine.engine_id(api))
+        api.close()
 
     def run(self, lane: int = 0) -> float:
         from tasks.planning import payload_for, plan_for
@@ -227,9 +233,10 @@ class EnginePath:
 
         api = self.apis.get(lane) or self.apis.setdefault(lane, engine.connect(None))
         t = time.perf_counter()
-        plan = plan_for(self.s, self.host, self.job, name=f"airlock-bench-{uuid.uuid4().hex[:12]}",
-                        now=time.time())
-        sandbox = runner.prepare(api, plan, self.volumes)
+        name, now = f"airlock-bench-{uuid.uuid4().hex[:12]}", time.time()
+        plan = plan_for(self.s, self.host, self.job, name=name, uid=self.slots.take(name, now).uid,
+                        now=now)
+        sandbox = runner.prepare(api, plan, self.volumes, self.slots)
         try:
             out = runner.run(sandbox, payload_for(self.job, self.s), self.job.limits, keep_bytes=MiB,
                              volumes=self.volumes)

@@ -20,6 +20,11 @@ DOMAIN = re.compile(r"^\.?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}$")
 Domains = Annotated[tuple[str, ...], NoDecode]  # from the environment: comma-separated
 
 
+Rlimit = Literal["nofile", "nproc", "msgqueue", "sigpending", "memlock"]
+RLIMITS: dict[Rlimit, int] = {"nofile": 8192, "nproc": 1024, "msgqueue": 819200,
+                              "sigpending": 4096, "memlock": 8 * MiB}
+
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True,
                               extra="forbid")
@@ -47,8 +52,18 @@ class Sandbox(Section):
     tmpfs_run: str = "64m"
     shm_bytes: int = 64 * MiB
     volumes_root: str = "/var/lib/airlock/volumes"
-    job_uid: int = 1000
-    job_gid: int = 1000
+    # Each job container's uid (its gid the same), from this range, which no account on the
+    # host may use (the worker refuses to start otherwise): per-user kernel counters are then
+    # the job's alone. The first uid is the namespace holders' (they run only ``sleep``).
+    uid_first: int = Field(2_000_000_000, ge=65536, le=2**31 - 2**20, alias="job_uid_first")
+    uid_count: int = Field(1024, ge=16, le=2**20, alias="job_uid_count")
+    # The host's table of uids and side resources, shared by every worker on the host (a
+    # worker in a container needs this path from the host, at the same path).
+    slots_path: str = Field("/run/airlock/slots.json", pattern=r"^/")
+    # RLIMIT_* of every job process, soft = hard (reported in each result's provenance): a
+    # job's share of what the kernel counts per process or per user. nproc stays above the
+    # largest pids limit, so that the pids cgroup (and its verdict) is what a fork bomb meets.
+    rlimits: dict[Rlimit, int] = Field(default_factory=lambda: dict(RLIMITS))
     seccomp_profile: str | None = None  # a path; None means config/seccomp.json
     # The job containers' PID 1 on the host (scripts/build-launcher.sh builds it from
     # workers/launcher.c), bound read-only into each one; the same path for a worker in a
@@ -61,6 +76,16 @@ class Sandbox(Section):
     # A known container escape in the engine's runc that no package patched and no operator
     # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
     runtime_cve_policy: Literal["warn", "refuse"] = "warn"
+
+
+    @property
+    def holder_uid(self) -> int:
+        return self.uid_first
+
+    @property
+    def job_uids(self) -> tuple[int, int]:
+        """(first, count) of the jobs' own uids: the range but its first."""
+        return self.uid_first + 1, self.uid_count - 1
 
 
 class Timeouts(Section):

@@ -197,6 +197,10 @@ class Settings(BaseSettings):
             )
             if not low <= default <= high:
                 raise ValueError(f"{name}: need minimum {low} <= default {default} <= maximum {high}")
+        nproc = self.sandbox.rlimits.get("nproc")
+        if nproc is not None and nproc < self.maximums.pids:
+            raise ValueError(f"rlimits nproc {nproc} is below the pids maximum {self.maximums.pids}:"
+                             " a fork bomb would meet the rlimit, not the pids cgroup")
         if not (self.container_deadline_s < self.soft_time_limit_s < self.hard_time_limit_s
                 < self.timeouts.visibility_timeout_s):
             raise ValueError(

@@ -87,9 +87,10 @@ def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
             return pooled
     now = time.time()
     name = f"airlock-{claim.job_id[:8]}-{claim.attempt}-{int(now * 1000) % 100000}"
-    plan = planning.plan_for(ctx.settings, ctx.host, job, name=name, now=now,
+    uid = ctx.slots.take(name, now).uid  # prepare gives it back on a failure, destroy after
+    plan = planning.plan_for(ctx.settings, ctx.host, job, name=name, uid=uid, now=now,
                              job_id=claim.job_id, attempt=claim.attempt)
-    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes)
+    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes, ctx.slots)
 
 
 def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:

@@ -18,6 +18,7 @@ from tasks.store import JobStore, make_engine
 from workers import engine
 from workers.holders import HolderPlan, Holders
 from workers.pool import PoolKey, WarmPool, owner_label
+from workers.slots import Slots
 from workers.spec import LaunchPlan
 from workers.storage import TmpfsVolumes, Volumes, volumes_for
 
@@ -36,6 +37,7 @@ class WorkerContext:
     holders: Holders | None = None
     relay: Relay | None = None  # live output: made, and its thread started, on first use
     _runtime: str | None = None
+    _slots: Slots | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -55,6 +57,13 @@ class WorkerContext:
             wanted = self.settings.runtime
             self._runtime = wanted or engine.runtime_for(self.api, wanted)
         return self._runtime
+
+    @property
+    def slots(self) -> Slots:
+        """The host's table of uids and side resources, as this engine's and fleet's."""
+        if self._slots is None:
+            self._slots = host_slots(self.settings, engine.engine_id(self.api))
+        return self._slots
 
     @property
     def host(self) -> HostFacts:
@@ -80,13 +89,19 @@ class WorkerContext:
         return replace(plan, network_mode=mode, hostname="", dns_options=())
 
 
+def host_slots(s: Settings, engine_id: str) -> Slots:
+    first, count = s.sandbox.job_uids
+    return Slots(s.sandbox.slots_path, first_uid=first, count=count, engine=engine_id,
+                 fleet=s.fleet)
+
+
 def build_context(settings: Settings) -> WorkerContext:
     s = settings
     return WorkerContext(
         settings=s,
         store=JobStore(make_engine(s.database_url)),
         redis=streams.connect(s.redis_url),
-        volumes=volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid),
+        volumes=volumes_for(s.storage, s.sandbox.volumes_root),
         seccomp_json=s.seccomp_json,
         seccomp_sha256=profile_sha256(s.seccomp_json),
     )
@@ -102,20 +117,23 @@ def start_pool(ctx: WorkerContext) -> None:
             lambda: engine.connect(s.docker_host),
             HolderPlan(fleet=s.fleet, host=s.hostname, owner=owner,
                        image=s.profiles[s.default_profile].image, seccomp_json=ctx.seccomp_json,
-                       user=f"{s.sandbox.job_uid}:{s.sandbox.job_gid}", max_age_s=s.holders.max_age_s,
+                       user=f"{s.sandbox.holder_uid}:{s.sandbox.holder_uid}",
+                       max_age_s=s.holders.max_age_s,
                        runtime=ctx.runtime),
             mode=s.holders.mode, max_jobs=s.holders.max_jobs)
     if s.pool.size <= 0 or ctx.pool is not None:
         return
 
     def make_plan(key: PoolKey, name: str) -> LaunchPlan:
-        plan = planning.pool_plan(s, ctx.host, key, name=name, owner=owner, now=time.time())
+        now = time.time()
+        uid = ctx.slots.take(name, now).uid  # the pool's prepare gives it back on a failure
+        plan = planning.pool_plan(s, ctx.host, key, name=name, uid=uid, owner=owner, now=now)
         return ctx.in_holder(plan)
 
     keys = sorted({PoolKey(s.profiles[p].image, s.defaults.disk_bytes) for p in s.pool.profiles},
                   key=lambda k: k.image)
     ctx.pool = WarmPool(
         connect=lambda: engine.connect(s.docker_host), caller_api=lambda: ctx.api,
-        volumes=ctx.volumes, make_plan=make_plan,
+        volumes=ctx.volumes, make_plan=make_plan, slots=lambda: ctx.slots,
         keys=keys, size=s.pool.size, max_age_s=s.pool.max_age_s, owner_pid=os.getppid(),
     ).start()

@@ -15,9 +15,11 @@ from base.errors import AirlockError
 from base.ids import parse_job_id
 from config.settings import Settings
 from tasks import maintenance, metrics, retention, streams
+from tasks.context import host_slots
 from tasks.queue import JobQueue
 from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
+from workers.slots import Slots
 from workers.storage import volumes_for
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,7 @@ class Housekeeping:
         self._redis: redis.Redis | None = None
         self.queue = JobQueue(s)
         self.api: Any = None  # one engine client for the process, remade after a failure
+        self._slots: Slots | None = None
 
     @property
     def store(self) -> JobStore:
@@ -74,8 +77,11 @@ class Housekeeping:
         s = self.s
         if self.api is None:
             self.api = engine.connect(s.docker_host)
-        volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
-        report = maintenance.sweep(self.api, self.store, s, volumes, enqueue=self.queue.enqueue)
+        volumes = volumes_for(s.storage, s.sandbox.volumes_root)
+        if self._slots is None:
+            self._slots = host_slots(s, engine.engine_id(self.api))
+        report = maintenance.sweep(self.api, self.store, s, volumes, enqueue=self.queue.enqueue,
+                                   slots=self._slots)
         metrics.reaped(str(removal.reason) for removal in report.removed)
         metrics.containers_running(v.role for v in report.left if v.running)
         self._reconcile()
@@ -130,7 +136,7 @@ def clear_pool(s: Settings) -> None:
             api = engine.connect(s.docker_host)
             removed = pool.remove_idle(
                 api, fleet=s.fleet, owner=owner,
-                volumes=volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid),
+                volumes=volumes_for(s.storage, s.sandbox.volumes_root),
                 io_dir=s.sandbox.io_dir, busy=store.jobs_by_container)
             removed += holders.remove_owned(api, fleet=s.fleet, owner=owner)
         finally:

@@ -6,7 +6,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -16,9 +16,11 @@ import structlog
 from base.errors import AirlockError
 from config.settings import Settings
 from tasks.store import JobStore
+from workers import cgroup, dirs
 from workers import labels as L
-from workers.reaper import ContainerView, JobState, Removal, select
+from workers.reaper import ContainerView, JobState, Removal, leftovers, select
 from workers.runner import remove_container, remove_leftovers
+from workers.slots import Slots
 from workers.storage import Volumes
 
 log = structlog.get_logger(__name__)
@@ -31,6 +33,7 @@ class SweepReport:
     removed: list[Removal]
     released: list[str]
     left: list[ContainerView]  # what the sweep found and did not remove, pooled jobs resolved
+    leftovers: list[str] = field(default_factory=list)  # side resources of containers gone
 
 
 def list_ours(api: docker.APIClient, fleet: str) -> list[ContainerView]:
@@ -41,8 +44,10 @@ def list_ours(api: docker.APIClient, fleet: str) -> list[ContainerView]:
 
 def sweep(api: docker.APIClient, store: JobStore, s: Settings,
           volumes: Volumes, enqueue: Enqueue | None = None,
-          now: float | None = None, keep: frozenset[str] = frozenset()) -> SweepReport:
-    """Remove this fleet's containers that no live attempt owns; release their jobs."""
+          now: float | None = None, keep: frozenset[str] = frozenset(),
+          slots: Slots | None = None) -> SweepReport:
+    """Remove this fleet's containers that no live attempt owns; release their jobs. Then,
+    with ``slots``, what containers that are gone left beside them."""
     now = time.time() if now is None else now
     views = [v for v in list_ours(api, s.fleet) if v.id not in keep]
     pooled = store.jobs_by_container([v.id for v in views if not v.job])
@@ -59,7 +64,7 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
             continue
         name = c.labels.get(L.NAME, "")
         if name:
-            remove_leftovers(volumes, s.sandbox.io_dir, name)
+            remove_leftovers(volumes, s.sandbox.io_dir, name, slots)
         log.info("reaper.removed", container=c.id[:12], job_id=c.job or None,
                  reason=str(removal.reason))
         if c.job not in jobs:
@@ -73,7 +78,26 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
         except AirlockError as exc:  # one container's bookkeeping never stops the sweep
             log.warning("reaper.record_failed", job_id=c.job, error=str(exc))
     gone = {r.container.id for r in removals}
-    return SweepReport(len(views), removals, released, [v for v in views if v.id not in gone])
+    swept = sweep_leftovers(api, s, volumes, slots, now) if slots is not None else []
+    return SweepReport(len(views), removals, released, [v for v in views if v.id not in gone],
+                       swept)
+
+
+def sweep_leftovers(api: docker.APIClient, s: Settings, volumes: Volumes, slots: Slots,
+                    now: float) -> list[str]:
+    """Side resources (volumes, FIFO folders, cgroup parents) and slots whose container is
+    gone (workers.reaper.leftovers decides), removed by Airlock's own names only."""
+    live = {n.lstrip("/") for c in api.containers(all=True) for n in c.get("Names") or ()}
+    on_disk: dict[str, float] = {}
+    for found in (dirs.found(s.sandbox.io_dir), volumes.found(), cgroup.parent_names()):
+        for name, mtime in found.items():
+            on_disk[name] = max(on_disk.get(name, 0.0), mtime)
+    gone = leftovers(on_disk, slots.entries(), live=live, engine=slots.engine,
+                     fleet=slots.fleet, now=now)
+    for name in gone:
+        remove_leftovers(volumes, s.sandbox.io_dir, name, slots)
+        log.info("reaper.leftovers_removed", name=name)
+    return gone
 
 
 QUEUED = -1.0  # in broker_holdings: the message waits in the queue list

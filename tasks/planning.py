@@ -44,9 +44,10 @@ def claim_overhead_s(s: Settings) -> float:
     return s.timeouts.startup_grace_s + s.timeouts.backstop_s + CLAIM_SLACK_S
 
 
-def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, now: float,
+def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, uid: int, now: float,
              job_id: str = "", attempt: int = 0, role: str = L.ROLE_JOB) -> LaunchPlan:
-    """A cold job's container (also the start of a pooled one's and a preflight canary's)."""
+    """A cold job's container (also the start of a pooled one's and a preflight canary's),
+    running as ``uid`` (its own: workers/slots.py)."""
     net = egress.job_network(s, job.network)
     box, t = s.sandbox, s.timeouts
     return LaunchPlan(
@@ -57,20 +58,20 @@ def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, now: 
                           deadline=now + t.startup_grace_s + job.limits.timeout_s + t.backstop_s),
         seccomp_json=host.seccomp_json, cgroup_parent=cgroup.parent_for(name),
         launcher_path=box.launcher_path, io_folder=pipes.folder(box.io_dir, name),
-        user=f"{box.job_uid}:{box.job_gid}",
+        uid=uid, rlimits={str(k): v for k, v in box.rlimits.items()},
         tmpfs=TmpfsSizes(box.tmpfs_tmp, box.tmpfs_var_tmp, box.tmpfs_run, box.shm_bytes),
         max_wait_s=int(t.startup_grace_s),
         runtime=host.runtime,
     )
 
 
-def pool_plan(s: Settings, host: HostFacts, key: PoolKey, *, name: str, owner: str,
+def pool_plan(s: Settings, host: HostFacts, key: PoolKey, *, name: str, uid: int, owner: str,
               now: float) -> LaunchPlan:
     """A warm-pool container's plan: a cold job's plan with the fleet's default limits, except
     its labels (role=pool, no job yet) and how long its launcher waits for a job."""
     limits = replace(resolve_limits(JobLimits(), s), disk_bytes=key.disk_bytes)
     job = ResolvedJob("", key.image, (), {}, {}, b"", limits, key.network)
-    plan = plan_for(s, host, job, name=name, now=now, role=L.ROLE_POOL)
+    plan = plan_for(s, host, job, name=name, uid=uid, now=now, role=L.ROLE_POOL)
     wait_s = launcher_wait_s(s.pool.max_age_s)
     deadline = now + wait_s + s.timeouts.startup_grace_s + s.maximums.timeout_s + s.timeouts.backstop_s
     labels = dict(plan.labels) | {L.DEADLINE: f"{deadline:.3f}", L.OWNER: owner}
@@ -85,11 +86,12 @@ def payload_for(job: ResolvedJob, s: Settings) -> bytes:
                           deadline_s=job.limits.timeout_s + s.timeouts.backstop_s) + job.stdin
 
 
-def provenance(s: Settings, host: HostFacts, job: ResolvedJob) -> dict[str, Any]:
+def provenance(s: Settings, host: HostFacts, job: ResolvedJob, uid: int) -> dict[str, Any]:
     """What ran the job, stored beside its result."""
     return {
         "image": job.image, "profile": job.profile, "host": s.hostname, "fleet": s.fleet,
         "runtime": host.runtime, "engine": dict(host.engine),
         "seccomp_sha256": host.seccomp_sha256, "limits": job.limits.as_dict(),
+        "rlimits": {str(k): v for k, v in s.sandbox.rlimits.items()}, "uid": uid,
         "storage": s.storage, "network": job.network,
     }

@@ -33,11 +33,13 @@ import structlog
 from config.seccomp import profile_sha256
 from config.settings import Settings
 from tasks import planning
+from tasks.context import host_slots
 from tasks.contract import resolve
 from tasks.host_checks import check_engine, check_runc
 from tasks.planning import HostFacts
 from workers import engine, launcher, runner
 from workers.runner import RunOutcome
+from workers.slots import Slots
 from workers.storage import Volumes, volumes_for
 from workers.verdict import Verdict, classify
 
@@ -323,15 +325,18 @@ def last_result() -> PreflightResult | None:
 
 # --- running them (I/O) ---------------------------------------------------------------------
 
-def _run_canary(s: Settings, host: HostFacts, volumes: Volumes, canary: Canary) -> CanaryResult:
+def _run_canary(s: Settings, host: HostFacts, volumes: Volumes, slots: Slots,
+                canary: Canary) -> CanaryResult:
     t0 = time.monotonic()
     try:
         _, job = resolve(canary.spec, s)
         api = engine.connect(s.docker_host)
         try:
             name = f"airlock-preflight-{canary.name.replace('_', '')}-{uuid.uuid4().hex[:6]}"
-            plan = planning.plan_for(s, host, job, name=name, now=time.time(), role="preflight")
-            sandbox = runner.prepare(api, plan, volumes)
+            now = time.time()
+            plan = planning.plan_for(s, host, job, name=name, uid=slots.take(name, now).uid,
+                                     now=now, role="preflight")
+            sandbox = runner.prepare(api, plan, volumes, slots)
             try:
                 outcome = runner.run(sandbox, planning.payload_for(job, s), job.limits,
                                      keep_bytes=64 * 1024, volumes=volumes)
@@ -383,12 +388,13 @@ def run(s: Settings) -> PreflightResult:
     if init["launcher"].startswith("refuse"):
         return _remember(PreflightResult(False, (), init, time.monotonic() - t0))
     host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json), s.runtime)
-    volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
+    volumes = volumes_for(s.storage, s.sandbox.volumes_root)
+    slots = _slots(s)
     results: dict[str, CanaryResult] = {}
     todo = canaries(s)
 
     def one(canary: Canary) -> None:
-        results[canary.name] = _run_canary(s, host, volumes, canary)
+        results[canary.name] = _run_canary(s, host, volumes, slots, canary)
 
     threads = [threading.Thread(target=one, args=(c,), name=f"preflight-{c.name}") for c in todo]
     for t in threads:
@@ -400,6 +406,14 @@ def run(s: Settings) -> PreflightResult:
     return _remember(PreflightResult(all(c.contained for c in done) and
                                      not any(v.startswith("refuse") for v in runtime.values()),
                                      done, runtime, time.monotonic() - t0))
+
+
+def _slots(s: Settings) -> Slots:
+    api = engine.connect(s.docker_host)
+    try:
+        return host_slots(s, engine.engine_id(api))
+    finally:
+        api.close()
 
 
 def _remember(result: PreflightResult) -> PreflightResult:

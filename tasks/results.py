@@ -29,7 +29,7 @@ def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
         stdout_bytes=run.stdout_total, stderr_bytes=run.stderr_total, wall_ms=run.wall_ms,
         cpu_ms=run.cpu_ms, peak_memory_bytes=run.peak_memory_bytes,
         evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
-        phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job),
+        phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job, run.uid),
     )
 
 

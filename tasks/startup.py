@@ -4,8 +4,11 @@ yet, then the preflight's canaries (``tasks.preflight``)."""
 
 from __future__ import annotations
 
+import grp
+import pwd
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import redis
@@ -129,6 +132,39 @@ def check_redis(s: Settings, wait_s: float | None = None) -> None:
     patiently("Redis", ping, refusal, wait_s)
 
 
+def uid_clash(first: int, count: int, accounts: Iterable[tuple[str, int, int]]) -> str | None:
+    """Pure: the first account (what, id, how many ids) whose ids overlap the jobs' range, as
+    a line; None when none does."""
+    last = first + count - 1
+    for what, start, n in accounts:
+        if start <= last and start + n - 1 >= first:
+            return (f"{what} uses {start}" + (f"..{start + n - 1}" if n > 1 else "")
+                    + f", inside the jobs' uids {first}..{last} (set AIRLOCK_JOB_UID_FIRST)")
+    return None
+
+
+def host_accounts(etc: Path = Path("/etc")) -> Iterator[tuple[str, int, int]]:
+    """Every uid and gid the host's accounts use, and the subordinate ranges handed out."""
+    yield from ((f"user {p.pw_name}", p.pw_uid, 1) for p in pwd.getpwall())
+    yield from ((f"group {g.gr_name}", g.gr_gid, 1) for g in grp.getgrall())
+    for table in ("subuid", "subgid"):
+        try:
+            lines = (etc / table).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                yield f"{table} range of {parts[0]}", int(parts[1]), int(parts[2])
+
+
+def check_identities(s: Settings) -> None:
+    """No account of the host may share a uid with a job (nor a job with another)."""
+    clash = uid_clash(s.sandbox.uid_first, s.sandbox.uid_count, host_accounts())
+    if clash is not None:
+        raise HostNotSafe(f"job identities: {clash}")
+
+
 def check_host(s: Settings) -> Settings:
     """Fail closed before taking jobs: the engine answers, has the runtime, and the disk bound
     holds; with egress, the networks and the proxy are up (the preflight then verifies the
@@ -138,5 +174,6 @@ def check_host(s: Settings) -> Settings:
     s = s.but(runtime=engine.runtime_for(api, s.runtime))
     if s.egress.enabled:
         egress.prepare_host(s, api)
-    volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid).check()
+    volumes_for(s.storage, s.sandbox.volumes_root).check()
+    check_identities(s)
     return s

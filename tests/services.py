@@ -58,6 +58,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "AIRLOCK_REAPER_INTERVAL_S": str(settings.upkeep.reaper_interval_s),
         "AIRLOCK_POOL_SIZE": str(settings.pool.size),
         "AIRLOCK_RUNTIME": settings.runtime,
+        "AIRLOCK_LAUNCHER_PATH": settings.sandbox.launcher_path,
     })
     if settings.docker_host:
         env["AIRLOCK_DOCKER_HOST"] = settings.docker_host

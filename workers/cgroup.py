@@ -73,9 +73,31 @@ def pids_max_events(parent: str, container_id: str, root: Path = ROOT) -> int:
     return _read_keyed(base / container_id / "pids.events").get("max", 0)
 
 
+PARENTS = "airlock"  # the folder of every container's cgroup parent, in each hierarchy
+
+
+def parent_names(root: Path = ROOT) -> dict[str, float]:
+    """Every container's cgroup parent there is, by name, with its newest change (any
+    hierarchy): the reaper's view of what may be left behind."""
+    tops = [root / PARENTS] if is_v2(root) else [d / PARENTS for d in root.iterdir() if d.is_dir()]
+    found: dict[str, float] = {}
+    for top in tops:
+        try:
+            entries = list(top.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    found[entry.name] = max(found.get(entry.name, 0.0), entry.stat().st_mtime)
+            except OSError:
+                continue
+    return found
+
+
 def parent_for(name: str) -> str:
     """The cgroup parent of the container (and volume, and FIFO folder) called ``name``."""
-    return f"/airlock/{name}"
+    return f"/{PARENTS}/{name}"
 
 
 def remove_parent(parent: str, root: Path = ROOT) -> None:
@@ -97,3 +119,4 @@ def oom_kills(parent: str, container_id: str, root: Path = ROOT) -> int:
         return max(_read_keyed(root / rel / "memory.events").get("oom_kill", 0),
                    _read_keyed(root / rel / container_id / "memory.events").get("oom_kill", 0))
     return _read_keyed(root / "memory" / rel / container_id / "memory.oom_control").get("oom_kill", 0)
+

@@ -18,3 +18,20 @@ def opened(path: str | os.PathLike[str]) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def found(path: str | os.PathLike[str]) -> dict[str, float]:
+    """The folders in ``path`` by name, with their modification times (links not followed);
+    empty when ``path`` is missing."""
+    out: dict[str, float] = {}
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                out[entry.name] = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+    return out

@@ -70,6 +70,11 @@ def choose_runtime(wanted: str, registered: Iterable[str], default: str) -> str:
     return wanted
 
 
+def engine_id(api: docker.APIClient) -> str:
+    """The engine's own ID (``docker info``): several engines may share one host's kernel."""
+    return str(call("engine info", api.info).get("ID") or api.base_url)
+
+
 def runtime_for(api: docker.APIClient, wanted: str) -> str:
     """Resolve ``wanted`` (a setting) against the engine's registered runtimes."""
     info = call("engine info", api.info)

@@ -52,7 +52,7 @@ class HolderPlan:
     owner: str
     image: str
     seccomp_json: str
-    user: str = "1000:1000"
+    user: str  # the first uid of the jobs' range (config/sections.py Sandbox.holder_uid)
     hostname: str = "sandbox"  # containers joining a namespace take its holder's hostname
     max_age_s: float = 900.0
     runtime: str = ""  # the job containers' OCI runtime; empty: the engine's default

@@ -1,10 +1,15 @@
 /*
  * airlock-init: PID 1 of every Airlock job container (workers/launcher.py documents the frame).
  *
- * Usage: airlock-init MAX_WAIT_SECONDS [STDIN STDOUT STDERR]. With the three paths (FIFOs the
- * worker made and bound into the container), it first opens STDOUT and STDERR for writing and
- * STDIN for reading, in that order, as its own fds 1, 2 and 0: the job's I/O then never passes
- * through the engine, and the worker knows the launcher is up once its STDIN open succeeds.
+ * Usage: airlock-init MAX_WAIT_SECONDS [STDIN STDOUT STDERR STATUS]. With the four paths (FIFOs
+ * the worker made and bound into the container), it first opens STDOUT and STDERR for writing,
+ * STATUS for writing (close-on-exec: the job never holds it) and STDIN for reading, in that
+ * order, as its own fds 1, 2, 3 and 0: the job's I/O then never passes through the engine, and
+ * the worker knows the launcher is up once its STDIN open succeeds. The worker then takes every
+ * permission on STATUS away, so no process of the job can open it: the line the launcher writes
+ * there at the end ("airlock-status exit N", "... signal S", "... deadline", or "... launcher N"
+ * for its own failures, first: a job that cannot be started says so from the child) is the
+ * job's real wait status, which the job cannot forge.
  * Those opens wait at most 30 s (or MAX_WAIT_SECONDS if shorter), then it exits 124.
  *
  * Waits at most MAX_WAIT_SECONDS for one framed payload on stdin, reading exactly the frame and
@@ -25,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -53,8 +59,37 @@
  * must not wait for a payload that cannot come (also workers/launcher.py's STDIO_WAIT_S). */
 #define STDIO_WAIT_S 30u
 #define DEFAULT_PATH "/bin:/usr/bin"   /* Python's os.defpath, for an env without PATH */
+/* After its word on the status pipe, the launcher waits this long at most for the worker to
+ * read it (the worker closes its end): meanwhile the container, and its cgroup counters (the
+ * OOM count above all), still exist for the worker to sample. */
+#define ACK_WAIT_MS 1000
 
 /* --- messages and exits (async-signal-safe: one write, then _exit) ------------------------ */
+
+static int status_fd = -1; /* the STATUS FIFO, once open */
+
+/* "airlock-status <kind> <value>\n" on the status channel, in one write (atomic: < PIPE_BUF). */
+static void report(const char *kind, unsigned value)
+{
+    if (status_fd < 0)
+        return;
+    char line[64] = "airlock-status ";
+    size_t n = 15;
+    for (const char *p = kind; *p != '\0' && n < 40; p++)
+        line[n++] = *p;
+    line[n++] = ' ';
+    char digits[12];
+    size_t d = 0;
+    do {
+        digits[d++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0 && d < sizeof(digits));
+    while (d > 0)
+        line[n++] = digits[--d];
+    line[n++] = '\n';
+    ssize_t ignored = write(status_fd, line, n);
+    (void)ignored;
+}
 
 static _Noreturn void die(int code, const char *a, const char *b, const char *c, const char *d,
                           const char *e)
@@ -69,6 +104,7 @@ static _Noreturn void die(int code, const char *a, const char *b, const char *c,
     line[n++] = '\n';
     ssize_t ignored = write(2, line, n);
     (void)ignored;
+    report("launcher", (unsigned)code);
     _exit(code);
 }
 
@@ -393,7 +429,7 @@ static int exit_code(int status)
     return 255;
 }
 
-#define USAGE "usage: airlock-init MAX_WAIT_SECONDS [STDIN STDOUT STDERR]"
+#define USAGE "usage: airlock-init MAX_WAIT_SECONDS [STDIN STDOUT STDERR STATUS]"
 
 static unsigned parse_wait(const char *arg)
 {
@@ -428,7 +464,7 @@ static void open_as(const char *path, int flags, int target)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 && argc != 5)
+    if (argc != 2 && argc != 6)
         fail(EXIT_BAD_PAYLOAD, USAGE);
     unsigned wait_s = parse_wait(argv[1]);
     struct sigaction sa;
@@ -436,12 +472,15 @@ int main(int argc, char **argv)
     sa.sa_handler = on_alarm;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, NULL);
-    if (argc == 5) {
+    if (argc == 6) {
         alarm_code = EXIT_NO_STDIO;
         alarm_msg = "the worker did not open the stdio FIFOs in time";
         alarm(wait_s < STDIO_WAIT_S ? wait_s : STDIO_WAIT_S);
         open_as(argv[3], O_WRONLY, 1);
         open_as(argv[4], O_WRONLY, 2);
+        status_fd = open(argv[5], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (status_fd < 0)
+            fail_errno(EXIT_NO_STDIO, "cannot open", argv[5], errno);
         open_as(argv[2], O_RDONLY, 0);
         alarm(0);
         alarm_code = EXIT_NO_PAYLOAD;
@@ -498,6 +537,7 @@ int main(int argc, char **argv)
         int64_t left = deadline - now_ns();
         if (left <= 0) {
             status = EXIT_DEADLINE;
+            report("deadline", job.deadline_ms);
             break;
         }
         struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
@@ -507,9 +547,19 @@ int main(int argc, char **argv)
             pid_t p = waitpid(-1, &st, WNOHANG);
             if (p <= 0)
                 break;
-            if (p == pid)
+            if (p == pid) {
                 status = exit_code(st);
+                if (WIFSIGNALED(st))
+                    report("signal", (unsigned)WTERMSIG(st));
+                else
+                    report("exit", (unsigned)WEXITSTATUS(st));
+            }
         }
+    }
+    if (status_fd >= 0) { /* the worker closes its end once it has read the word */
+        struct pollfd ack = {status_fd, 0, 0};
+        while (poll(&ack, 1, ACK_WAIT_MS) < 0 && errno == EINTR)
+            ;
     }
     kill(init ? -1 : -pid, SIGKILL);
     _exit(status);

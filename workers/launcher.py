@@ -5,9 +5,11 @@ The launcher is a small static C program, ``workers/launcher.c``, built on the h
 it) and bind-mounted read-only into every job container at ``INIT_PATH``: no interpreter
 starts before the job, and any image can run it (no Python needed).
 
-The job's stdin, stdout and stderr are three FIFOs the worker makes for each container and binds
-into it (``workers/pipes.py``), named on the launcher's command line: the launcher opens them
-as its fds 0, 1 and 2 before anything else, so the job's I/O never passes through the engine.
+The job's stdin, stdout and stderr are FIFOs the worker makes for each container and binds into
+it (``workers/pipes.py``), named on the launcher's command line with a fourth, ``status``: the
+launcher opens them as its fds 0, 1, 2 and 3 (close-on-exec) before anything else, so the job's
+I/O never passes through the engine, and the launcher reports the job's real wait status where
+the job cannot write (``parse_status``).
 A container starts with the launcher waiting on stdin (at most ``max_wait_s``); the worker then
 sends one framed payload (argv, env, files, deadline) followed by the job's own stdin. The
 launcher reads exactly the frame (the header byte by byte, the body with exact-length reads),
@@ -47,6 +49,7 @@ import math
 import os
 import struct
 from collections.abc import Mapping, Sequence, Sized
+from dataclasses import dataclass
 from pathlib import Path
 
 # Exit status the launcher uses for its own failures, so they are not confused with the job's.
@@ -69,10 +72,44 @@ _U32 = struct.Struct(">I")
 
 def launcher_command(max_wait_s: int, stdio: Sequence[str] = ()) -> list[str]:
     """The container's command: the launcher, waiting at most ``max_wait_s`` for its job, with
-    its stdin, stdout and stderr at the ``stdio`` paths (in that order) when given."""
-    if len(stdio) not in (0, 3):
-        raise ValueError("stdio names stdin, stdout and stderr, or nothing")
+    its stdin, stdout, stderr and status at the ``stdio`` paths (in that order) when given."""
+    if len(stdio) not in (0, 4):
+        raise ValueError("stdio names stdin, stdout, stderr and status, or nothing")
     return [INIT_PATH, str(max(1, int(max_wait_s))), *stdio]
+
+
+@dataclass(frozen=True, slots=True)
+class LauncherStatus:
+    """How the job ended, as its launcher saw it: ``exit`` N, ``signal`` S, ``deadline`` (the
+    launcher's own backstop fired), or ``launcher`` N (the launcher's own failure, 124-127)."""
+
+    kind: str
+    value: int
+
+    @property
+    def exit_code(self) -> int:
+        """As shells report it (128 + S for a signal)."""
+        if self.kind == "signal":
+            return 128 + self.value
+        if self.kind == "deadline":
+            return EXIT_DEADLINE
+        return self.value
+
+
+STATUS_KINDS = ("exit", "signal", "deadline", "launcher")
+
+
+def parse_status(text: str) -> LauncherStatus | None:
+    """The first well-formed ``airlock-status <kind> <n>`` line, or None (the launcher was
+    killed before it could write one: a timeout, a cancel, an OOM kill of PID 1). The first:
+    a job that could not be started says ``launcher 127`` from the launcher's own child before
+    the launcher reaps it and sees an exit status of 127."""
+    for line in text.splitlines():
+        parts = line.split()
+        if (len(parts) == 3 and parts[0] == "airlock-status" and parts[1] in STATUS_KINDS
+                and parts[2].isdigit() and len(parts[2]) <= 10):
+            return LauncherStatus(parts[1], int(parts[2]))
+    return None
 
 
 def source_sha256() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pathlib
 import secrets
 import threading
 import time
@@ -30,9 +29,10 @@ import structlog
 
 from base.errors import AirlockError
 from base.limits import Limits
+from workers import dirs, pipes, runner
 from workers import labels as L
-from workers import pipes, runner
 from workers.runner import Sandbox
+from workers.slots import Slots
 from workers.spec import LaunchPlan
 from workers.storage import Volumes
 
@@ -124,11 +124,11 @@ class WarmPool:
     """Keeps ``size`` started sandboxes per key; ``take`` hands one out, at most once."""
 
     def __init__(self, *, connect: Connect, caller_api: Connect,
-                 volumes: Volumes, make_plan: MakePlan,
+                 volumes: Volumes, make_plan: MakePlan, slots: Callable[[], Slots] | None = None,
                  keys: Iterable[PoolKey], size: int, max_age_s: float, owner_pid: int = 0,
                  min_available_bytes: int = MIN_AVAILABLE_BYTES) -> None:
         self._connect, self._caller_api = connect, caller_api
-        self.volumes, self.make_plan = volumes, make_plan
+        self.volumes, self.make_plan, self.slots = volumes, make_plan, slots
         self.size, self.max_age_s = size, max_age_s
         self.min_available_bytes = min_available_bytes
         self._slots = {key: _Slot() for key in keys}
@@ -266,7 +266,9 @@ class WarmPool:
         try:
             if self._api is None:
                 self._api = self._connect()
-            sandbox = runner.prepare(self._api, self.make_plan(key, name), self.volumes)
+            plan = self.make_plan(key, name)
+            sandbox = runner.prepare(self._api, plan, self.volumes,
+                                     self.slots() if self.slots is not None else None)
         finally:
             with self._cond:
                 slot.building -= 1
@@ -352,17 +354,10 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
         removed += 1
         names.append((c.get("Labels") or {}).get(L.NAME, ""))
     main_pid = int(owner.rsplit(":", 1)[-1])
-    on_disk = _entries(pathlib.Path(io_dir)) + volumes.names()
+    on_disk = [*dirs.found(io_dir), *volumes.found()]
     if on_disk:
         left = {(c.get("Labels") or {}).get(L.NAME, "") for c in api.containers(all=True)}
         names += orphans(on_disk, left, main_pid)
     for name in sorted(set(filter(None, names))):
         runner.remove_leftovers(volumes, io_dir, name)
     return removed
-
-
-def _entries(folder: pathlib.Path) -> list[str]:
-    try:
-        return [p.name for p in folder.iterdir()]
-    except OSError:
-        return []

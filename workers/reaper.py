@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from workers import labels as L
 from workers.holders import ROLE_HOLDER
+from workers.slots import Slot
 
 UNKNOWN_JOB_GRACE_S = 120.0  # a container is created only after its claim commits
+LEFTOVER_GRACE_S = 120.0  # a container's side resources and its slot come just before it
+NAME_PREFIX = "airlock-"  # every container Airlock makes, and its side resources, is so named
 START_GRACE_S = 30.0  # a pool container or holder is listed "created" until its start returns
 
 
@@ -131,3 +134,25 @@ def _reason(c: ContainerView, job: JobState | None, now: float,
     if c.deadline and now > c.deadline:
         return Reason.DEADLINE_PASSED
     return None
+
+
+def leftovers(on_disk: Mapping[str, float], slots: Iterable[Slot], *, live: set[str],
+              engine: str, fleet: str, now: float,
+              grace_s: float = LEFTOVER_GRACE_S) -> list[str]:
+    """The names whose side resources (volume, FIFO folder, cgroup parent) and slot must go:
+    no container of that name on this engine (``live``), and either a slot of this engine and
+    fleet older than ``grace_s``, or (a slot lost, a worker from before the slots) Airlock's
+    name, no slot of anyone, and resources left alone that long. ``on_disk``: each name's
+    newest modification time. A slot of another engine or fleet is never this reaper's."""
+    entries = {slot.name: slot for slot in slots}
+    gone = []
+    for name in set(on_disk) | set(entries):
+        if name in live:
+            continue
+        entry = entries.get(name)
+        if entry is not None:
+            if entry.engine == engine and entry.fleet == fleet and now - entry.at > grace_s:
+                gone.append(name)
+        elif name.startswith(NAME_PREFIX) and now - on_disk[name] > grace_s:
+            gone.append(name)
+    return sorted(gone)

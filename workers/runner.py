@@ -9,11 +9,8 @@ job's stdin, stdout and stderr are FIFOs between the worker and the container
 
 from __future__ import annotations
 
-import os
-import select
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
@@ -22,28 +19,22 @@ import structlog
 
 from base.errors import AirlockError, InfrastructureError
 from base.limits import Limits
-from workers import cgroup, pipes
+from workers import cgroup, dirs, identity, pipes
 from workers.capper import OutputCapper
 from workers.engine import call, job_calls, translated
 from workers.pipes import Pipes
+from workers.slots import Slots
 from workers.spec import CPU_PERIOD_US, LaunchPlan, build_create_kwargs
 from workers.storage import Volume, Volumes
 from workers.verdict import Evidence
+from workers.watch import Hold, Sink, Watch
 
 log = structlog.get_logger(__name__)
 
-Sink = Callable[[str, bytes | memoryview], None]
-Hold = Callable[[int], bool]  # "wait before reading this many more bytes of output"
-DRAIN_AFTER_KILL_S = 3.0
-TICK_S = 0.1
-PIDS_POLL_S = 0.25
 MEMORY_SLACK = 1024**2  # peak within this of the limit counts as "at the limit"
 # From start until the launcher opens its stdin; it does so at once. Below the launcher's own
 # STDIO_WAIT_S, so a launcher never gives up on a worker still waiting for it.
 LAUNCHER_UP_S = 20.0
-READ_BYTES = pipes.PIPE_BYTES
-WRITE_BYTES = 65536
-HOLD_TICK_S = 0.002  # while held, how often to look again
 
 
 @dataclass
@@ -53,6 +44,7 @@ class Sandbox:
     volume: Volume
     container_id: str
     pipes: Pipes
+    slots: Slots | None = None  # the host's table: the container's uid goes back when it goes
     prepared_at: float = field(default_factory=time.monotonic)
     destroyed: bool = False
 
@@ -68,17 +60,21 @@ class RunOutcome:
     cpu_ms: int | None
     peak_memory_bytes: int | None
     disk_used_bytes: int | None
+    uid: int
 
 
-def prepare(api: docker.APIClient, plan: LaunchPlan,
-            volumes: Volumes) -> Sandbox:
+def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
+            slots: Slots | None = None) -> Sandbox:
     """Make the job's storage and FIFOs, create and start its container, and wait until the
-    launcher holds its stdin open (so a pooled sandbox is known to be up)."""
-    volume = volumes.create(plan.name, plan.limits.disk_bytes)
+    launcher holds its stdin open (so a pooled sandbox is known to be up). The plan's uid was
+    taken from ``slots`` for this container's name: it is given back when the container goes
+    (here on a failure, else by ``destroy``)."""
+    volume = volumes.create(plan.name, plan.limits.disk_bytes, plan.uid)
     container_id = ""
     io: Pipes | None = None
     try:
         io = pipes.make(plan.io_folder)
+        _write_identity(plan)
         kwargs = build_create_kwargs(_with_binds(plan, volume))
         calls = job_calls(api)
         container_id = call("create container", lambda: calls.create(kwargs))
@@ -86,15 +82,25 @@ def prepare(api: docker.APIClient, plan: LaunchPlan,
         if not pipes.connect_stdin(io, LAUNCHER_UP_S):
             raise InfrastructureError(f"the launcher of {plan.name} did not open its stdin within"
                                       f" {LAUNCHER_UP_S:.0f} s of its start")
-        return Sandbox(api, plan, volume, container_id, io)
+        return Sandbox(api, plan, volume, container_id, io, slots)
     except BaseException:
         if io is not None:
             io.close()
-        remove_container(api, container_id or plan.name)
+        removed = remove_container(api, container_id or plan.name)
         pipes.remove(plan.io_folder)
         volumes.destroy(volume)
         cgroup.remove_parent(plan.cgroup_parent)
+        if removed and slots is not None:
+            _release(slots, plan.name)
         raise
+
+
+def _write_identity(plan: LaunchPlan) -> None:
+    try:
+        with dirs.opened(plan.io_folder) as dir_fd:
+            identity.write(dir_fd, plan.uid, plan.uid)
+    except OSError as exc:
+        raise InfrastructureError(f"cannot write the job's identity in {plan.io_folder}: {exc}") from exc
 
 
 def _with_binds(plan: LaunchPlan, volume: Volume) -> LaunchPlan:
@@ -125,100 +131,41 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
 
     While ``hold`` says so, output is not read: the pipes fill and the job's writes wait (the
     relay is behind). The deadline, cancellation and limits are still watched meanwhile."""
-    io, api, cid = sandbox.pipes, sandbox.api, sandbox.container_id
+    api, cid, parent = sandbox.api, sandbox.container_id, sandbox.plan.cgroup_parent
     capper = OutputCapper(limits.output_bytes, keep_bytes)
-    names = {io.out: "stdout", io.err: "stderr"}
-    reading = set(names)  # read ends not yet at EOF: both reach it when the container ends
-    view, sent = memoryview(payload), 0
-    started = time.monotonic()
-    deadline = started + limits.timeout_s
-    drain_until: float | None = None
-    timed_out = cancelled = False
-    pids_events, next_pids = 0, started + PIDS_POLL_S
-    oom_events = 0
-
-    def kill(reason: str) -> None:
-        nonlocal drain_until
-        if drain_until is None:
-            drain_until = time.monotonic() + DRAIN_AFTER_KILL_S
-            log.info("job.kill", container=cid[:12], reason=reason)
-            # In a thread: this loop keeps draining the pipes meanwhile.
-            threading.Thread(target=_kill, args=(api, cid), daemon=True).start()
-
-    while reading:
-        now = time.monotonic()
-        if drain_until is None:
-            if now >= deadline:
-                timed_out = True
-                kill("timeout")
-            elif cancel is not None and cancel.is_set():
-                cancelled = True
-                kill("cancelled")
-        elif now >= drain_until:
-            break
-        if now >= next_pids:
-            pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
-            oom_events = max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid))
-            next_pids = now + PIDS_POLL_S
-        wait = max(0.0, min(TICK_S, deadline - now if drain_until is None else drain_until - now))
-        held = drain_until is None and hold is not None and hold(READ_BYTES)
-        writing = [io.stdin] if io.stdin is not None else []
-        readable, writable, _ = select.select([] if held else list(reading), writing, [],
-                                              min(wait, HOLD_TICK_S) if held else wait)
-        if writable and io.stdin is not None:
-            try:
-                sent += os.write(io.stdin, view[sent: sent + WRITE_BYTES])
-            except BlockingIOError:
-                pass
-            except BrokenPipeError:
-                sent = len(view)  # the job stopped reading its stdin; that is its business
-            if sent >= len(view):
-                io.close_stdin()  # the job's EOF
-        for fd in readable:
-            try:
-                data = os.read(fd, READ_BYTES)
-            except (BlockingIOError, InterruptedError):
-                continue
-            if not data:
-                reading.discard(fd)
-                continue
-            taken = capper.feed(names[fd], data)
-            if taken and sink is not None:
-                sink(names[fd], taken)
-        if capper.exceeded:
-            kill("output_limit")
-    wall_ms = int((time.monotonic() - started) * 1000)
-    # Last look at the leaf before the engine removes it with the stopped container.
-    pids_events = max(pids_events, cgroup.pids_max_events(sandbox.plan.cgroup_parent, cid))
-    oom_events = max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid))
-    io.close()
-    if drain_until is not None and time.monotonic() >= drain_until:
-        log.warning("job.drain_timeout", container=cid[:12])
+    seen = Watch(sandbox.pipes, payload, capper, timeout_s=limits.timeout_s,
+                 cgroup_parent=parent, container_id=cid, kill=lambda: _kill(api, cid),
+                 sink=sink, hold=hold, cancel=cancel).run()
+    sandbox.pipes.close()
     status = _wait_exit(api, cid)
-    # The engine's OOMKilled flag, asked only when the job did not exit cleanly: on a clean exit
-    # the memory cgroup's own count (read above, while the leaf existed) is the evidence.
-    state = ({} if status == 0 and not oom_events
+    said = seen.said
+    oom_events = max(seen.oom_events, cgroup.oom_kills(parent, cid))
+    # The engine's OOMKilled flag, asked only when the job did not end cleanly by itself.
+    clean = said is not None and said.kind == "exit" and said.value == 0
+    state = ({} if (clean or status == 0) and not oom_events
              else call("inspect", lambda: job_calls(api).inspect(cid))["State"])
-    usage = cgroup.usage(sandbox.plan.cgroup_parent)
+    usage = cgroup.usage(parent)
     disk = volumes.usage(sandbox.volume) if volumes is not None else None
     out, err = capper.streams["stdout"], capper.streams["stderr"]
     evidence = Evidence(
-        exit_code=status,
+        exit_code=said.exit_code if said is not None else status,
+        signal=said.value if said is not None and said.kind == "signal" else None,
+        ended=said.kind if said is not None else None,
         oom_killed=bool(state.get("OOMKilled")),
-        oom_events=max(oom_events, cgroup.oom_kills(sandbox.plan.cgroup_parent, cid)),
+        oom_events=oom_events,
         memory_at_limit=usage.peak_memory_bytes is not None
         and usage.peak_memory_bytes >= limits.memory_bytes - MEMORY_SLACK,
-        timed_out=timed_out,
-        cancelled=cancelled,
+        timed_out=seen.timed_out,
+        cancelled=seen.cancelled,
         output_exceeded=capper.exceeded,
         bytes_dropped=capper.dropped,
-        pids_max_events=max(pids_events, usage.pids_max_events),
+        pids_max_events=max(seen.pids_events, usage.pids_max_events),
         pids_peak=usage.pids_peak,
         pids_limit=limits.pids,
         disk_full=disk is not None and disk >= sandbox.plan.limits.disk_bytes - 1024**2,
     )
-    return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total, wall_ms,
-                      usage.cpu_ms, usage.peak_memory_bytes, disk)
+    return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total,
+                      seen.wall_ms, usage.cpu_ms, usage.peak_memory_bytes, disk, sandbox.plan.uid)
 
 
 def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
@@ -254,15 +201,26 @@ def remove_container(api: docker.APIClient, cid: str) -> bool:
     return False
 
 
-def remove_leftovers(volumes: Volumes, io_dir: str, name: str) -> None:
+def remove_leftovers(volumes: Volumes, io_dir: str, name: str,
+                     slots: Slots | None = None) -> None:
     """Remove what the container called ``name`` had beside it (its volume, FIFO folder and
-    cgroup parent), once it is gone or was never made. Never raises: what stays is logged."""
+    cgroup parent) and give its uid back, once it is gone or was never made. Never raises:
+    what stays is logged."""
     try:
         volumes.destroy(volumes.named(name))
     except AirlockError as exc:
         log.warning("volume.destroy_failed", name=name, error=str(exc))
     pipes.remove(pipes.folder(io_dir, name))
     cgroup.remove_parent(cgroup.parent_for(name))
+    if slots is not None:
+        _release(slots, name)
+
+
+def _release(slots: Slots, name: str) -> None:
+    try:
+        slots.release(name)
+    except AirlockError as exc:  # the reaper's sweep drops it later
+        log.warning("slot.release_failed", name=name, error=str(exc))
 
 
 def destroy(sandbox: Sandbox, volumes: Volumes) -> bool:
@@ -278,4 +236,6 @@ def destroy(sandbox: Sandbox, volumes: Volumes) -> bool:
     except Exception as exc:
         log.warning("volume.destroy_failed", volume=str(sandbox.volume.path), error=str(exc))
     cgroup.remove_parent(sandbox.plan.cgroup_parent)
+    if removed and sandbox.slots is not None:  # a container that may still run keeps its uid
+        _release(sandbox.slots, sandbox.plan.name)
     return removed

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from base.limits import Limits
+from workers import identity, pipes
 from workers import labels as L
-from workers import pipes
 from workers.launcher import INIT_PATH, launcher_command
 
 CAPABILITIES_KEPT = ("CHOWN", "SETUID", "SETGID")
@@ -35,8 +35,10 @@ class LaunchPlan:
     seccomp_json: str
     cgroup_parent: str
     launcher_path: str  # the host's static launcher, bound read-only at INIT_PATH as PID 1
-    io_folder: str  # the host folder of this container's stdio FIFOs (workers/pipes.py)
-    user: str = "1000:1000"
+    io_folder: str  # the host folder of this container's FIFOs and identity files
+    uid: int  # the job's own (workers/slots.py); its gid is the same number
+    # Resource limits the kernel keeps per process (nofile, nproc, ...): RLIMIT_* by name.
+    rlimits: Mapping[str, int] = field(default_factory=dict)
     network_mode: str = "none"  # or the workspace network, for a job with egress
     dns_options: tuple[str, ...] = ()  # resolv.conf options; never servers of the job's own
     # Read-only extras, host source -> container path (the egress proxy's CA certificate).
@@ -48,6 +50,10 @@ class LaunchPlan:
     max_wait_s: int = 900
     hostname: str = "sandbox"
     runtime: str = ""  # the OCI runtime (engine.runtime_for); empty: the engine's default
+
+    @property
+    def user(self) -> str:
+        return f"{self.uid}:{self.uid}"
 
 
 def job_labels(*, fleet: str, host: str, role: str, job: str = "", attempt: int = 0,
@@ -104,7 +110,7 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         else:
             tmpfs[mount] = (
                 f"rw,exec,nosuid,nodev,size={plan.job_tmpfs_size or limits.disk_bytes},"
-                f"uid={plan.user.split(':')[0]},gid={plan.user.split(':')[1]},mode=0700"
+                f"uid={plan.uid},gid={plan.uid},mode=0700"
             )
     host_config: dict[str, Any] = hardened(plan.seccomp_json, plan.runtime, CAPABILITIES_KEPT) | {
         # Bind options cannot say nosuid/nodev: the volume filesystem is mounted with them.
@@ -113,7 +119,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         # The launcher, PID 1: a Mount, not a Bind, so a missing file on the host fails the
         # create instead of the engine making an empty directory there.
         "Mounts": [{"Type": "bind", "Source": plan.launcher_path, "Target": INIT_PATH,
-                    "ReadOnly": True}, *pipes.mounts(plan.io_folder)],
+                    "ReadOnly": True}, *pipes.mounts(plan.io_folder),
+                   *identity.mounts(plan.io_folder)],
         "Tmpfs": tmpfs,
         "NetworkMode": plan.network_mode,
         "CpuPeriod": CPU_PERIOD_US,
@@ -126,7 +133,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         "ShmSize": plan.tmpfs.shm_bytes,
         "Init": False,  # the launcher is PID 1 and reaps
         "CgroupParent": plan.cgroup_parent,
-        "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
+        "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}] + [
+            {"Name": name, "Soft": value, "Hard": value} for name, value in plan.rlimits.items()],
     }
     if not host_config["Binds"]:
         del host_config["Binds"]

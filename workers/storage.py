@@ -40,10 +40,11 @@ class Volumes(Protocol):
     def named(self, name: str) -> Volume:
         """The volume of the container called ``name`` (to destroy; its binds not needed)."""
 
-    def names(self) -> list[str]:
-        """The names of the volumes on disk (the reaper's sweep of side resources)."""
+    def found(self) -> dict[str, float]:
+        """The volumes on disk, by name, with when each last changed (the reaper's sweep)."""
 
-    def create(self, name: str, limit_bytes: int) -> Volume: ...
+    def create(self, name: str, limit_bytes: int, uid: int) -> Volume:
+        """A fresh volume under its bound, its folders owned by ``uid`` (and gid ``uid``)."""
 
     def usage(self, volume: Volume) -> int | None: ...
 
@@ -61,9 +62,8 @@ def _btrfs(*args: str) -> str:
 
 
 class BtrfsVolumes:
-    def __init__(self, root: str, uid: int, gid: int) -> None:
+    def __init__(self, root: str) -> None:
         self.root = Path(root)
-        self.uid, self.gid = uid, gid
         self._fsid: str | None = None  # the filesystem's UUID, its folder in sysfs
 
     def check(self) -> None:
@@ -81,13 +81,10 @@ class BtrfsVolumes:
     def named(self, name: str) -> Volume:
         return Volume(self.root / name, {})
 
-    def names(self) -> list[str]:
-        try:
-            return [p.name for p in self.root.iterdir()]
-        except OSError:
-            return []
+    def found(self) -> dict[str, float]:
+        return dirs.found(self.root)
 
-    def create(self, name: str, limit_bytes: int) -> Volume:
+    def create(self, name: str, limit_bytes: int, uid: int) -> Volume:
         """A fresh subvolume under its own quota, with the job's three folders in it."""
         path = self.root / name
         try:
@@ -105,7 +102,7 @@ class BtrfsVolumes:
                 for mount in JOB_MOUNTS:
                     sub = SUBDIRS[mount]
                     os.mkdir(sub, 0o700, dir_fd=fd)
-                    os.chown(sub, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+                    os.chown(sub, uid, uid, dir_fd=fd, follow_symlinks=False)
                     binds[mount] = str(path / sub)
         except BaseException as exc:
             self.destroy(Volume(path, {}))
@@ -179,10 +176,10 @@ class TmpfsVolumes:
     def named(self, name: str) -> Volume:
         return Volume(None, {})
 
-    def names(self) -> list[str]:
-        return []
+    def found(self) -> dict[str, float]:
+        return {}
 
-    def create(self, name: str, limit_bytes: int) -> Volume:
+    def create(self, name: str, limit_bytes: int, uid: int) -> Volume:
         return Volume(None, {})
 
     def usage(self, volume: Volume) -> int | None:
@@ -192,5 +189,5 @@ class TmpfsVolumes:
         return None
 
 
-def volumes_for(mode: str, root: str, uid: int, gid: int) -> Volumes:
-    return BtrfsVolumes(root, uid, gid) if mode == "btrfs" else TmpfsVolumes()
+def volumes_for(mode: str, root: str) -> Volumes:
+    return BtrfsVolumes(root) if mode == "btrfs" else TmpfsVolumes()

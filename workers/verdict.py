@@ -25,27 +25,24 @@ class Verdict(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """The raw facts a verdict is decided from; stored beside it."""
+    """The raw facts a verdict is decided from; stored beside it. Every fact comes from the
+    kernel, the engine, the launcher's status pipe or Airlock's own actions: none from what
+    the job can choose (an exit status of 137 is not a SIGKILL, nor an OOM)."""
 
-    exit_code: int | None
-    oom_killed: bool = False
+    exit_code: int | None  # the launcher's view (128 + S for a signal), else the engine's
+    signal: int | None = None  # the signal that ended the job's main process (the launcher saw it)
+    ended: str | None = None  # the launcher's word: exit, signal, deadline, launcher; None: killed
+    oom_killed: bool = False  # the engine's flag
     timed_out: bool = False
     cancelled: bool = False
     output_exceeded: bool = False
     bytes_dropped: int = 0
     pids_max_events: int = 0  # refused forks seen in the container's pids.events
     disk_full: bool = False  # the volume's quota group is within 1 MiB of the bound
-    oom_events: int = 0  # OOM kills counted by the memory cgroup
+    oom_events: int = 0  # OOM kills (or OOM events) the kernel counted in the memory cgroup
     memory_at_limit: bool = False  # peak memory reached the limit (within a page or so)
     pids_peak: int | None = None  # most processes at once (the parent cgroup's pids.peak)
     pids_limit: int | None = None
-
-    @property
-    def signal(self) -> int | None:
-        """The signal that ended the job, as shells report it (exit status 128 + N)."""
-        if self.exit_code is not None and 128 < self.exit_code <= 128 + 64:
-            return self.exit_code - 128
-        return None
 
     @property
     def pids_capped(self) -> bool:
@@ -57,30 +54,31 @@ class Evidence:
 
     @property
     def seccomp_killed(self) -> bool:
-        """Ended by SIGSYS: what seccomp's kill action (a foreign syscall ABI) sends. A job
-        can also raise SIGSYS itself; an EPERM/ENOSYS denial leaves no trace at all."""
+        """Ended by SIGSYS, as the launcher saw it: what seccomp's kill action (a foreign
+        syscall ABI) sends. A job can also raise SIGSYS itself; an EPERM/ENOSYS denial leaves
+        no trace at all."""
         return self.signal == SIGSYS
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"signal": self.signal, "pids_capped": self.pids_capped,
+        return asdict(self) | {"pids_capped": self.pids_capped,
                                "seccomp_killed": self.seccomp_killed}
 
 
 def classify(ev: Evidence) -> Verdict:
-    """The first matching row wins; Airlock's own kills outrank the job's exit status."""
+    """The first matching row wins; Airlock's own kills outrank the job's exit status. Memory
+    takes the kernel's word (its OOM count, or the engine's flag, which it got from the kernel):
+    a job that exits 137 after filling its memory was not killed by the OOM killer."""
     if ev.cancelled:
         return Verdict.CANCELLED
     if ev.timed_out:
         return Verdict.TIMEOUT
     if ev.output_exceeded:
         return Verdict.OUTPUT_LIMIT
-    # The engine's OOMKilled flag can lag under load; a SIGKILL nobody at Airlock sent, with
-    # memory at the limit, is the kernel's OOM killer too.
-    if ev.oom_killed or ev.oom_events or (ev.signal == SIGKILL and ev.memory_at_limit):
+    if ev.oom_killed or ev.oom_events:
         return Verdict.OOM
     if ev.exit_code is None:
         return Verdict.ERROR
-    if ev.exit_code == 0:
+    if ev.exit_code == 0 and ev.signal is None:
         return Verdict.OK
     if ev.disk_full:
         return Verdict.DISK_LIMIT

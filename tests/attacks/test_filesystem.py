@@ -16,7 +16,9 @@ from tests.attacks.conftest import Attack, workspace_on_host
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 EPERM, ENOENT, EACCES, EROFS = 1, 2, 13, 30
 FINGERPRINT = r"""
-sha256sum /etc/passwd /etc/shadow /bin/sh /usr/bin/python3 2>&1 | cut -c1-16
+sha256sum /etc/os-release /etc/shadow /bin/sh /usr/bin/python3 2>&1 | cut -c1-16
+# /etc/passwd names each job's own uid (workers/identity.py): its shape, not its bytes
+cut -d: -f1,6,7 /etc/passwd
 find /etc /usr/bin /usr/lib/python3 -xdev 2>/dev/null | wc -l
 ls -A /workspace /opt/venv /home/appuser /tmp /var/tmp /run /dev/shm
 """
@@ -230,7 +232,7 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
 
     expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/dev/shm", "/sys",
                 "/sys/fs/cgroup", "/tmp", "/var/tmp", "/run", "/workspace", "/opt/venv",
-                "/home/appuser", "/etc/hostname", "/.airlock/init", *STDIO}
+                "/home/appuser", "/etc/hostname", "/.airlock/init", *STDIO, *IDENTITY}
     extra = set(by_point) - expected - DOCKER_MASKS - DOCKER_READ_ONLY - CGROUPS
     assert not extra, extra
     assert expected <= set(by_point), expected - set(by_point)
@@ -251,14 +253,14 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
             assert "ro" in opts(point), point  # (the /dev/null masks are empty files)
     host_binds = [r for r in rows if r["fstype"] not in ("tmpfs", "proc", "sysfs", "devpts",
                                                          "mqueue", "cgroup", "overlay", "btrfs")
-                  and r["point"] not in STDIO]
+                  and r["point"] not in STDIO and r["point"] not in IDENTITY]
     assert sorted(r["point"] for r in host_binds) == ["/.airlock/init", "/etc/hostname"], host_binds
     # The launcher (PID 1): the host's build, read-only, the one file of its folder.
     assert "ro" in opts("/.airlock/init") and "ro" in opts("/etc/hostname")
     assert by_point["/.airlock/init"]["root"] == attack.settings.sandbox.launcher_path
     # The stdio FIFOs: read-only binds of single files from one folder of the worker's.
     folders = set()
-    for point in STDIO:
+    for point in (*STDIO, *IDENTITY):
         assert "ro" in opts(point), point
         folder, _, name = by_point[point]["root"].rpartition("/")
         assert name == point.rsplit("/", 1)[1], by_point[point]
@@ -268,13 +270,16 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
                   "root; sized tmpfs nosuid,nodev,noexec (/tmp 1G, /var/tmp 512M, /run 64M, "
                   "/dev/shm 64M); /workspace, /opt/venv, /home/appuser from one per-job btrfs "
                   "subvolume (nosuid,nodev); Docker's masks read-only; the only host files are "
-                  "/etc/hostname, the launcher at /.airlock/init and the job's stdio FIFOs at "
-                  "/.airlock/{in,out,err} (all ro)", record, volume=volume.pop())
+                  "/etc/hostname, the launcher at /.airlock/init, the job's FIFOs at "
+                  "/.airlock/{in,out,err,status} and its /etc/passwd and /etc/group (its own uid;"
+                  " all ro)", record, volume=volume.pop())
 
 
-STDIO = ("/.airlock/in", "/.airlock/out", "/.airlock/err")
+STDIO = ("/.airlock/in", "/.airlock/out", "/.airlock/err", "/.airlock/status")
+IDENTITY = ("/etc/passwd", "/etc/group")
 PIPE_TRIES = r"""
 import json, os
+STATUS = "/.airlock/status"
 def attempt(what, fn):
     try:
         fn()
@@ -285,6 +290,9 @@ tries = {
     "read stdout pipe": attempt("r", lambda: os.close(os.open("/.airlock/out", os.O_RDONLY | os.O_NONBLOCK))),
     "read stderr pipe": attempt("r", lambda: os.close(os.open("/.airlock/err", os.O_RDONLY | os.O_NONBLOCK))),
     "write stdin pipe": attempt("w", lambda: os.close(os.open("/.airlock/in", os.O_WRONLY | os.O_NONBLOCK))),
+    "write status pipe": attempt("w", lambda: os.close(os.open(STATUS, os.O_WRONLY | os.O_NONBLOCK))),
+    "read status pipe": attempt("r", lambda: os.close(os.open(STATUS, os.O_RDONLY | os.O_NONBLOCK))),
+    "chmod status pipe": attempt("c", lambda: os.chmod("/.airlock/status", 0o666)),
     "chmod stdout pipe": attempt("c", lambda: os.chmod("/.airlock/out", 0o666)),
     "unlink stdout pipe": attempt("u", lambda: os.unlink("/.airlock/out")),
     "replace stdout pipe": attempt("m", lambda: os.rename("/workspace/x", "/.airlock/out")),
@@ -307,8 +315,9 @@ def test_a12b_the_jobs_stdio_fifos_take_its_output_and_nothing_else(attack: Atta
                "Operation not permitted", "Invalid cross-device link"}
     assert all(result in refused for result in tries.values()), tries
     assert record.verdict == "ok"
-    attack.record("A12b", "open the stdout/stderr FIFOs for reading, the stdin FIFO for writing; "
-                  "chmod, unlink or rename over them; mkfifo beside them",
+    attack.record("A12b", "open the stdout/stderr FIFOs for reading, the stdin FIFO for writing, "
+                  "the status FIFO (the launcher's word on the job's end) either way; chmod, "
+                  "unlink or rename over them; mkfifo beside them",
                   "all refused (" + ", ".join(sorted(set(tries.values()))) + "); writing its own "
                   "output through /.airlock/out works, as through fd 1", record)
 

@@ -40,7 +40,7 @@ try:
 except OSError as exc:
     setuid0 = exc.errno
 print(json.dumps({
-    "status": {k: status[k].strip() for k in ("Uid", "CapInh", "CapPrm", "CapEff", "CapBnd",
+    "status": {k: status[k].strip() for k in ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd",
                                               "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")},
     "capset_sys_admin": capset(21), "capset_chown": capset(0), "capset_net_raw": capset(13),
     "ambient_chown": ambient_raise(0), "setuid0": setuid0,
@@ -54,9 +54,12 @@ def test_a01_capabilities_none_effective_three_in_the_bounding_set(attack: Attac
     got = json.loads(record.stdout)
     status = {k: v for k, v in got["status"].items()}
     assert record.verdict == "ok", record.summary()
-    assert status["Uid"].split()[:2] == ["1000", "1000"]
+    uid = int(status["Uid"].split()[0])
+    assert status["Uid"].split() == [str(uid)] * 4 and status["Gid"].split() == [str(uid)] * 4
+    first, count = attack.settings.sandbox.job_uids
+    assert first <= uid < first + count  # its own (workers/slots.py), no host account's
     # Stricter than A1's text (CapEff = CapPrm = CapBnd = CHOWN|SETUID|SETGID): the job runs as
-    # uid 1000 and runc sets no ambient capabilities, so the execve of its command clears the
+    # a non-root uid and runc sets no ambient capabilities, so the execve of its command clears the
     # permitted and effective sets. The three stay only in the bounding set, where nothing can
     # take them back up (no-new-privileges, no setuid binaries): the job holds no capability.
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
@@ -159,12 +162,16 @@ def test_a05_no_setuid_binaries_no_privilege_regain_no_visible_policy(attack: At
     assert lines["suid"] == "0", record.stdout  # the image ships none
     assert lines["policy"] == "0" and lines["policy_names"] == "0", record.stdout
     # A setuid copy the job makes of its own file gains nothing (nosuid, no-new-privileges).
-    assert lines["Uid"].split()[:2] == ["1000", "1000"] and int(lines["CapEff"], 16) == 0
+    first, count = attack.settings.sandbox.job_uids
+    uid = int(lines["Uid"].split()[0])
+    assert lines["Uid"].split()[:2] == [str(uid)] * 2 and first <= uid < first + count
+    assert int(lines["CapEff"], 16) == 0
     assert lines["su"] != "0" and lines["mount"] != "0" and lines["lsm_attr"] != "0"
     attack.record("A5", "look for setuid/setgid binaries and policy files; run a setuid copy; "
                   "su, mount, write /proc/self/attr/current",
                   "no setuid binary in the image; no seccomp/AppArmor policy visible; the "
-                  "setuid copy runs as uid 1000 with CapEff 0; su, mount, attr all fail", record)
+                  "setuid copy runs as the job's own uid with CapEff 0; su, mount, attr all fail",
+                  record)
 
 
 CHOWN = r"""
@@ -188,9 +195,13 @@ def test_a06_runs_as_non_root_and_chowned_files_are_never_root_owned_on_the_host
     record = handle.wait(60)
 
     lines = dict(line.split(": ", 1) for line in record.stdout.splitlines())
-    assert lines == {"chown_root": "1", "chown_nobody": "1", "uid": "1000"}, record.stdout
-    assert (seen.st_uid, seen.st_gid) == (1000, 1000)
+    uid = int(lines.pop("uid"))
+    assert lines == {"chown_root": "1", "chown_nobody": "1"}, record.stdout
+    first, count = attack.settings.sandbox.job_uids
+    assert first <= uid < first + count  # the job's own, from a range no host account uses
+    assert (seen.st_uid, seen.st_gid) == (uid, uid)
     assert not host.exists()  # the job's volume went with its container
     attack.record("A6", "chown a file to root and to nobody; setuid bit on it",
-                  "job runs as uid 1000; chown fails (EPERM); on the host the file is owned "
-                  "by 1000:1000 and the volume is deleted with the container", record)
+                  f"job runs as its own uid ({uid}, no host account's); chown fails (EPERM); on "
+                  "the host the file is owned by that uid and gid and the volume is deleted with "
+                  "the container", record)

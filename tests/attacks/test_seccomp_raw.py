@@ -21,6 +21,7 @@ import requests
 from docker.models.containers import Container
 
 from config.seccomp import for_engine, load_profile
+from config.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 
@@ -30,6 +31,9 @@ PROBES = HERE / "probes"
 LABEL = {"org.airlock.test": "seccomp-raw"}
 SIGSYS = 31
 CAPS_CHOWN_SETUID_SETGID = 0xC1
+# A uid of the jobs' range (config/sections.py), as a job would run: never a host account's.
+UID = Settings().sandbox.job_uids[0] + Settings().sandbox.job_uids[1] - 1
+USER = f"{UID}:{UID}"
 BOOTSTRAP = """
 import json, os, sys
 for name, text in json.loads(sys.argv[1]).items():
@@ -54,7 +58,7 @@ class Run:
 
 
 def hardened(user: str) -> dict[str, object]:
-    writable = "size=512m,exec,nosuid,nodev,uid=1000,gid=1000,mode=0755"
+    writable = f"size=512m,exec,nosuid,nodev,uid={UID},gid={UID},mode=0755"
     return {
         "read_only": True,
         "tmpfs": {
@@ -91,7 +95,7 @@ def run_job(
     client: docker.DockerClient,
     script: str,
     files: dict[str, str] | None = None,
-    user: str = "1000:1000",
+    user: str = USER,
     timeout: float = 240,
 ) -> Run:
     """Run `sh -c script` in a fresh hardened container after writing files into /workspace."""
@@ -289,8 +293,8 @@ test "$(readlink l)" = d3 && test -f l/e/f && rm -rf d d3 l
 tar -C /usr/lib/python3.11 -cf - json | tar -tf - | grep -q json/decoder.py
 mkfifo /tmp/fifo && (echo via-fifo > /tmp/fifo &) && test "$(cat /tmp/fifo)" = via-fifo
 timeout 5 sleep 0.1
-test "$(id -u):$(id -g)" = 1000:1000 && nproc >/dev/null && df /tmp >/dev/null
-date -u +%F >/dev/null && stat -c %U /workspace | grep -q appuser
+test "$(id -u):$(id -g)" = "$JOB_USER" && nproc >/dev/null && df /tmp >/dev/null
+date -u +%F >/dev/null && test "$(stat -c %u:%g /workspace)" = "$JOB_USER"
 find /usr/share/doc -maxdepth 1 -name 'python3*' | grep -q python3
 bash -c 'a=(1 2 3); test ${#a[@]} = 3; diff <(echo x) <(echo x); read -r w < <(echo psub)
          test "$w" = psub; trap "echo trapped" USR1; kill -USR1 $$; sleep 0.1 & wait'
@@ -299,7 +303,7 @@ echo SH-OK
 
 
 def test_shell_pipelines_and_coreutils(client: docker.DockerClient) -> None:
-    run = run_job(client, SHELL).check()
+    run = run_job(client, f"JOB_USER={USER}\n" + SHELL).check()
     assert run.stdout.strip().splitlines()[-2:] == ["trapped", "SH-OK"]
 
 
@@ -389,7 +393,7 @@ def proc_status(client: docker.DockerClient, user: str) -> dict[str, str]:
 def test_job_status_shows_seccomp_no_new_privs_and_the_three_capabilities(
     client: docker.DockerClient,
 ) -> None:
-    status = proc_status(client, "1000:1000")
+    status = proc_status(client, USER)
 
     assert status["Seccomp"].strip() == "2"
     assert status["Seccomp_filters"].strip() == "1"
@@ -397,7 +401,7 @@ def test_job_status_shows_seccomp_no_new_privs_and_the_three_capabilities(
     assert int(status["CapBnd"], 16) == CAPS_CHOWN_SETUID_SETGID
     assert int(status["CapAmb"], 16) == 0
     assert int(status["CapInh"], 16) == 0
-    # A uid-1000 process holds none of them: runc sets no ambient capabilities, so
+    # A non-root process holds none of them: runc sets no ambient capabilities, so
     # the execve of the job's command clears the permitted and effective sets.
     assert int(status["CapPrm"], 16) == 0
     assert int(status["CapEff"], 16) == 0

@@ -651,7 +651,7 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
     """Remove the fleet's containers on each engine, and what each had beside it (its volume,
     FIFO folder and cgroup parent), as the reaper would: the workers were SIGKILLed."""
     removed = 0
-    volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
+    volumes = volumes_for(s.storage, s.sandbox.volumes_root)
     for engine in engines:
         # docker-py leaks the socket of a failed connect (its unix transport does not close it),
         # and the GC's ResourceWarning then fails whichever test runs next: look first.

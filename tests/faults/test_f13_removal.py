@@ -48,7 +48,7 @@ def test_f13_removal_fails_then_races_with_the_reaper(fleet: Fleet) -> None:
         stuck = None
         s = fleet.settings
         store = JobStore(make_engine(s.database_url))
-        volumes = volumes_for(s.storage, s.sandbox.volumes_root, s.sandbox.job_uid, s.sandbox.job_gid)
+        volumes = volumes_for(s.storage, s.sandbox.volumes_root)
         errors: list[BaseException] = []
 
         def sweep() -> None:

@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.network, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
 STANDINS = ROOT / "scripts" / "standins.sh"
 HITS = Path("/run/airlock-standins/hits")
+# A uid of the jobs' range (config/sections.py), as a job would run: never a host account's.
+JOB_USER = "{0}:{0}".format(Settings().sandbox.job_uids[0] + Settings().sandbox.job_uids[1] - 2)
 SANDBOX = "airlock/sandbox:latest"
 PROXY_IP = "172.29.0.2"
 RESOLVER = "10.99.0.53"  # the stand-in resolver (scripts/standins.sh "dns-resolver")
@@ -72,7 +74,7 @@ def run_job(docker_client: docker.DockerClient, code: str, *, network: str = WOR
             timeout_s: float = 180) -> dict[str, Any]:
     """One hardened container runs ``code``; its last output line, parsed."""
     container = docker_client.containers.create(
-        SANDBOX, ["python3", "-c", code], user="1000:1000", network=network,
+        SANDBOX, ["python3", "-c", code], user=JOB_USER, network=network,
         read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
         cap_drop=["ALL"], cap_add=["CHOWN", "SETUID", "SETGID"],
         security_opt=["no-new-privileges:true"], pids_limit=128,
@@ -165,7 +167,7 @@ def test_a21_second_job_on_the_same_network_unreachable(docker_client: docker.Do
                                                         stack: dict[str, Any]) -> None:
     listener = docker_client.containers.run(
         SANDBOX, ["python3", "-c", probes.job_code(probes.PEER_LISTEN, port=8000, seconds=4)],
-        detach=True, user="1000:1000", network=WORKSPACE.name, read_only=True,
+        detach=True, user=JOB_USER, network=WORKSPACE.name, read_only=True,
         cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
         labels={"org.airlock.managed": "true", "org.airlock.role": "test"},
     )

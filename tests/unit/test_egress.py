@@ -33,7 +33,7 @@ def payload_env(payload: bytes) -> dict[str, str]:
 def test_no_network_is_the_default_and_gets_nothing() -> None:
     s = Settings(egress_enabled=True)
     _, job = resolve({"code": "print(1)"}, s)
-    plan = plan_for(s, HOST, job, name="airlock-x", now=0.0)
+    plan = plan_for(s, HOST, job, name="airlock-x", uid=2_000_000_001, now=0.0)
     assert job.network == "none" and plan.network_mode == "none"
     assert plan.dns_options == () and dict(plan.ro_binds) == {}
     assert not any("proxy" in k.lower() for k in payload_env(payload_for(job, s)))
@@ -42,7 +42,7 @@ def test_no_network_is_the_default_and_gets_nothing() -> None:
 def test_an_egress_job_gets_the_workspace_network_the_ca_and_the_proxy_in_its_payload() -> None:
     s = Settings(egress_enabled=True, proxy_ip="172.29.0.3", proxy_port=3130)
     _, job = resolve({"code": "print(1)", "network": "egress", "env": {"SSL_CERT_FILE": "/x"}}, s)
-    plan = plan_for(s, HOST, job, name="airlock-x", now=0.0)
+    plan = plan_for(s, HOST, job, name="airlock-x", uid=2_000_000_001, now=0.0)
     assert plan.network_mode == "airlock-workspace"
     assert plan.dns_options == ("timeout:1", "attempts:1")
     assert dict(plan.ro_binds) == {"airlock-egress-ca": "/etc/airlock/egress-ca"}

@@ -417,7 +417,7 @@ def test_with_fifo_paths_the_job_talks_only_through_them(init: Path, cwd: Path,
     io = pipes.make(str(tmp_path / "io" / "c1"))
     try:
         # Given a launcher started with the FIFOs' paths and its own stdio elsewhere
-        proc = subprocess.Popen([str(init), "10", *(f"{io.folder}/{n}" for n in ("in", "out", "err"))],
+        proc = subprocess.Popen([str(init), "10", *(f"{io.folder}/{n}" for n in pipes.FIFOS)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         # Then the worker's stdin open succeeds once it waits on its side (the handshake)
@@ -439,8 +439,8 @@ def test_with_fifo_paths_the_job_talks_only_through_them(init: Path, cwd: Path,
 def test_fifo_modes_let_the_job_write_output_and_read_stdin_only(tmp_path: Path) -> None:
     io = pipes.make(str(tmp_path / "c2"))
     try:
-        modes = {n: os.stat(f"{io.folder}/{n}").st_mode & 0o777 for n in ("in", "out", "err")}
-        assert modes == {"in": 0o604, "out": 0o602, "err": 0o602}
+        modes = {n: os.stat(f"{io.folder}/{n}").st_mode & 0o777 for n in pipes.FIFOS}
+        assert modes == {"in": 0o604, "out": 0o602, "err": 0o602, "status": 0o602}
         assert os.stat(io.folder).st_mode & 0o777 == 0o700
         assert not pipes.connect_stdin(io, 0.05)  # no launcher: no handshake, no hang
     finally:
@@ -453,7 +453,7 @@ def test_the_handshake_gives_up_at_once_on_a_launcher_that_quit(init: Path, tmp_
     try:
         # Given a launcher that opens the output FIFOs, then fails on its stdin path
         proc = subprocess.Popen([str(init), "10", str(tmp_path / "missing"),
-                                 f"{io.folder}/out", f"{io.folder}/err"])
+                                 f"{io.folder}/out", f"{io.folder}/err", f"{io.folder}/status"])
         t0 = time.monotonic()
         # Then the handshake is refused as soon as it is gone, not at its timeout
         assert not pipes.connect_stdin(io, 20)
@@ -473,7 +473,7 @@ def test_a_launcher_whose_worker_never_opens_its_stdin_exits_124_soon(init: Path
     io = pipes.make(str(tmp_path / "c4"))
     try:
         t0 = time.monotonic()
-        done = subprocess.run([str(init), "2", *(f"{io.folder}/{n}" for n in ("in", "out", "err"))],
+        done = subprocess.run([str(init), "2", *(f"{io.folder}/{n}" for n in pipes.FIFOS)],
                               capture_output=True, timeout=15)
         assert done.returncode == 124 and 1.5 < time.monotonic() - t0 < 10
         assert os.read(io.err, 4096) == b"airlock: the worker did not open the stdio FIFOs in time\n"
@@ -483,13 +483,92 @@ def test_a_launcher_whose_worker_never_opens_its_stdin_exits_124_soon(init: Path
 
 
 def test_a_launcher_that_cannot_open_its_fifos_exits_124(init: Path, tmp_path: Path) -> None:
-    missing = [str(tmp_path / n) for n in ("in", "out", "err")]
+    missing = [str(tmp_path / n) for n in pipes.FIFOS]
     done = subprocess.run([str(init), "5", *missing], capture_output=True, timeout=15)
     assert done.returncode == 124
     assert done.stderr.startswith(b"airlock: cannot open '" + missing[1].encode())
 
 
-def test_the_launcher_takes_a_wait_or_a_wait_and_three_paths(init: Path) -> None:
-    for args in (["5", "a"], ["5", "a", "b"], ["5", "a", "b", "c", "d"]):
+def test_the_launcher_takes_a_wait_or_a_wait_and_four_paths(init: Path) -> None:
+    for args in (["5", "a"], ["5", "a", "b"], ["5", "a", "b", "c"], ["5", "a", "b", "c", "d", "e"]):
         done = subprocess.run([str(init), *args], capture_output=True, timeout=15)
         assert done.returncode == 126 and b"usage" in done.stderr, args
+
+
+# --- the status channel: the job's real end, where the job cannot write ---------------------
+
+def run_with_status(init: Path, cwd: Path, folder: Path, argv: list[str],
+                    deadline_s: float = 20.0) -> tuple[str, int]:
+    """Run a job through the four FIFOs; what the status pipe said, and the launcher's exit."""
+    io = pipes.make(str(folder))
+    try:
+        proc = subprocess.Popen([str(init), "10", *(f"{io.folder}/{n}" for n in pipes.FIFOS)])
+        assert pipes.connect_stdin(io, 10) and io.stdin is not None
+        os.write(io.stdin, frame(cwd, argv, deadline_s=deadline_s))
+        io.close_stdin()
+        _drain({io.out: "out", io.err: "err"})
+        code = proc.wait(10)
+        return pipes.read_status(io), code
+    finally:
+        io.close()
+        pipes.remove(io.folder)
+
+
+@pytest.mark.parametrize(("argv", "kind", "value", "code"), [
+    (["python3", "-c", "import os; os._exit(137)"], "exit", 137, 137),
+    (["python3", "-c", "import os; os._exit(159)"], "exit", 159, 159),
+    (["python3", "-c", "import os; os._exit(3)"], "exit", 3, 3),
+    (["python3", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], "signal", 9, 137),
+    (["python3", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSYS)"], "signal", 31, 159),
+    (["no-such-program"], "launcher", 127, 127),
+])
+def test_the_status_pipe_tells_an_exit_status_from_a_signal(
+        init: Path, cwd: Path, tmp_path: Path, argv: list[str], kind: str, value: int,
+        code: int) -> None:
+    # The exit status alone cannot tell `exit 137` from a SIGKILL: the status pipe can.
+    said, exit_code = run_with_status(init, cwd, tmp_path / "io", argv)
+    assert exit_code == code
+    status = launcher.parse_status(said)
+    assert status is not None and (status.kind, status.value) == (kind, value), said
+    assert status.exit_code == code
+
+
+def test_the_status_pipe_says_when_the_backstop_fired(init: Path, cwd: Path, tmp_path: Path) -> None:
+    said, code = run_with_status(init, cwd, tmp_path / "io", ["sleep", "30"], deadline_s=0.5)
+    assert code == 137 and launcher.parse_status(said) == launcher.LauncherStatus("deadline", 500)
+
+
+def test_after_the_handshake_the_status_pipe_is_nobodys_to_open(init: Path, tmp_path: Path) -> None:
+    io = pipes.make(str(tmp_path / "c5"))
+    try:
+        proc = subprocess.Popen([str(init), "10", *(f"{io.folder}/{n}" for n in pipes.FIFOS)])
+        assert pipes.connect_stdin(io, 10)
+        # The launcher holds it; its mode no longer lets anyone but root (the worker) open it.
+        assert os.stat(f"{io.folder}/status").st_mode & 0o777 == pipes.REVOKED
+        done = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sh",
+                               "-c", f"echo 'airlock-status exit 0' > {io.folder}/status"],
+                              capture_output=True, timeout=10)
+        assert done.returncode != 0 and b"Permission denied" in done.stderr
+        io.close_stdin()  # no payload: the launcher gives up, and says so
+        assert proc.wait(10) == launcher.EXIT_NO_PAYLOAD
+        assert launcher.parse_status(pipes.read_status(io)) == launcher.LauncherStatus(
+            "launcher", launcher.EXIT_NO_PAYLOAD)
+    finally:
+        io.close()
+        pipes.remove(io.folder)
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("airlock-status exit 0\n", ("exit", 0)),
+    ("airlock-status signal 9\n", ("signal", 9)),
+    ("junk\nairlock-status exit 1\n", ("exit", 1)),
+    ("airlock-status launcher 127\nairlock-status exit 127\n", ("launcher", 127)),
+    ("airlock-status exit\n", None),
+    ("airlock-status bogus 1\n", None),
+    ("airlock-status exit -1\n", None),
+    ("airlock-status exit 99999999999\n", None),
+    ("", None),
+])
+def test_status_lines_parse_strictly(text: str, parsed: tuple[str, int] | None) -> None:
+    status = launcher.parse_status(text)
+    assert ((status.kind, status.value) if status else None) == parsed

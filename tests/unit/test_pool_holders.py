@@ -65,11 +65,11 @@ def test_orphan_pool_volumes_are_this_workers_without_a_container() -> None:
 def test_a_pooled_plan_is_the_cold_plan_but_for_name_labels_and_wait() -> None:
     s = Settings(pool_max_age_s=120)
     _, job = resolve({"code": "print(1)"}, s)
-    cold = build_create_kwargs(plan_for(s, host(s), job, name="airlock-x", now=time.time(),
-                                        job_id="j", attempt=1))
+    cold = build_create_kwargs(plan_for(s, host(s), job, name="airlock-x", uid=2_000_000_009,
+                                        now=time.time(), job_id="j", attempt=1))
     key = key_for(job)
-    warm = build_create_kwargs(pool_plan(s, host(s), key, name="airlock-pool-x", owner="host:1",
-                                         now=time.time()))
+    warm = build_create_kwargs(pool_plan(s, host(s), key, name="airlock-pool-x", uid=2_000_000_009,
+                                         owner="host:1", now=time.time()))
     assert warm["host_config"]["CgroupParent"] == "/airlock/airlock-pool-x"
     warm["host_config"]["CgroupParent"] = cold["host_config"]["CgroupParent"]
     # Each container has a FIFO folder of its own, named after it; the mounts are the same.
@@ -97,14 +97,15 @@ def test_which_jobs_join_a_holder(mode: str, network: str, joins: bool) -> None:
 
 def test_a_holder_is_hardened_and_expires_on_its_own() -> None:
     s = Settings()
+    holder = f"{s.sandbox.holder_uid}:{s.sandbox.holder_uid}"
     plan = HolderPlan(fleet=FLEET, host="h", owner="h:1", image="img", seccomp_json=s.seccomp_json,
-                      max_age_s=100)
+                      user=holder, max_age_s=100)
     kw = holder_create_kwargs(plan, "none", "airlock-holder-1", now=1000.0)
     hc = kw["host_config"]
     assert hc["ReadonlyRootfs"] and hc["CapDrop"] == ["ALL"] and "CapAdd" not in hc
     assert hc["SecurityOpt"][0] == "no-new-privileges:true"
     assert json.loads(hc["SecurityOpt"][1].removeprefix("seccomp=")) == json.loads(s.seccomp_json)
-    assert kw["user"] == "1000:1000" and hc["PidsLimit"] <= 4 and hc["LogConfig"]["Type"] == "none"
+    assert kw["user"] == holder and hc["PidsLimit"] <= 4 and hc["LogConfig"]["Type"] == "none"
     assert kw["network_disabled"] is True and hc["NetworkMode"] == "none"
     sleep_s = int(kw["command"][1])
     assert kw["command"][0] == "sleep" and sleep_s > 100

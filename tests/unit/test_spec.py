@@ -21,7 +21,8 @@ def plan(**changes: object) -> LaunchPlan:
                       labels=job_labels(fleet="f", host="h", role="job", job="j", attempt=2),
                       seccomp_json='{"defaultAction":"SCMP_ACT_ERRNO"}', cgroup_parent="/airlock/x",
                       launcher_path="/usr/local/libexec/airlock/airlock-init",
-                      io_folder="/run/airlock/io/airlock-x")
+                      io_folder="/run/airlock/io/airlock-x", uid=2_000_000_007,
+                      rlimits={"nofile": 8192, "nproc": 1024})
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -45,7 +46,8 @@ def test_tmpfs_sizes_and_flags() -> None:
     assert tmpfs["/var/tmp"].endswith("size=512m,mode=1777")
     assert tmpfs["/run"].endswith("size=64m,mode=0755")  # root's: the job cannot write there
     # Without bound volumes the job mounts are sized tmpfs of the disk bound.
-    assert f"size={5 * GiB}" in tmpfs["/workspace"] and "uid=1000" in tmpfs["/workspace"]
+    assert f"size={5 * GiB}" in tmpfs["/workspace"] and "uid=2000000007" in tmpfs["/workspace"]
+    assert "gid=2000000007" in tmpfs["/workspace"]
     assert {"/opt/venv", "/home/appuser"} <= set(tmpfs)
 
 
@@ -67,12 +69,12 @@ def test_each_limit_lands_in_the_host_config() -> None:
 
 def test_container_is_non_root_waits_on_stdin_and_is_labelled() -> None:
     kw = build_create_kwargs(plan())
-    assert kw["user"] == "1000:1000"
+    assert kw["user"] == "2000000007:2000000007"  # its own uid and gid (workers/slots.py)
     # Nothing attached: the job's stdio are FIFOs the launcher opens (workers/pipes.py).
     assert kw["stdin_open"] is False and kw["detach"] is True and kw["tty"] is False
-    # The launcher, waiting at most 900 s, with its stdin, stdout and stderr
+    # The launcher, waiting at most 900 s, with its stdin, stdout, stderr and status
     assert kw["command"] == ["/.airlock/init", "900", "/.airlock/in", "/.airlock/out",
-                             "/.airlock/err"]
+                             "/.airlock/err", "/.airlock/status"]
     labels = kw["labels"]
     assert labels["org.airlock.managed"] == "true" and labels["org.airlock.job"] == "j"
     assert labels["org.airlock.attempt"] == "2" and labels["org.airlock.host"] == "h"
@@ -97,11 +99,21 @@ def test_the_launcher_is_the_hosts_binary_mounted_read_only_as_pid_1() -> None:
     assert kw["host_config"]["Init"] is False  # no docker-init: the launcher reaps
 
 
-def test_the_stdio_fifos_are_the_containers_own_bound_read_only() -> None:
+def test_the_stdio_fifos_and_identity_are_the_containers_own_bound_read_only() -> None:
     mounts = build_create_kwargs(plan(io_folder="/run/io/airlock-x"))["host_config"]["Mounts"]
-    assert mounts[1:] == [
+    assert mounts[1:5] == [
         {"Type": "bind", "Source": f"/run/io/airlock-x/{name}", "Target": f"/.airlock/{name}",
-         "ReadOnly": True} for name in ("in", "out", "err")]
+         "ReadOnly": True} for name in ("in", "out", "err", "status")]
+    assert mounts[5:] == [
+        {"Type": "bind", "Source": f"/run/io/airlock-x/{name}", "Target": f"/etc/{name}",
+         "ReadOnly": True} for name in ("passwd", "group")]
+
+
+def test_rlimits_are_set_soft_and_hard_beside_no_core_dumps() -> None:
+    ulimits = build_create_kwargs(plan())["host_config"]["Ulimits"]
+    assert ulimits == [{"Name": "core", "Soft": 0, "Hard": 0},
+                       {"Name": "nofile", "Soft": 8192, "Hard": 8192},
+                       {"Name": "nproc", "Soft": 1024, "Hard": 1024}]
 
 
 def test_an_egress_job_joins_the_workspace_network_and_nothing_else_changes() -> None:
