@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TextIO, TypeVar, cast
 
 import click
 
+from airlock.terminal import Screen, one_line, visible
 from base.errors import AirlockError
 from base.limits import LIMITS
 from base.units import parse_size
@@ -48,6 +50,11 @@ def limit_options(command: F) -> F:
         command = click.option(info.flag, info.name, type=kind,
                                help=f"{info.help[:-1]}, {unit}.")(command)
     return command
+
+
+raw_option = click.option("--raw", is_flag=True,
+                          help="The job's output exactly as it was written, also on a terminal"
+                               " (escape sequences included: a job can then fake what you see).")
 
 
 @click.group()
@@ -111,83 +118,141 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
 @click.option("--env", multiple=True, help="NAME=VALUE (non-secret).")
 @click.option("--key", help="Idempotency key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
+@raw_option
 @click.option("--wait-timeout", type=float, default=None)
-def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: bool,
+def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: bool, raw: bool,
         wait_timeout: float | None, **opts: Any) -> None:
     """Run code in a sandbox, show its output live, exit with its exit code."""
     spec = build_spec(code, script, argv, **opts)
     client = _client()
+    output = Output(raw)
     try:
         handle = client.submit(spec)
         if not as_json:
-            _OutputRelay().run(client, handle.id)
+            _OutputRelay(output).run(client, handle.id)
         record = client.wait(handle.id, wait_timeout)
     except AirlockError as exc:
-        click.echo(f"airlock: {exc}", err=True)
+        output.say(f"airlock: {exc}")
         sys.exit(EXIT_AIRLOCK_FAILED)
     if as_json:
         click.echo(json.dumps(record.to_json(), indent=2))
         sys.exit(EXIT_AIRLOCK_FAILED if record.verdict == "error" else 0)
-    click.echo(record.summary(), err=True)
+    output.say(record.summary())
     if record.verdict in ("error", None):
         sys.exit(EXIT_AIRLOCK_FAILED)
     sys.exit(record.exit_code if record.exit_code is not None else EXIT_AIRLOCK_FAILED)
 
 
-class _OutputRelay:
-    """Writes a job's output events to our stdout/stderr as they come; remembers the offset."""
+def _utf8(stream: TextIO) -> bool:
+    return codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
 
-    def __init__(self, offset: str = "0-0") -> None:
+
+class Output:
+    """Our stdout and stderr. A terminal is shown job bytes made visible (airlock/terminal.py)
+    unless ``raw``; a pipe or a file gets them exactly. Airlock's own lines go to stderr.
+    When both are terminals they are taken as one (the same one, nearly always)."""
+
+    def __init__(self, raw: bool = False) -> None:
+        streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+        self.binary = {kind: stream.buffer for kind, stream in streams.items()}
+        self.ttys = {kind for kind, stream in streams.items() if stream.isatty()}
+        self.raw = raw
+        self.screen = Screen(ascii_only=not all(_utf8(streams[kind]) for kind in self.ttys))
+
+    @property
+    def on_terminal(self) -> bool:
+        """Airlock's own lines go to a person's terminal."""
+        return "stderr" in self.ttys
+
+    def job(self, kind: str, data: bytes) -> None:
+        """A chunk of the job's stdout or stderr."""
+        if kind in self.ttys and self.raw:
+            self.screen.passed(data)
+        elif kind in self.ttys:
+            data = self.screen.show(kind, data).encode("utf-8", "backslashreplace")
+        self._write(kind, data)
+
+    def say(self, text: str, *, interrupted: bool = False) -> None:
+        """One of Airlock's own lines ("airlock: ..."); on a terminal it ends what the job's
+        output held back (a partial UTF-8 sequence) and starts on a fresh line, marked."""
+        if not self.raw:
+            for kind in sorted(self.ttys):
+                self._write(kind, self.screen.finish(kind).encode("utf-8", "backslashreplace"))
+        if not self.on_terminal:
+            click.echo(("\n" if interrupted else "") + one_line(text), err=True)
+            return
+        line = self.screen.own_line(text, interrupted=interrupted)
+        self._write("stderr", line.encode("utf-8", "backslashreplace"))
+
+    def _write(self, kind: str, data: bytes) -> None:
+        if data:
+            self.binary[kind].write(data)
+            self.binary[kind].flush()
+
+
+class _OutputRelay:
+    """Writes a job's output events to an Output as they come; remembers the offset and
+    whether the job's end was seen."""
+
+    def __init__(self, output: Output, offset: str = "0-0") -> None:
+        self.output = output
         self.offset = offset
+        self.ended = False
 
     def run(self, client: Any, job_id: str, follow: bool = True) -> None:
-        outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
         for event in client.events(job_id, self.offset, follow=follow):
-            if event.kind in outs:
-                outs[event.kind].write(event.data)
-                outs[event.kind].flush()
+            if event.kind in ("stdout", "stderr"):
+                self.output.job(event.kind, event.data)
             elif event.kind == "lagging":
                 skipped = sum(event.summary.values())
-                click.echo(f"airlock: live output fell behind: {skipped} bytes skipped here"
-                           " (the stored result keeps the head)", err=True)
+                self.output.say(f"airlock: live output fell behind: {skipped} bytes skipped here"
+                                 " (the stored result keeps the head)")
             elif event.kind == "truncated":
-                click.echo("airlock: live output stops here (its bound is reached);"
-                           " the job goes on", err=True)
+                self.output.say("airlock: live output stops here (its bound is reached);"
+                                 " the job goes on")
+            self.ended = event.kind == "end"
             self.offset = event.offset
 
 
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
-def result(job_id: str, as_json: bool) -> None:
+@raw_option
+def result(job_id: str, as_json: bool, raw: bool) -> None:
     """Show a job's stored result."""
     try:
         record = _client().result(job_id)
     except AirlockError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(visible(str(exc))) from exc
     if as_json:
         click.echo(json.dumps(record.to_json(), indent=2))
         return
-    sys.stdout.buffer.write(record.stdout_bytes)
-    sys.stderr.buffer.write(record.stderr_bytes)
-    click.echo(record.summary(), err=True)
+    output = Output(raw)
+    output.job("stdout", record.stdout_bytes)
+    output.job("stderr", record.stderr_bytes)
+    output.say(record.summary())
 
 
 @main.command()
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends.")
 @click.option("--offset", default="0-0", help="Resume after this stream offset.")
-def logs(job_id: str, follow: bool, offset: str) -> None:
+@raw_option
+def logs(job_id: str, follow: bool, offset: str, raw: bool) -> None:
     """Print a job's output (live with --follow), resumable from an offset.
 
-    Interrupted, it prints the offset to resume from with --offset."""
-    relay = _OutputRelay(offset)
+    On a terminal, the job's verdict follows its output once it has ended. Interrupted, it
+    prints the offset to resume from with --offset."""
+    relay = _OutputRelay(Output(raw), offset)
     try:
-        relay.run(_client(), job_id, follow=follow)
+        client = _client()
+        relay.run(client, job_id, follow=follow)
+        if relay.ended and relay.output.on_terminal:  # a pipe gets the job's bytes alone
+            relay.output.say(client.result(job_id).summary())
     except AirlockError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(visible(str(exc))) from exc
     except KeyboardInterrupt:
-        click.echo(f"\nairlock: stopped; resume with --offset {relay.offset}", err=True)
+        relay.output.say(f"airlock: stopped; resume with --offset {relay.offset}", interrupted=True)
         sys.exit(130)
 
 
@@ -209,9 +274,9 @@ def cancel(job_id: str, wait_s: float | None) -> None:
         }
         click.echo(f"{job_id}: {messages[state]}")
         if wait_s is not None:
-            click.echo(client.wait(job_id, wait_s).summary())
+            click.echo(one_line(client.wait(job_id, wait_s).summary()))
     except AirlockError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(visible(str(exc))) from exc
 
 
 @main.command()
