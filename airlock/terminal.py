@@ -18,8 +18,11 @@ RESET = "\x1b[0m"
 MARK = "\x1b[1;7m"  # bold, reverse video: Airlock's own lines
 
 # Unicode's format characters (Cf, as of Unicode 15), the line and paragraph separators
-# (Zl, Zp) and the surrogates, which only a broken string holds.
-_INVISIBLE = (r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+# (Zl, Zp) and the surrogates, which only a broken string holds; but the zero-width non-joiner
+# and joiner (U+200C, U+200D), which Persian, Indic scripts and emoji sequences need to render
+# and which can neither move, hide nor reorder text.
+_INVISIBLE = (r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b"
+              r"\u200e\u200f"
               r"\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
               r"\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
               r"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f")

@@ -31,7 +31,7 @@ CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
     ("user\u202eexe.txt", r"user\u202eexe.txt"),  # right-to-left override
     ("a\u2066b\u2067c\u2068d\u2069", r"a\u2066b\u2067c\u2068d\u2069"),  # isolates
     ("\u202a\u202b\u202c\u202d", r"\u202a\u202b\u202c\u202d"),  # embeddings, pop
-    ("\u200b\u200c\u200d\u200e\u200f", r"\u200b\u200c\u200d\u200e\u200f"),  # zero-width, marks
+    ("\u200b\u200e\u200f", r"\u200b\u200e\u200f"),  # zero-width space, direction marks
     ("\ufeffok\u2028\u2029\u061c\u00ad", r"\ufeffok\u2028\u2029\u061c\xad"),  # BOM, separators
     ("tag\U000e0041\U000e007f", r"tag\U000e0041\U000e007f"),  # invisible tag characters
     ("one\ttwo\nthree\n", "one\ttwo\nthree\n"),  # newline and tab pass
@@ -39,6 +39,13 @@ CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def test_what_a_terminal_would_act_on_is_shown_as_escapes(job_text: str, shown: str) -> None:
     assert visible(job_text) == shown
     assert not CONTROLS.search(visible(job_text).replace("\n", "").replace("\t", ""))
+
+
+def test_joiners_pass_so_persian_indic_and_emoji_sequences_render() -> None:
+    # The zero-width non-joiner and joiner shape letters and join emoji; they move, hide and
+    # reorder nothing, so they pass.
+    for text in ("می\u200cخواهم", "क्\u200dष", "👨\u200d👩\u200d👧"):
+        assert visible(text) == text
 
 
 @pytest.mark.parametrize("text", [
@@ -58,7 +65,7 @@ def test_plain_text_in_any_script_passes_unchanged(text: str) -> None:
 def test_every_control_and_format_character_unicode_knows_is_escaped() -> None:
     hidden = [chr(c) for c in range(sys.maxunicode + 1)
               if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp", "Cs")
-              and chr(c) not in "\t\n"]
+              and chr(c) not in "\t\n\u200c\u200d"]
     assert len(hidden) > 2000
     assert [ch for ch in hidden if not visible(ch).startswith("\\")] == []
 
