@@ -48,7 +48,7 @@ TOO_LARGE = 2**63 - 1  # an int limit's ceiling: a refusal never prints a number
 
 # What a refusal says, by pydantic's error type (else pydantic's own message).
 MESSAGES = {
-    "string_unicode": "is not valid Unicode (a lone surrogate?)",
+    "string_unicode": "is not valid Unicode (a lone surrogate, or bytes that were not UTF-8)",
     "finite_number": "must be a finite number, not NaN or Infinity",
     "extra_forbidden": "is not a field of a job",
 }
