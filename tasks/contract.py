@@ -54,6 +54,7 @@ MESSAGES = {
 }
 PATTERNS = {NO_NUL: "contains a NUL byte", ENV_NAME: "is not a variable name (A-Z, a-z, 0-9, _)",
             BASE64: "is not base64"}
+BINARY = {"stdin": "stdin_b64", "files": "files_b64"}
 KINDS = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
          list: "a list", dict: "an object", type(None): "null"}
 
@@ -127,15 +128,18 @@ def _refusal(err: ErrorDetails) -> JobSpecError:
     """Pydantic's error as ours: the field's path (``files.a/b``, ``argv[2]``) and what is wrong,
     never the value itself."""
     loc = list(err["loc"])
-    if loc[-1:] == ["[key]"]:  # a dict's key: its own text (the loc has it mangled)
+    is_key = loc[-1:] == ["[key]"]
+    if is_key:  # a dict's key: its own text (the loc has it mangled)
         loc[-2:] = [err["input"] if isinstance(err["input"], str) else loc[-2]]
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)[1:]
     pattern = str((err.get("ctx") or {}).get("pattern"))
     message = PATTERNS.get(pattern) or MESSAGES.get(err["type"]) or err["msg"]
-    if err["type"].endswith("_type") or err["type"] == "model_type":
+    if err["type"].endswith("_type"):
         message += f", not {KINDS.get(type(err['input']), type(err['input']).__name__)}"
-    if err["loc"][-1:] == ("[key]",):
+    if is_key:
         message = f"the name {message}"
+    elif pattern == NO_NUL and loc[0] in BINARY:
+        message += f" (bytes go base64-encoded in {BINARY[loc[0]]})"
     return JobSpecError(field or "job", message)
 
 
