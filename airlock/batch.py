@@ -95,9 +95,19 @@ def _checked(spec: Any, s: Settings) -> str | None:
         resolve(spec, s)
     except JobSpecError as exc:
         return str(exc)
-    except (UnicodeError, ValueError) as exc:
-        return f"invalid job: {exc}"
     return None
+
+
+def _decoded(line: bytes) -> tuple[Any, str | None]:
+    """The line's JSON value, or None and why it has none."""
+    try:
+        return json.loads(line.decode("utf-8")), None
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8"
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc.msg} at column {exc.colno}"
+    except (ValueError, RecursionError):  # a number of 5,000 digits; arrays nested 10,000 deep
+        return None, "not JSON this program reads: a number too long or nesting too deep"
 
 
 def parse_lines(data: bytes, scope: str, s: Settings) -> list[BatchItem]:
@@ -109,15 +119,8 @@ def parse_lines(data: bytes, scope: str, s: Settings) -> list[BatchItem]:
         if not line or line.startswith(b"#"):
             continue
         source = f"line {number}"
-        try:
-            spec = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            items.append(BatchItem(number, source, None, "not valid UTF-8"))
-            continue
-        except json.JSONDecodeError as exc:
-            items.append(BatchItem(number, source, None, f"not JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        error = _checked(spec, s)
+        spec, error = _decoded(line)
+        error = error or _checked(spec, s)
         if error is None:
             spec.setdefault("idempotency_key", item_key(scope, f"line {number}", line))
             items.append(BatchItem(number, source, spec))

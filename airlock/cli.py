@@ -5,14 +5,15 @@ from __future__ import annotations
 import codecs
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
 
 import click
 
 from airlock.terminal import Screen, one_line, visible
-from base.errors import AirlockError
+from base.errors import AirlockError, JobSpecError, preview
 from base.limits import LIMITS
 from base.units import parse_size
 
@@ -57,7 +58,37 @@ raw_option = click.option("--raw", is_flag=True,
                                " (escape sequences included: a job can then fake what you see).")
 
 
-@click.group()
+class BadInput(click.UsageError):
+    """Bad input (an option, an argument, a job the contract refuses): one line, exit 2."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"airlock: {preview(self.format_message(), 400)}", err=True)
+
+
+@contextmanager
+def _one_line() -> Iterator[None]:
+    try:
+        yield
+    except (BadInput, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:  # click's own show() adds the usage and a hint
+        raise BadInput(exc.format_message()) from exc
+
+
+class AirlockGroup(click.Group):
+    """Every command's usage errors, said in one line (``BadInput``)."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with _one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@click.group(cls=AirlockGroup)
 def main() -> None:
     """Airlock runs untrusted code in fresh, hardened, throwaway containers."""
     from base.logs import setup_logging
@@ -101,10 +132,20 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
     if opts.get("network"):
         spec["network"] = opts["network"]
     if opts.get("env"):
-        spec["env"] = dict(item.split("=", 1) for item in opts["env"])
+        spec["env"] = opts["env"]
     if opts.get("key"):
         spec["idempotency_key"] = opts["key"]
     return spec
+
+
+def _env_option(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise click.BadParameter(f"'{preview(item)}' is not NAME=VALUE", ctx, param)
+        env[name] = value
+    return env
 
 
 @main.command()
@@ -115,14 +156,16 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
 @limit_options
 @click.option("--image", "--profile", "image", help="Image profile name (see settings).")
 @click.option("--network", type=click.Choice(["none", "egress"]))
-@click.option("--env", multiple=True, help="NAME=VALUE (non-secret).")
+@click.option("--env", multiple=True, callback=_env_option, help="NAME=VALUE (non-secret).")
 @click.option("--key", help="Idempotency key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
 @raw_option
 @click.option("--wait-timeout", type=float, default=None)
 def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: bool, raw: bool,
         wait_timeout: float | None, **opts: Any) -> None:
-    """Run code in a sandbox, show its output live, exit with its exit code."""
+    """Run code in a sandbox, show its output live, exit with its exit code.
+
+    Exits 2 for bad input (nothing was stored or queued), 125 when Airlock itself failed."""
     spec = build_spec(code, script, argv, **opts)
     client = _client()
     output = Output(raw)
@@ -131,6 +174,8 @@ def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: b
         if not as_json:
             _OutputRelay(output).run(client, handle.id)
         record = client.wait(handle.id, wait_timeout)
+    except JobSpecError as exc:
+        raise BadInput(str(exc)) from exc
     except AirlockError as exc:
         output.say(f"airlock: {exc}")
         sys.exit(EXIT_AIRLOCK_FAILED)

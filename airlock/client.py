@@ -16,7 +16,7 @@ from base.errors import AirlockError, BrokerUnavailable
 from base.ids import JobId, parse_job_id
 from config.settings import Settings, load_settings
 from tasks import streams
-from tasks.contract import JobSpec, parse_spec, resolve
+from tasks.contract import JobSpec, resolve
 from tasks.queue import JobQueue
 from tasks.store import JobStore, make_engine
 from tasks.streams import Event
@@ -69,7 +69,7 @@ class Airlock:
 
     def submit(self, job: JobSpec | dict[str, Any] | None = None, **fields: Any) -> JobHandle:
         """Validate (raising JobSpecError naming the field), record, then enqueue."""
-        spec, resolved = resolve(parse_spec(job if job is not None else fields), self.settings)
+        spec, resolved = resolve(job if job is not None else fields, self.settings)
         job_id, created = self.store.create(
             spec=spec.model_dump(mode="json", exclude_none=True), profile=resolved.profile,
             image=resolved.image, limits=resolved.limits.as_dict(),

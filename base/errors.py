@@ -22,12 +22,20 @@ class AirlockError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
+def preview(text: str, limit: int = 40) -> str:
+    """``text`` fit for one line of a message: at most ``limit`` characters of it, with
+    control characters, lone surrogates and other unprintable ones escaped (``\\x00``)."""
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
+
+
 class JobSpecError(AirlockError):
     """The job is invalid."""
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
+        # Both may quote the caller's input: one short line, safe on a terminal.
+        self.field = preview(field, 100)
+        super().__init__(f"{self.field}: {preview(message, 300)}")
 
 
 class JobNotFound(AirlockError):

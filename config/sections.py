@@ -41,6 +41,13 @@ class Caps(Section):
     stdin_bytes: int = Field(4 * MiB, alias="max_stdin_bytes")
     files_bytes: int = Field(4 * MiB, alias="max_files_bytes")
     env_entries: int = Field(64, alias="max_env_entries")
+    # One value; 64 of them and the argv stay under the kernel's 2 MiB for execve's strings.
+    env_value_bytes: int = Field(16 * 1024, gt=0, alias="max_env_value_bytes")
+    # The whole argv, each entry with its NUL (one entry: at most 128 KiB for the kernel).
+    argv_bytes: int = Field(128 * 1024, gt=0, alias="max_argv_bytes")
+    # The spec as stored (its JSON), everything above included: base64 makes stdin and
+    # files a third larger.
+    spec_bytes: int = Field(16 * MiB, gt=0, alias="max_spec_bytes")
     keep_output_bytes: int = MiB  # stored in PostgreSQL per stream; the rest is streamed
 
 

@@ -1,31 +1,79 @@
-"""The job contract: what a caller may ask for, validated before anything is queued."""
+"""The job contract: what a caller may ask for, validated before anything is stored or queued.
+
+Two layers, one error. ``JobSpec`` declares what holds on every fleet (strict types, finite
+numbers, no NUL byte, valid Unicode, the shapes of names), so a schema generated from it says
+so too. ``resolve`` checks what depends on the fleet's settings (profiles, ranges, caps) or on
+several fields at once (code or argv, paths that collide). Either way the caller gets a
+``JobSpecError`` naming the field, and nothing reached PostgreSQL or the queue.
+"""
 
 from __future__ import annotations
 
 import base64
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import ErrorDetails
 
-from base.errors import JobSpecError
-from base.limits import LIMITS, Limits
-from config.settings import Settings
+from base.errors import JobSpecError, preview
+from base.limits import LIMITS, LimitInfo, Limits
+from config.settings import Profile, Settings
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# PostgreSQL text cannot hold a NUL, and the launcher's strings are C strings.
+NO_NUL = r"^[^\x00]*$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
 # Set by Airlock (the egress proxy's variables win over a job's own: tasks/egress.py).
 RESERVED_ENV = re.compile(r"^(AIRLOCK_|(HTTPS?|ALL|NO)_PROXY$|PIP_PROXY$|NPM_CONFIG_(HTTPS_)?PROXY$)",
                           re.IGNORECASE)
 MAX_FILES = 100
+NAME_MAX = 255  # bytes, one part of a path (the launcher refuses a longer one)
+
+# A string as PostgreSQL and the launcher can hold it (a lone surrogate fails as not Unicode).
+Text = Annotated[str, StringConstraints(strict=True, pattern=NO_NUL)]
+EnvName = Annotated[str, StringConstraints(strict=True, pattern=ENV_NAME)]
+FileName = Annotated[str, StringConstraints(strict=True, pattern=NO_NUL, max_length=255)]
+Base64 = Annotated[str, StringConstraints(strict=True, pattern=BASE64)]
+TOO_LARGE = 2**63 - 1  # an int limit's ceiling: a refusal never prints a number's 5,000 digits
+
+# What a refusal says, by pydantic's error type (else pydantic's own message).
+MESSAGES = {
+    "string_unicode": "is not valid Unicode (a lone surrogate, or bytes that were not UTF-8)",
+    "finite_number": "must be a finite number, not NaN or Infinity",
+    "extra_forbidden": "is not a field of a job",
+}
+PATTERNS = {NO_NUL: "contains a NUL byte", ENV_NAME: "is not a variable name (A-Z, a-z, 0-9, _)",
+            BASE64: "is not base64"}
+BINARY = {"stdin": "stdin_b64", "files": "files_b64"}
+KINDS = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
+         list: "a list", dict: "an object", type(None): "null"}
+
+
+def _limit_type(info: LimitInfo) -> Any:
+    """Strict: ``true`` and ``"5"`` are not numbers; an int is fine where a float is meant."""
+    if info.kind is int:
+        return Annotated[int, Strict(), Field(gt=0, le=TOO_LARGE)]
+    return Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 
 
 def _job_limits() -> type[BaseModel]:
     """Per-job limits, each optional (left out: the fleet's default); from base/limits.py."""
     fields: dict[str, Any] = {
-        info.name: (info.kind | None, Field(default=None, description=f"{info.help[:-1]}, in {info.unit}."))
+        info.name: (_limit_type(info) | None,
+                    Field(default=None, description=f"{info.help[:-1]}, in {info.unit}."))
         for info in LIMITS}
-    return create_model("JobLimits", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+    config = ConfigDict(extra="forbid", frozen=True, revalidate_instances="always")
+    return create_model("JobLimits", __config__=config, **fields)
 
 
 if TYPE_CHECKING:
@@ -35,21 +83,23 @@ else:
 
 
 class JobSpec(BaseModel):
-    """A job as a caller submits it. ``stdin`` and file contents are text unless ``*_b64``."""
+    """A job as a caller submits it: ``code`` or ``argv``. ``stdin`` and ``files`` are
+    UTF-8 text; bytes that are not go base64-encoded in ``stdin_b64`` and ``files_b64``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, revalidate_instances="always")
 
-    code: str | None = None
-    argv: list[str] | None = None
-    profile: str | None = None
-    stdin: str | None = None
-    stdin_b64: str | None = None
-    files: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    code: Text | None = None
+    argv: list[Text] | None = None
+    profile: Text | None = None
+    stdin: Text | None = None
+    stdin_b64: Base64 | None = None
+    files: dict[FileName, Text] = Field(default_factory=dict, max_length=MAX_FILES)
+    files_b64: dict[FileName, Base64] = Field(default_factory=dict, max_length=MAX_FILES)
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    idempotency_key: Text | None = Field(default=None, max_length=200)
     network: Literal["none", "egress"] = "none"
     limits: JobLimits = JobLimits()
-    label: str | None = Field(default=None, max_length=200)
+    label: Text | None = Field(default=None, max_length=200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +116,31 @@ class ResolvedJob:
     network: str
 
 
-def parse_spec(raw: dict[str, Any] | JobSpec) -> JobSpec:
-    if isinstance(raw, JobSpec):
-        return raw
+def parse_spec(raw: object) -> JobSpec:
+    """``raw`` (a mapping, or a JobSpec: validated again) as a JobSpec, or the first refusal."""
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "job"
-        raise JobSpecError(field, err["msg"]) from exc
+        raise _refusal(exc.errors(include_url=False, include_context=True)[0]) from exc
+
+
+def _refusal(err: ErrorDetails) -> JobSpecError:
+    """Pydantic's error as ours: the field's path (``files.a/b``, ``argv[2]``) and what is wrong,
+    never the value itself."""
+    loc = list(err["loc"])
+    is_key = loc[-1:] == ["[key]"]
+    if is_key:  # a dict's key: its own text (the loc has it mangled)
+        loc[-2:] = [err["input"] if isinstance(err["input"], str) else loc[-2]]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)[1:]
+    pattern = str((err.get("ctx") or {}).get("pattern"))
+    message = PATTERNS.get(pattern) or MESSAGES.get(err["type"]) or err["msg"]
+    if err["type"].endswith("_type"):
+        message += f", not {KINDS.get(type(err['input']), type(err['input']).__name__)}"
+    if is_key:
+        message = f"the name {message}"
+    elif pattern == NO_NUL and loc[0] in BINARY:
+        message += f" (bytes go base64-encoded in {BINARY[loc[0]]})"
+    return JobSpecError(field or "job", message)
 
 
 def _bounded(name: str, value: float | int | None, s: Settings) -> float | int:
@@ -91,13 +157,9 @@ def resolve_limits(limits: BaseModel, s: Settings) -> Limits:
     return Limits(**{info.name: info.kind(values[info.name]) for info in LIMITS})  # type: ignore[arg-type]
 
 
-def _file_name(name: str) -> str:
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or len(name) > 255:
-        raise JobSpecError(f"files.{name}", "must be a relative path without '..' or empty parts")
-    if "\x00" in name:
-        raise JobSpecError(f"files.{name!r}", "contains a NUL byte")
-    return name
+def _over(field: str, size: int, cap: int, what: str = "bytes") -> None:
+    if size > cap:
+        raise JobSpecError(field, f"{size} {what} is over the cap of {cap}")
 
 
 def _b64(field: str, text: str) -> bytes:
@@ -107,45 +169,96 @@ def _b64(field: str, text: str) -> bytes:
         raise JobSpecError(field, "is not valid base64") from exc
 
 
-def resolve(raw: dict[str, Any] | JobSpec, s: Settings) -> tuple[JobSpec, ResolvedJob]:
-    """Validate a job against the fleet's settings; raise ``JobSpecError`` naming the field."""
-    spec = parse_spec(raw)
-    profile_name = spec.profile or s.default_profile
-    if profile_name not in s.profiles:
+def _profile(spec: JobSpec, s: Settings) -> tuple[str, Profile]:
+    name = spec.profile or s.default_profile
+    if name not in s.profiles:
         allowed = ", ".join(sorted(s.profiles))
-        raise JobSpecError("profile", f"unknown image profile {profile_name!r}; allowed: {allowed}")
-    profile = s.profiles[profile_name]
-    if spec.code is None and not spec.argv:
-        raise JobSpecError("code", "give code or argv")
-    files: dict[str, bytes] = {}
-    if len(spec.files) > MAX_FILES:
-        raise JobSpecError("files", f"at most {MAX_FILES} files")
-    for name, text in spec.files.items():
-        files[_file_name(name)] = text.encode()
+        raise JobSpecError("profile", f"unknown image profile '{preview(name)}'; allowed: {allowed}")
+    return name, s.profiles[name]
+
+
+def _argv(spec: JobSpec, profile: Profile, s: Settings) -> tuple[str, ...]:
+    """The job's own argv, or the profile's command that runs its code."""
+    if spec.argv is None:
+        if spec.code is None:
+            raise JobSpecError("code", "nothing to run: give code or argv")
+        return tuple(part.replace("{file}", profile.filename) for part in profile.command)
     if spec.code is not None:
-        code = spec.code.encode("utf-8", "strict")
-        if len(code) > s.caps.code_bytes:
-            raise JobSpecError("code", f"{len(code)} bytes is over the cap of {s.caps.code_bytes}")
-        files[profile.filename] = code
-    if sum(len(v) for v in files.values()) > s.caps.files_bytes + s.caps.code_bytes:
-        raise JobSpecError("files", f"over the cap of {s.caps.files_bytes} bytes")
+        raise JobSpecError("argv", "give code or argv, not both")
+    if not spec.argv:
+        raise JobSpecError("argv", "is empty: nothing to run")
+    if not spec.argv[0]:
+        raise JobSpecError("argv[0]", "is empty: no program to run")
+    _over("argv", sum(len(a.encode()) + 1 for a in spec.argv), s.caps.argv_bytes)
+    return tuple(spec.argv)
+
+
+def _check_path(field: str, name: str) -> None:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise JobSpecError(field, "must be a relative path without '..' or empty parts")
+    if any(len(p.encode()) > NAME_MAX for p in parts):
+        raise JobSpecError(field, f"has a part over {NAME_MAX} bytes")
+
+
+def _contents(spec: JobSpec, profile: Profile, s: Settings) -> list[tuple[str, str, bytes]]:
+    """(field, path, bytes) of every file the job gets, its code first."""
+    out = []
+    if spec.code is not None:
+        code = spec.code.encode()
+        _over("code", len(code), s.caps.code_bytes)
+        out.append((f"code (the file {profile.filename})", profile.filename, code))
+    out += [(f"files.{name}", name, text.encode()) for name, text in spec.files.items()]
+    out += [(f"files_b64.{name}", name, _b64(f"files_b64.{name}", text))
+            for name, text in spec.files_b64.items()]
+    return out
+
+
+def _files(spec: JobSpec, profile: Profile, s: Settings) -> dict[str, bytes]:
+    """The job's files by path: no path twice, and none both a file and a folder."""
+    _over("files", len(spec.files) + len(spec.files_b64), MAX_FILES, "files")
+    contents = _contents(spec, profile, s)
+    _over("files", sum(len(c) for f, _, c in contents if f.startswith("files")), s.caps.files_bytes)
+    fields: dict[str, str] = {}
+    for field, name, _ in contents:
+        _check_path(field, name)
+        if name in fields:
+            raise JobSpecError(field, f"is the same path as {fields[name]}")
+        fields[name] = field
+    for name, field in fields.items():
+        parts = name.split("/")
+        clash = next((f for f in ("/".join(parts[:i]) for i in range(1, len(parts))) if f in fields),
+                     None)
+        if clash is not None:
+            raise JobSpecError(field, f"needs a folder where {fields[clash]} is a file")
+    return {name: content for _, name, content in contents}
+
+
+def _stdin(spec: JobSpec, s: Settings) -> bytes:
     if spec.stdin is not None and spec.stdin_b64 is not None:
         raise JobSpecError("stdin", "give stdin or stdin_b64, not both")
     stdin = _b64("stdin_b64", spec.stdin_b64) if spec.stdin_b64 else (spec.stdin or "").encode()
-    if len(stdin) > s.caps.stdin_bytes:
-        raise JobSpecError("stdin", f"{len(stdin)} bytes is over the cap of {s.caps.stdin_bytes}")
-    if len(spec.env) > s.caps.env_entries:
-        raise JobSpecError("env", f"at most {s.caps.env_entries} variables")
-    for key in spec.env:
-        if not ENV_NAME.match(key) or RESERVED_ENV.match(key):
-            raise JobSpecError(f"env.{key}", "is not an allowed variable name")
-        if "\x00" in spec.env[key]:
-            raise JobSpecError(f"env.{key}", "contains a NUL byte")
-    argv = tuple(spec.argv) if spec.argv else tuple(
-        part.replace("{file}", profile.filename) for part in profile.command
-    )
-    if any("\x00" in a for a in argv):
-        raise JobSpecError("argv", "contains a NUL byte")
+    _over("stdin", len(stdin), s.caps.stdin_bytes)
+    return stdin
+
+
+def _env(spec: JobSpec, s: Settings) -> dict[str, str]:
+    _over("env", len(spec.env), s.caps.env_entries, "variables")
+    for name, value in spec.env.items():
+        if RESERVED_ENV.match(name):
+            raise JobSpecError(f"env.{name}", "is reserved: Airlock sets it")
+        _over(f"env.{name}", len(value.encode()), s.caps.env_value_bytes)
+    return dict(spec.env)
+
+
+def resolve(raw: object, s: Settings) -> tuple[JobSpec, ResolvedJob]:
+    """Validate a job against the fleet's settings; raise ``JobSpecError`` naming the field."""
+    spec = parse_spec(raw)
+    name, profile = _profile(spec, s)
+    argv = _argv(spec, profile, s)
+    files = _files(spec, profile, s)
+    stdin = _stdin(spec, s)
+    env = _env(spec, s)
     limits = resolve_limits(spec.limits, s)
-    return spec, ResolvedJob(profile_name, profile.image, argv, files, dict(spec.env), stdin,
-                             limits, spec.network)
+    _over("job", len(spec.model_dump_json(exclude_none=True).encode()), s.caps.spec_bytes)
+    return spec, ResolvedJob(name, profile.image, argv, files, env, stdin, limits, spec.network)

@@ -45,6 +45,16 @@ def scratch_database(prefix: str = "airlock_t") -> Iterator[str]:
         admin.dispose()
 
 
+def job_count(database_url: str) -> int:
+    """Rows in the jobs table: what a refused job must not add."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
     env.update({

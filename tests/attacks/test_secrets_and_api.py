@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from airlock.client import Airlock
@@ -17,7 +16,7 @@ from base.errors import JobSpecError
 from config.settings import Settings
 from tasks import preflight
 from tests.attacks.conftest import Attack
-from tests.services import WorkerProcess
+from tests.services import WorkerProcess, job_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 MARK = "airlockfake" + "secret"  # every fake secret starts with it; the hunt greps for it
@@ -134,18 +133,9 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-def _job_count(settings: Settings) -> int:
-    engine = sa.create_engine(settings.database_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one())
-    finally:
-        engine.dispose()
-
-
 def test_a32_the_api_refuses_images_working_dirs_runtimes_and_limits_it_does_not_allow(
         attack: Attack, client: Airlock, settings: Settings) -> None:
-    before = _job_count(settings)
+    before = job_count(settings.database_url)
     fields = []
     for extra, field in REFUSED:
         with pytest.raises(JobSpecError) as refused:
@@ -153,7 +143,7 @@ def test_a32_the_api_refuses_images_working_dirs_runtimes_and_limits_it_does_not
         assert refused.value.field == field, (extra, str(refused.value))
         fields.append(field)
 
-    assert _job_count(settings) == before  # refused before anything was recorded or queued
+    assert job_count(settings.database_url) == before  # refused before anything was recorded or queued
     attack.record("A32", "submit jobs naming their own image, an unknown profile, a working dir "
                   "(/proc/self/fd/7), a runtime or runtime path, privileged, user 0, volumes, "
                   "host network, files outside /workspace, AIRLOCK_/proxy env, limits beyond "

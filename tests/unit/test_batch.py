@@ -72,6 +72,33 @@ def test_non_utf8_line_is_an_error_not_a_crash(s: Settings) -> None:
     assert (bad.number, bad.error) == (1, "not valid UTF-8") and good.valid
 
 
+def test_lines_the_strict_contract_refuses_are_errors_naming_the_field(s: Settings) -> None:
+    data = b"\n".join([
+        b'{"code": "1", "limits": {"cpus": NaN}}',
+        b'{"code": "1", "limits": {"cpus": true}}',
+        b'{"code": "1", "limits": {"timeout_s": "5"}}',
+        b'{"code": "print(1)\\u0000"}',
+        b'{"code": "1", "env": {"A": "\\ud800"}}',
+        b'{"code": "1", "argv": ["python3"]}',
+        b'{"code": "1", "files": {"a": "1", "a/b": "2"}}',
+        b'{"code": "1", "limits": {"pids": ' + b"9" * 5000 + b"}}",
+        b"[" * 100_000,
+        b'{"code": "ok"}',
+    ])
+    got = {i.number: i.error for i in parse_lines(data, "s", s)}
+    assert got[10] is None
+    for number, field in [(1, "limits.cpus"), (2, "limits.cpus"), (3, "limits.timeout_s"),
+                          (4, "code"), (5, "env.A"), (6, "argv"), (7, "files.a/b")]:
+        assert (got[number] or "").startswith(f"{field}: "), (number, got[number])
+    assert (got[8] or "").startswith("not JSON") and (got[9] or "").startswith("not JSON")
+    assert all(len(e) < 420 and e.isprintable() for e in got.values() if e)
+
+
+def test_folder_script_with_a_nul_byte_is_an_error(s: Settings) -> None:
+    [item], _ = parse_folder([("x.py", b"print(1)\x00")], "dir", s)
+    assert item.error == "code: contains a NUL byte" and item.spec is None
+
+
 def test_skip_runs_every_valid_line_and_stop_only_those_before_the_first_error() -> None:
     ok = [BatchItem(n, f"line {n}", {"code": "1"}) for n in (1, 2, 4, 5)]
     bad = BatchItem(3, "line 3", None, "not JSON")

@@ -69,7 +69,3 @@ def test_invalid_jobs_are_refused_naming_the_field(spec: dict[str, object], fiel
         resolve(spec, Settings())
     assert field in str(info.value)
 
-
-def test_lone_surrogates_are_not_utf8() -> None:
-    with pytest.raises(UnicodeEncodeError):
-        resolve({"code": "print('\udcff')"}, Settings())
