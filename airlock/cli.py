@@ -251,7 +251,7 @@ class _OutputRelay:
             elif event.kind == "lagging":
                 skipped = sum(event.summary.values())
                 self.output.say(f"airlock: live output fell behind: {skipped} bytes skipped here"
-                                 " (the stored result keeps the head)")
+                                 " (the stored result has them once it ends)")
             elif event.kind == "truncated":
                 self.output.say("airlock: live output stops here (its bound is reached);"
                                  " the job goes on")
@@ -266,15 +266,17 @@ class _OutputRelay:
 def result(job_id: str, as_json: bool, raw: bool) -> None:
     """Show a job's stored result."""
     try:
-        record = _client().result(job_id)
+        client = _client()
+        record = client.result(job_id)
+        if as_json:
+            click.echo(json.dumps(record.to_json(), indent=2))
+            return
+        output = Output(raw)
+        for stream in ("stdout", "stderr"):  # whole, as PostgreSQL keeps it
+            for chunk in client.output(job_id, stream):
+                output.job(stream, chunk)
     except AirlockError as exc:
         raise click.ClickException(visible(str(exc))) from exc
-    if as_json:
-        click.echo(json.dumps(record.to_json(), indent=2))
-        return
-    output = Output(raw)
-    output.job("stdout", record.stdout_bytes)
-    output.job("stderr", record.stderr_bytes)
     output.say(record.summary())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from airlock.records import JobRecord
 from base.errors import AirlockError, BrokerUnavailable
 from base.ids import JobId, parse_job_id
 from config.settings import Settings, load_settings
-from tasks import streams
+from tasks import blobs, streams
 from tasks.contract import JobSpec, resolve
 from tasks.queue import JobQueue
 from tasks.store import JobStore, make_engine
@@ -126,12 +127,31 @@ class Airlock:
                                 self.settings.streams.ttl_s)
         return state
 
+    def output(self, job_id: str, stream: str, start: int = 0) -> Iterator[bytes]:
+        """A finished job's ``stream`` (stdout or stderr) whole, up to its output cap, from
+        byte ``start``: the row's head when that was all of it, else the frames PostgreSQL
+        keeps (tasks/blobs.py), a frame at a time."""
+        if stream not in ("stdout", "stderr"):
+            raise AirlockError(f"no output stream {stream!r}: stdout or stderr")
+        known = parse_job_id(job_id)
+        record = self.result(known)
+        frames = iter(self.store.blob_frames(known, stream))
+        first = next(frames, None)
+        if first is None:
+            head = (record.stdout_bytes if stream == "stdout" else record.stderr_bytes)[start:]
+            if head:
+                yield head
+            return
+        yield from blobs.read_from(itertools.chain([first], frames), start)
+
     def events(self, job_id: str, offset: str = streams.START,
                follow: bool = True) -> Iterator[Event]:
         """Output events after ``offset`` (a previous event's ``offset``; default: from the
         start). With ``follow``, until the ``end`` event that carries the verdict; without,
-        what is there now. Once the stream has expired (or if the relay lost it), the stored
-        result stands in for it, from the same byte positions."""
+        what is there now. The live stream is a window (tasks/relay.py): a reader it left
+        behind gets a ``lagging`` event for what it missed while the job runs, and the rest
+        from PostgreSQL, from the same byte positions, once the job has ended (as when the
+        stream has expired, or the relay lost it)."""
         cursor = streams.Cursor.parse(offset)
         job_id = self._known(job_id)
         idle, check = 0, True
@@ -141,32 +161,38 @@ class Airlock:
                 break  # expired (or never written): the stored result answers
             batch = streams.read(self.redis, job_id, cursor, block_ms=1000 if follow else None)
             for event in batch:
+                missed = streams.missed(cursor, event)
+                if missed and self.result(job_id).done:
+                    break  # the window moved on: the stored result answers from the cursor
+                if missed:
+                    yield streams.lagging(cursor, missed)
                 cursor = event.cursor
                 yield event
                 if event.kind == "end":
                     return
-            check = not batch
-            if batch:
-                idle = 0
+            else:
+                check = not batch
+                if batch:
+                    idle = 0
+                    continue
+                if not follow:
+                    return
+                idle += 1
+                if idle >= 3 and self.result(job_id).done:
+                    break  # finished, but its stream will not end by itself (the relay lost it)
                 continue
-            if not follow:
-                return
-            idle += 1
-            if idle >= 3 and self.result(job_id).done:
-                break  # finished, but its stream will not end by itself (the relay lost it)
+            break
         yield from self._replay(job_id, cursor)
 
     def _replay(self, job_id: str, cursor: streams.Cursor) -> Iterator[Event]:
-        """The stored result as events, from the cursor's byte positions on (the stored
-        head holds the first ``keep_output_bytes`` of each stream)."""
+        """The stored result as events, from the cursor's byte positions on (the output whole:
+        the row's head, or the frames PostgreSQL keeps beyond it)."""
         record = self.result(job_id)
         out, err = cursor.stdout, cursor.stderr
-        rest = record.stdout_bytes[out:]
-        if rest:
+        for rest in (self.output(job_id, "stdout", out) if record.done else ()):
             out += len(rest)
             yield Event(str(streams.Cursor(streams.STORED, out, err)), "stdout", rest)
-        rest = record.stderr_bytes[err:]
-        if rest:
+        for rest in (self.output(job_id, "stderr", err) if record.done else ()):
             err += len(rest)
             yield Event(str(streams.Cursor(streams.STORED, out, err)), "stderr", rest)
         if record.done:

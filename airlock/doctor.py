@@ -163,15 +163,31 @@ def _where(url: str) -> str:
     return f"{u.host}:{u.port or ''}/{u.database or ''}"  # never the password
 
 
+def judge_redis_memory(maxmemory: int, policy: str) -> tuple[Status, str]:
+    """Redis holds the queue: a bound on its memory, and no policy that evicts keys without an
+    expiry (the broker's queue and unacknowledged messages), or a flood of output fills the
+    host, or loses jobs. ``volatile-*`` evicts only keys with an expiry (ended streams)."""
+    if maxmemory <= 0:
+        return Status.WARN, ("no maxmemory: Redis may grow until the host runs out; set one, e.g."
+                             " --maxmemory 1gb --maxmemory-policy volatile-lru (docs/operations.md)")
+    if policy.startswith("allkeys"):
+        return Status.WARN, (f"maxmemory-policy {policy} may evict the broker's queue: use"
+                             " volatile-lru or noeviction (docs/operations.md)")
+    return Status.OK, f"maxmemory {maxmemory // 2**20} MiB, policy {policy}"
+
+
 def check_redis(url: str) -> Check:
     from tasks.streams import connect
 
     r = connect(url)
     try:
-        version = r.info("server").get("redis_version")
+        server, memory = r.info("server"), r.info("memory")
     finally:
         r.close()
-    return Check("redis", Status.OK, f"Redis {version} at {_where(url)}")
+    status, detail = judge_redis_memory(int(memory.get("maxmemory", 0)),
+                                        str(memory.get("maxmemory_policy", "")))
+    return Check("redis", status,
+                 f"Redis {server.get('redis_version')} at {_where(url)}; {detail}")
 
 
 def check_postgres(url: str) -> Check:

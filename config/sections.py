@@ -66,7 +66,9 @@ class Sandbox(Section):
     uid_count: int = Field(1024, ge=16, le=2**20, alias="job_uid_count")
     # The host's table of uids and side resources, shared by every worker on the host (a
     # worker in a container needs this path from the host, at the same path).
-    slots_path: str = Field("/run/airlock/slots.json", pattern=r"^/")
+    slots_path: str = Field("/run/airlock/slots/table.json", pattern=r"^/")
+    # Where each job's output waits, whole, until its result is written (workers/spool.py).
+    spool_dir: str = Field("/var/lib/airlock/spool", pattern=r"^/")
     # RLIMIT_* of every job process, soft = hard (reported in each result's provenance): a
     # job's share of what the kernel counts per process or per user. nproc stays above the
     # largest pids limit, so that the pids cgroup (and its verdict) is what a fork bomb meets.
@@ -113,15 +115,19 @@ class Timeouts(Section):
 
 
 class Streams(Section):
-    """Live output (docs/streaming.md). A job's stream holds at most ``max_bytes`` of output
-    (also bounded by its own output cap) in at most ``maxlen`` entries, from the start: nothing
-    is trimmed, so late joiners see the head; past either bound it says "truncated"."""
+    """Live output (docs/streaming.md). A job's live stream is a window of its newest
+    ``max_bytes`` of output in at most ``maxlen`` entries, trimmed as it grows, and down to its
+    end entry once the job has ended: PostgreSQL keeps the output whole (tasks/blobs.py), and
+    a reader the window left behind continues from there. Redis holds at most about
+    ``max_bytes`` per running job, whatever the jobs print."""
 
-    maxlen: int = Field(50_000, alias="stream_maxlen")
-    max_bytes: int = Field(64 * MiB, alias="stream_max_bytes")
-    ttl_s: int = Field(3600, alias="stream_ttl_s")  # kept after the end; then PostgreSQL answers
+    maxlen: int = Field(10_000, ge=2, alias="stream_maxlen")
+    max_bytes: int = Field(8 * MiB, ge=64 * 1024, alias="stream_max_bytes")
+    ttl_s: int = Field(3600, alias="stream_ttl_s")  # the end entry and the done announcement
     relay_buffer_bytes: int = 16 * MiB  # per worker process; past it chunks are skipped
-    relay_entry_bytes: int = 256 * 1024  # coalesced chunks per stream entry, at most
+    # Coalesced chunks per stream entry, at most: just under 256 KiB, so that an entry with
+    # its fields fits the allocator's 256 KiB class (at 256 KiB it took the next, 320 KiB).
+    relay_entry_bytes: int = 255 * 1024
 
 
 class Upkeep(Section):

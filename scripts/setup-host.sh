@@ -153,6 +153,14 @@ else
     redis-cli -h 127.0.0.1 ping | grep -q PONG || { log "redis did not start"; exit 1; }
     note "redis: started"
 fi
+# Redis holds the queue and each running job's live stream (a window: PostgreSQL keeps outputs
+# whole): bound its memory, and let it evict only keys with an expiry (ended jobs' streams),
+# never the queue. Only when no bound is set yet: an operator's own choice stays.
+if [[ "$(redis-cli -h 127.0.0.1 -p 6379 config get maxmemory 2>/dev/null | sed -n 2p)" == 0 ]]; then
+    redis-cli -h 127.0.0.1 -p 6379 config set maxmemory 2gb >/dev/null
+    redis-cli -h 127.0.0.1 -p 6379 config set maxmemory-policy volatile-lru >/dev/null
+    note "redis: maxmemory 2gb, policy volatile-lru"
+fi
 if pg_isready -q -h 127.0.0.1 -p 5432; then
     note "postgresql: running"
 else

@@ -18,6 +18,7 @@ from tasks.store import Claim
 from workers import labels as L
 from workers import runner
 from workers.runner import RunOutcome, Sandbox
+from workers.spool import Spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class AttemptResult:
     phases: dict[str, Any] = field(default_factory=dict)
     removed: bool = False
     failure: BaseException | None = None
+    spool: Spool | None = None  # the output, whole, until the result is written; then removed
 
 
 def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
@@ -40,15 +42,18 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
     run: RunOutcome | None = None
     failure: BaseException | None = None
     removed = False
+    spool: Spool | None = None
     try:
         sandbox = _acquire(ctx, claim, job)
         phases["pooled"] = sandbox.plan.labels.get(L.ROLE) == L.ROLE_POOL
         _fence(ctx, claim, job, sandbox)
+        spool = Spool(ctx.settings.sandbox.spool_dir, sandbox.plan.name).open()
         t1 = time.monotonic()
         phases["container_ready_ms"] = int((t1 - t0) * 1000)
         run = runner.run(sandbox, planning.payload_for(job, ctx.settings), job.limits,
                          keep_bytes=ctx.settings.caps.keep_output_bytes, sink=publisher.chunk,
-                         hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes)
+                         hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes,
+                         spool=spool)
         phases["run_ms"] = run.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - run.wall_ms
     except BaseException as exc:  # a shutdown's SystemExit too: the caller decides, re-raises
@@ -56,7 +61,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
     finally:
         if sandbox is not None:  # removed before the result is written, pooled or cold
             removed = _destroy(ctx, sandbox, phases)
-    return AttemptResult(run if failure is None else None, phases, removed, failure)
+    return AttemptResult(run if failure is None else None, phases, removed, failure, spool)
 
 
 def _fence(ctx: WorkerContext, claim: Claim, job: ResolvedJob, sandbox: Sandbox) -> None:

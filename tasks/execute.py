@@ -42,7 +42,11 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
         return "invalid"
     with LeaseKeeper(ctx.store, ctx.redis, job_id, claim.attempt, s.timeouts.lease_s) as lease:
         attempt = run_attempt(ctx, claim, job, publisher, lease)
-        return _conclude(ctx, claim, job, attempt, publisher, lease)
+        try:
+            return _conclude(ctx, claim, job, attempt, publisher, lease)
+        finally:
+            if attempt.spool is not None:
+                attempt.spool.remove()
 
 
 def _unclaimed(ctx: WorkerContext, job_id: JobId) -> str:
@@ -83,7 +87,7 @@ def _conclude(ctx: WorkerContext, claim: Claim, job: ResolvedJob, attempt: Attem
         return "stale"
     # Still under the lease: a database outage during the write is waited out.
     record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases), publisher,
-           container_removed=attempt.removed)
+           container_removed=attempt.removed, spool=attempt.spool)
     return "finished"
 
 

@@ -19,6 +19,7 @@ from tasks.context import host_slots
 from tasks.queue import JobQueue
 from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
+from workers.runner import Beside
 from workers.slots import Slots
 from workers.storage import volumes_for
 
@@ -134,10 +135,10 @@ def clear_pool(s: Settings) -> None:
         store = JobStore(make_engine(s.database_url))
         try:
             api = engine.connect(s.docker_host)
-            removed = pool.remove_idle(
-                api, fleet=s.fleet, owner=owner,
-                volumes=volumes_for(s.storage, s.sandbox.volumes_root),
-                io_dir=s.sandbox.io_dir, busy=store.jobs_by_container)
+            beside = Beside(volumes_for(s.storage, s.sandbox.volumes_root), s.sandbox.io_dir,
+                            s.sandbox.spool_dir, host_slots(s, engine.engine_id(api)))
+            removed = pool.remove_idle(api, fleet=s.fleet, owner=owner, beside=beside,
+                                       busy=store.jobs_by_container)
             removed += holders.remove_owned(api, fleet=s.fleet, owner=owner)
         finally:
             store.engine.dispose()

@@ -16,10 +16,9 @@ import structlog
 from base.errors import AirlockError
 from config.settings import Settings
 from tasks.store import JobStore
-from workers import cgroup, dirs
 from workers import labels as L
 from workers.reaper import ContainerView, JobState, Removal, leftovers, select
-from workers.runner import remove_container, remove_leftovers
+from workers.runner import Beside, remove_container
 from workers.slots import Slots
 from workers.storage import Volumes
 
@@ -49,6 +48,7 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
     """Remove this fleet's containers that no live attempt owns; release their jobs. Then,
     with ``slots``, what containers that are gone left beside them."""
     now = time.time() if now is None else now
+    beside = Beside(volumes, s.sandbox.io_dir, s.sandbox.spool_dir, slots)
     views = [v for v in list_ours(api, s.fleet) if v.id not in keep]
     pooled = store.jobs_by_container([v.id for v in views if not v.job])
     views = [ContainerView.from_labels(v.id, v.labels, v.running, *pooled[v.id])
@@ -64,7 +64,7 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
             continue
         name = c.labels.get(L.NAME, "")
         if name:
-            remove_leftovers(volumes, s.sandbox.io_dir, name, slots)
+            beside.remove(name)
         log.info("reaper.removed", container=c.id[:12], job_id=c.job or None,
                  reason=str(removal.reason))
         if c.job not in jobs:
@@ -78,24 +78,18 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
         except AirlockError as exc:  # one container's bookkeeping never stops the sweep
             log.warning("reaper.record_failed", job_id=c.job, error=str(exc))
     gone = {r.container.id for r in removals}
-    swept = sweep_leftovers(api, s, volumes, slots, now) if slots is not None else []
+    swept = sweep_leftovers(api, beside, slots, now) if slots is not None else []
     return SweepReport(len(views), removals, released, [v for v in views if v.id not in gone],
                        swept)
 
 
-def sweep_leftovers(api: docker.APIClient, s: Settings, volumes: Volumes, slots: Slots,
-                    now: float) -> list[str]:
-    """Side resources (volumes, FIFO folders, cgroup parents) and slots whose container is
-    gone (workers.reaper.leftovers decides), removed by Airlock's own names only."""
+def sweep_leftovers(api: docker.APIClient, beside: Beside, slots: Slots, now: float) -> list[str]:
+    """Side resources (volumes, FIFO and spool folders, cgroup parents) and slots whose
+    container is gone (workers.reaper.leftovers decides), removed by Airlock's names only."""
     live = {n.lstrip("/") for c in api.containers(all=True) for n in c.get("Names") or ()}
-    on_disk: dict[str, float] = {}
-    for found in (dirs.found(s.sandbox.io_dir), volumes.found(), cgroup.parent_names()):
-        for name, mtime in found.items():
-            on_disk[name] = max(on_disk.get(name, 0.0), mtime)
-    gone = leftovers(on_disk, slots.entries(), live=live, engine=slots.engine,
-                     fleet=slots.fleet, now=now)
+    gone = leftovers(beside.found(), slots.entries(), live=live, engine=slots.engine, now=now)
     for name in gone:
-        remove_leftovers(volumes, s.sandbox.io_dir, name, slots)
+        beside.remove(name)
         log.info("reaper.leftovers_removed", name=name)
     return gone
 

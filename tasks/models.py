@@ -62,9 +62,10 @@ class Job(Base):
     wall_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_ms: Mapped[int | None] = mapped_column(Integer)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    phases: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Absent is SQL NULL, never JSON null (none_as_null): a row's objects are objects or NULL.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    phases: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     error: Mapped[str | None] = mapped_column(Text)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -90,3 +91,20 @@ class Attempt(Base):
     container_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str | None] = mapped_column(String(32))
+
+
+class Blob(Base):
+    """A job's output kept whole beyond the row's head (its stdout, its stderr), in chunks of
+    zstd frames, each of ``raw_bytes`` at most 1 MiB before compression. Written by one
+    attempt and read only once that attempt's result is the job's (``jobs.attempt``); a set
+    an attempt left half-written is never read and goes with the next result or the job."""
+
+    __tablename__ = "job_blobs"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob: Mapped[str] = mapped_column(String(300), primary_key=True)  # stdout, stderr
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    raw_bytes: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -127,8 +127,10 @@ class RelayBuffer:
 class Publisher:
     """One job's live output. ``chunk`` is called from the job's read loop and returns at once.
 
-    The live stream holds at most ``budget_bytes`` of output and ``max_entries`` entries; past
-    either it ends with one ``truncated`` entry (the job goes on; the end event still comes).
+    The live stream is a window: the relay thread trims it to its newest ``budget_bytes`` of
+    output (and ``max_entries`` entries) as it writes, and to its end entry once the job has
+    ended (PostgreSQL then holds the output whole). A reader that fell behind the window sees
+    a gap in the entries' positions and reads the rest from PostgreSQL (``airlock.client``).
     """
 
     relay: Relay
@@ -141,9 +143,11 @@ class Publisher:
     skipped_total: int = 0
     relayed: int = 0
     entries: int = 0
-    truncated: bool = False
     failed: bool = False  # Redis refused a write: no more live output for this job
     expiry_set: bool = False  # touched by the relay thread only
+    # The entries in Redis, oldest first, as (id, bytes): the relay thread's alone.
+    window: deque[tuple[str, int]] = field(default_factory=deque)
+    window_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.key = streams.output_key(self.job_id)
@@ -155,16 +159,16 @@ class Publisher:
         return Entry(self, kind, bytearray(data), pos["stdout"], pos["stderr"])
 
     def chunk(self, stream: str, data: bytes | memoryview) -> None:
+        """A chunk of the job's output, in entries of ``entry_bytes`` at most (a stream entry
+        the size of the allocator's class, and a window trimmed in even steps)."""
+        size = self.relay.buffer.entry_bytes
+        view = memoryview(data)
+        for start in range(0, len(view), size):
+            self._piece(stream, view[start:start + size])
+
+    def _piece(self, stream: str, data: memoryview) -> None:
         self.positions[stream] += len(data)
-        if self.failed or self.truncated or not data:
-            return
-        if self.relayed + len(data) > self.budget_bytes or self.entries + 3 > self.max_entries:
-            self.truncated = True
-            why = "bytes" if self.relayed + len(data) > self.budget_bytes else "entries"
-            body = json.dumps({"reason": f"stream_max_{why}", "relayed_bytes": self.relayed})
-            self.relay.buffer.put(self._entry("truncated", body.encode(), len(data), stream),
-                                  force=True)
-            self.entries += 1
+        if self.failed or not data:
             return
         entry = self._entry(stream, data)
         queued = (self._lagging(len(data), stream), entry) if self.skipped_total else (entry,)
@@ -179,12 +183,30 @@ class Publisher:
         self.relayed += len(data)
         self.entries += result == "added"
 
+    def make_room(self, incoming: list[int]) -> str | None:
+        """(Relay thread) Before entries of these sizes go in: drop the oldest of the window
+        until they fit its budget and entry count, and say from which id the stream keeps
+        (``XADD … MINID``, so that Redis never holds more than the window, even for a moment);
+        None when nothing has to go."""
+        new_bytes, new_entries = sum(incoming), len(incoming)
+        trim_to = None
+        while self.window and (self.window_bytes + new_bytes > self.budget_bytes
+                               or len(self.window) + new_entries > self.max_entries):
+            gone_id, gone = self.window.popleft()
+            self.window_bytes -= gone
+            trim_to = self.window[0][0] if self.window else _after(gone_id)
+        return trim_to
+
+    def written(self, entry_id: str, size: int) -> None:
+        """(Relay thread) An entry went into Redis."""
+        self.window.append((entry_id, size))
+        self.window_bytes += size
+
     def hold(self, headroom: int) -> bool:
         """Whether the read loop should wait before reading ``headroom`` more bytes: the
         buffer is full and the relay is draining it into Redis (its thread alive, its write
         not stalled, Redis not failed)."""
-        return (not self.failed and not self.truncated and self.relay.buffer.full(headroom)
-                and self.relay.draining())
+        return not self.failed and self.relay.buffer.full(headroom) and self.relay.draining()
 
     def _lagging(self, before: int = 0, stream: str = "stdout") -> Entry:
         body = json.dumps({f"skipped_{s}": n for s, n in self.skipped.items()})
@@ -204,6 +226,12 @@ class Publisher:
         self.relay.buffer.put(entry, force=True)
         self.relay.ensure_started()
         return entry.written.wait(timeout) and not self.failed
+
+
+def _after(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id`` (``<ms>-<seq>``)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"
 
 
 def _within(since: float, gap_s: float) -> bool:
@@ -282,29 +310,53 @@ class Relay:
 
     def _write(self, entries: list[Entry]) -> None:
         pipe = self.r.pipeline(transaction=False)
-        owners: list[Publisher] = []
-        backstop = self.max_entries + 16  # the publisher stops first; this never trims
+        written: list[tuple[Entry, int]] = []  # each with its XADD's place in the replies
+        incoming: dict[Publisher, list[int]] = {}
+        for entry in entries:
+            if entry.kind != "end" and not entry.owner.failed:
+                incoming.setdefault(entry.owner, []).append(len(entry.data))
+        room = {owner: owner.make_room(sizes) for owner, sizes in incoming.items()}
         for entry in entries:
             owner = entry.owner
             if owner.failed and entry.kind != "end":
                 continue
-            owners.append(owner)
+            written.append((entry, len(pipe.command_stack)))
             # A view, not a copy: the entry left the buffer, nothing appends to it any more.
             fields = {"t": entry.kind, "d": memoryview(entry.data),
                       "p": f"{entry.stdout},{entry.stderr}"}
-            pipe.xadd(owner.key, fields, maxlen=backstop, approximate=True)  # type: ignore[arg-type]
+            trim_to = room.pop(owner, None)
+            pipe.xadd(owner.key, fields, minid=trim_to, approximate=False)  # type: ignore[arg-type]
             if not owner.expiry_set:
                 pipe.expire(owner.key, self.ttl * 4)  # if the worker dies, it still goes away
                 owner.expiry_set = True
             if entry.kind == "end":
                 streams.queue_end(pipe, owner.job_id, bytes(entry.data), self.ttl)
-        if not owners:
+        if not written:
             return
         try:
-            pipe.execute()
-            self.written_entries += len(owners)
+            replies = pipe.execute()
+            self.written_entries += len(written)
+            self._ended([(entry, replies[place]) for entry, place in written])
         except redis.exceptions.RedisError as exc:
-            for owner in owners:
+            for owner in {entry.owner for entry, _ in written}:
                 if not owner.failed:
                     log.warning("relay.redis_failed", job_id=owner.job_id, error=str(exc))
                 owner.failed = True
+
+    def _ended(self, written: list[tuple[Entry, bytes | str]]) -> None:
+        """Note what went in; an ended stream keeps its end entry alone (PostgreSQL has the
+        output whole by then)."""
+        ends: dict[Publisher, str] = {}
+        for entry, raw in written:
+            entry_id = raw.decode() if isinstance(raw, bytes) else raw
+            if entry.kind == "end":
+                ends[entry.owner] = entry_id
+                entry.owner.window.clear()
+                entry.owner.window_bytes = 0
+            else:
+                entry.owner.written(entry_id, len(entry.data))
+        if ends:
+            pipe = self.r.pipeline(transaction=False)
+            for owner, end_id in ends.items():
+                pipe.xtrim(owner.key, minid=end_id, approximate=False)
+            pipe.execute()

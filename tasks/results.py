@@ -4,17 +4,19 @@ the attempt (patiently through a database outage), then announced to the job's r
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from base.errors import AirlockError, DatabaseUnavailable
-from tasks import metrics, planning
+from tasks import blobs, metrics, planning
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob
 from tasks.relay import Publisher
 from tasks.store import Claim, Outcome
 from workers.runner import RunOutcome
+from workers.spool import STREAMS, Spool
 from workers.verdict import classify
 
 log = structlog.get_logger(__name__)
@@ -28,16 +30,20 @@ def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
         signal=run.evidence.signal, stdout=run.stdout, stderr=run.stderr,
         stdout_bytes=run.stdout_total, stderr_bytes=run.stderr_total, wall_ms=run.wall_ms,
         cpu_ms=run.cpu_ms, peak_memory_bytes=run.peak_memory_bytes,
+        stdout_dropped=run.stdout_dropped, stderr_dropped=run.stderr_dropped,
         evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
         phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job, run.uid),
     )
 
 
 def record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher, *,
-           container_removed: bool = False) -> None:
-    """Store the result, then end the job's live stream with its verdict."""
+           container_removed: bool = False, spool: Spool | None = None) -> None:
+    """Store the result (the output whole, from ``spool``, past the row's head), then end the
+    job's live stream with its verdict."""
     t = time.monotonic()
-    if not _finish_patiently(ctx, claim, outcome, container_removed):
+    if spool is not None:
+        outcome = replace(outcome, kept_whole=True)
+    if not _finish_patiently(ctx, claim, outcome, container_removed, spool):
         log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
         return
     persist_ms = int((time.monotonic() - t) * 1000)
@@ -52,8 +58,17 @@ def record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publis
         pass  # a timing figure is not worth failing a finished job for
 
 
+def _store_whole(ctx: WorkerContext, claim: Claim, spool: Spool) -> None:
+    """Each stream longer than the row's head, whole, as frames of the attempt."""
+    keep = ctx.settings.caps.keep_output_bytes
+    for stream in STREAMS:
+        if spool.sizes[stream] > keep:
+            ctx.store.put_blobs(claim.job_id, claim.attempt,
+                                blobs.frames(stream, spool.chunks(stream)))
+
+
 def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
-                      container_removed: bool) -> bool:
+                      container_removed: bool, spool: Spool | None = None) -> bool:
     """Write the result, waiting out a database outage for as long as the attempt would keep
     its container from the reaper (``lease_s + lease_grace_s``). A retried write is idempotent
     (a COMMIT whose reply was lost counts as done); past the patience the error propagates and
@@ -63,8 +78,13 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
     delay = 0.5
     while True:
         try:
-            return ctx.store.finish(claim.job_id, claim.attempt, outcome, s.caps.keep_output_bytes,
-                                    container_removed=container_removed)
+            if spool is not None:
+                _store_whole(ctx, claim, spool)
+            wrote = ctx.store.finish(claim.job_id, claim.attempt, outcome,
+                                     s.caps.keep_output_bytes, container_removed=container_removed)
+            if wrote and spool is not None:
+                ctx.store.drop_other_blobs(claim.job_id, claim.attempt)
+            return wrote
         except DatabaseUnavailable as exc:
             if time.monotonic() + delay > give_up:
                 raise

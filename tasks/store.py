@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,11 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as UUID_T
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
 from base.errors import DatabaseUnavailable, JobNotFound
 from base.ids import JobId
-from tasks.models import Attempt, Job, Status
+from tasks.blobs import Frame
+from tasks.models import Attempt, Blob, Job, Status
 
 now = sa.func.now
 JobRow = sa.Row[Any]  # a row of the jobs table, every column
@@ -60,6 +62,9 @@ class Outcome:
     phases: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
     error: str | None = None
+    kept_whole: bool = False  # the output past the row's head is in job_blobs (tasks/blobs.py)
+    stdout_dropped: int = 0  # printed past the output cap: kept nowhere
+    stderr_dropped: int = 0
 
 
 PING_AFTER_IDLE_S = 2.0  # a pooled connection idle this long is checked before it is used
@@ -191,8 +196,11 @@ def _finish_statements() -> tuple[Any, Any]:
 
 
 def _add_phases_statement() -> Any:
-    merged = sa.func.coalesce(Job.phases, sa.text("'{}'::jsonb")).op("||")(
-        P("phases", type_=JSONB))
+    # Onto an object only: a row's phases are an object or SQL NULL (and never turn into an
+    # array by a jsonb || on JSON null).
+    current = sa.case((sa.func.jsonb_typeof(Job.phases) == "object", Job.phases),
+                      else_=sa.text("'{}'::jsonb"))
+    merged = current.op("||")(P("phases", type_=JSONB))
     return sa.update(Job).where(Job.id == P("job_id", type_=UUID_T)).values(phases=merged)
 
 
@@ -222,6 +230,12 @@ def _connected(open_: Callable[[], AbstractContextManager[Connection]]) -> Itera
             yield conn
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
         raise DatabaseUnavailable(f"PostgreSQL: {exc.orig or exc}") from exc
+
+
+def _truncated(dropped: int, kept_whole: bool, total: int, head: int, keep: int) -> bool:
+    """Whether less is stored than the job printed: past its cap, or past the row's head
+    when the rest was not kept."""
+    return dropped > 0 or (not kept_whole and total > min(head, keep))
 
 
 class JobStore:
@@ -320,8 +334,10 @@ class JobStore:
             verdict=outcome.verdict, exit_code=outcome.exit_code, signal=outcome.signal,
             stdout=outcome.stdout[:keep_bytes], stderr=outcome.stderr[:keep_bytes],
             stdout_bytes=outcome.stdout_bytes, stderr_bytes=outcome.stderr_bytes,
-            stdout_truncated=outcome.stdout_bytes > min(len(outcome.stdout), keep_bytes),
-            stderr_truncated=outcome.stderr_bytes > min(len(outcome.stderr), keep_bytes),
+            stdout_truncated=_truncated(outcome.stdout_dropped, outcome.kept_whole,
+                                        outcome.stdout_bytes, len(outcome.stdout), keep_bytes),
+            stderr_truncated=_truncated(outcome.stderr_dropped, outcome.kept_whole,
+                                        outcome.stderr_bytes, len(outcome.stderr), keep_bytes),
             wall_ms=outcome.wall_ms, cpu_ms=outcome.cpu_ms,
             peak_memory_bytes=outcome.peak_memory_bytes, evidence=outcome.evidence,
             phases=outcome.phases, provenance=outcome.provenance, error=outcome.error,
@@ -450,6 +466,43 @@ class JobStore:
                         Job.run_deadline < now()),
             )).order_by(Job.queued_at).limit(limit)).all()
         return [(str(r.id), r.status) for r in rows]
+
+    def put_blobs(self, job_id: str, attempt: int, frames: Iterable[Frame],
+                  batch: int = 8) -> None:
+        """Store an attempt's output frames (idempotent: a retried write adds nothing). They
+        are read only once this attempt's result is the job's."""
+        key = uuid.UUID(job_id)
+        stmt = pg_insert(Blob).on_conflict_do_nothing()
+        with self._tx() as conn:
+            rows: list[dict[str, Any]] = []
+            for f in frames:
+                rows.append({"job_id": key, "attempt": attempt, "blob": f.blob, "seq": f.seq,
+                             "raw_bytes": f.raw_bytes, "data": f.data})
+                if len(rows) >= batch:  # a few MiB in memory at most
+                    conn.execute(stmt, rows)
+                    rows = []
+            if rows:
+                conn.execute(stmt, rows)
+
+    def drop_other_blobs(self, job_id: str, attempt: int) -> None:
+        """What earlier attempts stored and never made the job's (their worker died)."""
+        with self._statement() as conn:
+            conn.execute(sa.delete(Blob).where(Blob.job_id == uuid.UUID(job_id),
+                                               Blob.attempt != attempt))
+
+    def blob_frames(self, job_id: JobId, blob: str) -> Iterator[tuple[int, bytes]]:
+        """(raw size, frame) of the job's ``blob``, in order, from its result's attempt; none
+        when it was not kept beyond the row's head. Streamed: a frame at a time in memory."""
+        key = uuid.UUID(job_id)
+        current = sa.select(Job.attempt).where(Job.id == key,
+                                               Job.status == Status.FINISHED).scalar_subquery()
+        query = (sa.select(Blob.raw_bytes, Blob.data)
+                 .where(Blob.job_id == key, Blob.blob == blob, Blob.attempt == current)
+                 .order_by(Blob.seq))
+        with self._tx() as conn:  # a server-side cursor lives in a transaction
+            result = conn.execution_options(stream_results=True, yield_per=4).execute(query)
+            for row in result:
+                yield row.raw_bytes, row.data
 
     def add_phases(self, job_id: str, phases: dict[str, Any]) -> None:
         with self._statement() as conn:

@@ -85,6 +85,30 @@ class Event:
         return Cursor.parse(self.offset)
 
 
+def missed(cursor: Cursor, event: Event) -> dict[str, int]:
+    """Pure: the bytes of each stream between where the reader is and where ``event`` starts
+    (the window was trimmed past them); empty when it follows on. A ``lagging`` event starts
+    before the bytes the relay itself skipped (it says how many)."""
+    after = event.cursor
+    before = {"stdout": after.stdout, "stderr": after.stderr}
+    if event.kind in ("stdout", "stderr"):
+        before[event.kind] -= len(event.data)
+    elif event.kind == "lagging":
+        for stream, n in event.summary.items():
+            before[stream.removeprefix("skipped_")] -= int(n)
+    seen = {"stdout": cursor.stdout, "stderr": cursor.stderr}
+    return {f"skipped_{s}": before[s] - seen[s] for s in seen if before[s] > seen[s]}
+
+
+def lagging(cursor: Cursor, missed_bytes: dict[str, int]) -> Event:
+    """An event saying what a reader missed, at its own cursor: the positions it has seen
+    plus what it missed, so the next event follows on."""
+    out = cursor.stdout + missed_bytes.get("skipped_stdout", 0)
+    err = cursor.stderr + missed_bytes.get("skipped_stderr", 0)
+    return Event(str(Cursor(cursor.entry, out, err)), "lagging",
+                 json.dumps(missed_bytes).encode())
+
+
 def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
                                 health_check_interval=30)

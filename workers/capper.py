@@ -10,6 +10,7 @@ class StreamBuffer:
     keep: int
     head: bytearray = field(default_factory=bytearray)
     total: int = 0
+    dropped: int = 0  # past the cap: never stored anywhere
 
     @property
     def truncated(self) -> bool:
@@ -40,6 +41,7 @@ class OutputCapper:
         self.dropped += over
         buf = self.streams[stream]
         buf.total += len(taken)
+        buf.dropped += over
         space = buf.keep - len(buf.head)
         if space > 0:
             buf.head += taken[:space]

@@ -336,8 +336,7 @@ def orphans(on_disk: Iterable[str], named: Iterable[str], main_pid: int) -> list
     return sorted(n for n in on_disk if n.startswith(prefix) and n not in taken)
 
 
-def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
-                volumes: Volumes, io_dir: str,
+def remove_idle(api: docker.APIClient, *, fleet: str, owner: str, beside: runner.Beside,
                 busy: Callable[[list[str]], Iterable[str]]) -> int:
     """At a worker's shutdown: remove the pooled containers its processes left (a SIGTERM ends
     a prefork child without its own clean-up). ``busy`` names those a job was given; they are
@@ -354,10 +353,10 @@ def remove_idle(api: docker.APIClient, *, fleet: str, owner: str,
         removed += 1
         names.append((c.get("Labels") or {}).get(L.NAME, ""))
     main_pid = int(owner.rsplit(":", 1)[-1])
-    on_disk = [*dirs.found(io_dir), *volumes.found()]
+    on_disk = [*dirs.found(beside.io_dir), *beside.volumes.found()]
     if on_disk:
         left = {(c.get("Labels") or {}).get(L.NAME, "") for c in api.containers(all=True)}
         names += orphans(on_disk, left, main_pid)
     for name in sorted(set(filter(None, names))):
-        runner.remove_leftovers(volumes, io_dir, name)
+        beside.remove(name)
     return removed

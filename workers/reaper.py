@@ -137,13 +137,14 @@ def _reason(c: ContainerView, job: JobState | None, now: float,
 
 
 def leftovers(on_disk: Mapping[str, float], slots: Iterable[Slot], *, live: set[str],
-              engine: str, fleet: str, now: float,
-              grace_s: float = LEFTOVER_GRACE_S) -> list[str]:
-    """The names whose side resources (volume, FIFO folder, cgroup parent) and slot must go:
-    no container of that name on this engine (``live``), and either a slot of this engine and
-    fleet older than ``grace_s``, or (a slot lost, a worker from before the slots) Airlock's
-    name, no slot of anyone, and resources left alone that long. ``on_disk``: each name's
-    newest modification time. A slot of another engine or fleet is never this reaper's."""
+              engine: str, now: float, grace_s: float = LEFTOVER_GRACE_S) -> list[str]:
+    """The names whose side resources (volume, FIFO and spool folders, cgroup parent) and slot
+    must go: no container of that name on this engine (``live``, every container it has,
+    whatever its fleet or state), and either a slot of this engine older than ``grace_s``
+    (whichever fleet: a fleet that stopped leaves its slots to the next), or (a slot lost, a
+    worker from before the slots) Airlock's name, no slot of anyone, and resources left alone
+    that long. ``on_disk``: each name's newest modification time. A slot of another engine
+    (several may share a host) is never this reaper's."""
     entries = {slot.name: slot for slot in slots}
     gone = []
     for name in set(on_disk) | set(entries):
@@ -151,7 +152,7 @@ def leftovers(on_disk: Mapping[str, float], slots: Iterable[Slot], *, live: set[
             continue
         entry = entries.get(name)
         if entry is not None:
-            if entry.engine == engine and entry.fleet == fleet and now - entry.at > grace_s:
+            if entry.engine == engine and now - entry.at > grace_s:
                 gone.append(name)
         elif name.startswith(NAME_PREFIX) and now - on_disk[name] > grace_s:
             gone.append(name)

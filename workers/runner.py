@@ -9,6 +9,7 @@ job's stdin, stdout and stderr are FIFOs between the worker and the container
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,12 +20,13 @@ import structlog
 
 from base.errors import AirlockError, InfrastructureError
 from base.limits import Limits
-from workers import cgroup, dirs, identity, pipes
+from workers import cgroup, dirs, identity, pipes, spool
 from workers.capper import OutputCapper
 from workers.engine import call, job_calls, translated
 from workers.pipes import Pipes
 from workers.slots import Slots
 from workers.spec import CPU_PERIOD_US, LaunchPlan, build_create_kwargs
+from workers.spool import Spool
 from workers.storage import Volume, Volumes
 from workers.verdict import Evidence
 from workers.watch import Hold, Sink, Watch
@@ -61,6 +63,8 @@ class RunOutcome:
     peak_memory_bytes: int | None
     disk_used_bytes: int | None
     uid: int
+    stdout_dropped: int = 0  # past the output cap
+    stderr_dropped: int = 0
 
 
 def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
@@ -126,8 +130,9 @@ def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
 def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         sink: Sink | None = None, hold: Hold | None = None,
         cancel: threading.Event | None = None,
-        volumes: Volumes | None = None) -> RunOutcome:
-    """Feed the job, relay its output, enforce the wall timeout, and collect the evidence.
+        volumes: Volumes | None = None, spool: Spool | None = None) -> RunOutcome:
+    """Feed the job, relay its output (whole to ``spool``), enforce the wall timeout, and
+    collect the evidence.
 
     While ``hold`` says so, output is not read: the pipes fill and the job's writes wait (the
     relay is behind). The deadline, cancellation and limits are still watched meanwhile."""
@@ -135,7 +140,7 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     capper = OutputCapper(limits.output_bytes, keep_bytes)
     seen = Watch(sandbox.pipes, payload, capper, timeout_s=limits.timeout_s,
                  cgroup_parent=parent, container_id=cid, kill=lambda: _kill(api, cid),
-                 sink=sink, hold=hold, cancel=cancel).run()
+                 sink=sink, hold=hold, cancel=cancel, spool=spool).run()
     sandbox.pipes.close()
     status = _wait_exit(api, cid)
     said = seen.said
@@ -165,7 +170,8 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         disk_full=disk is not None and disk >= sandbox.plan.limits.disk_bytes - 1024**2,
     )
     return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total,
-                      seen.wall_ms, usage.cpu_ms, usage.peak_memory_bytes, disk, sandbox.plan.uid)
+                      seen.wall_ms, usage.cpu_ms, usage.peak_memory_bytes, disk, sandbox.plan.uid,
+                      out.dropped, err.dropped)
 
 
 def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
@@ -201,19 +207,39 @@ def remove_container(api: docker.APIClient, cid: str) -> bool:
     return False
 
 
-def remove_leftovers(volumes: Volumes, io_dir: str, name: str,
-                     slots: Slots | None = None) -> None:
-    """Remove what the container called ``name`` had beside it (its volume, FIFO folder and
-    cgroup parent) and give its uid back, once it is gone or was never made. Never raises:
-    what stays is logged."""
-    try:
-        volumes.destroy(volumes.named(name))
-    except AirlockError as exc:
-        log.warning("volume.destroy_failed", name=name, error=str(exc))
-    pipes.remove(pipes.folder(io_dir, name))
-    cgroup.remove_parent(cgroup.parent_for(name))
-    if slots is not None:
-        _release(slots, name)
+@dataclass(frozen=True, slots=True)
+class Beside:
+    """Where the resources beside each container live (its volume, FIFO folder, spool folder,
+    cgroup parent, slot), to find and remove them by the container's name."""
+
+    volumes: Volumes
+    io_dir: str
+    spool_dir: str = ""
+    slots: Slots | None = None
+
+    def found(self) -> dict[str, float]:
+        """Every name that has something here, with its newest change."""
+        on_disk: dict[str, float] = {}
+        places = (dirs.found(self.io_dir), self.volumes.found(),
+                  dirs.found(self.spool_dir) if self.spool_dir else {}, cgroup.parent_names())
+        for place in places:
+            for name, mtime in place.items():
+                on_disk[name] = max(on_disk.get(name, 0.0), mtime)
+        return on_disk
+
+    def remove(self, name: str) -> None:
+        """Remove what the container called ``name`` had beside it and give its uid back,
+        once it is gone or was never made. Never raises: what stays is logged."""
+        try:
+            self.volumes.destroy(self.volumes.named(name))
+        except AirlockError as exc:
+            log.warning("volume.destroy_failed", name=name, error=str(exc))
+        pipes.remove(pipes.folder(self.io_dir, name))
+        if self.spool_dir:
+            spool.remove(os.path.join(self.spool_dir, name))
+        cgroup.remove_parent(cgroup.parent_for(name))
+        if self.slots is not None:
+            _release(self.slots, name)
 
 
 def _release(slots: Slots, name: str) -> None:

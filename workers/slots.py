@@ -10,7 +10,7 @@ gives it back when it is removed. The table is one JSON file under an exclusive 
 the host's /run: every worker process and every worker of every engine on the host (they share
 one kernel) allocate from it. An entry is written before anything of its container exists; a
 worker that dies leaves entries behind, and the reaper of that engine and fleet drops those
-whose container is gone (``stale``), after removing what they name.
+whose container is gone (``workers.reaper.leftovers``), after removing what they name.
 
 The choice of a uid is pure (``choose_uid``); the table's I/O is ``Slots``.
 """
@@ -50,14 +50,6 @@ def choose_uid(taken: Iterable[int], first: int, count: int, hint: int = 0) -> i
         if uid not in busy:
             return uid
     return None
-
-
-def stale(entries: Iterable[Slot], *, engine: str, fleet: str, live: set[str], now: float,
-          grace_s: float) -> list[Slot]:
-    """Entries of this engine and fleet whose container is not among ``live`` (every name the
-    engine has), past ``grace_s``: an entry is made just before its container."""
-    return [e for e in entries if e.engine == engine and e.fleet == fleet
-            and e.name not in live and now - e.at > grace_s]
 
 
 class Slots:

@@ -22,6 +22,7 @@ from workers import cgroup
 from workers.capper import OutputCapper
 from workers.launcher import LauncherStatus, parse_status
 from workers.pipes import PIPE_BYTES, Pipes, read_status
+from workers.spool import Spool
 
 log = structlog.get_logger(__name__)
 
@@ -54,8 +55,9 @@ class Watch:
     def __init__(self, io: Pipes, payload: bytes, capper: OutputCapper, *, timeout_s: float,
                  cgroup_parent: str, container_id: str, kill: Callable[[], None],
                  sink: Sink | None = None, hold: Hold | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, spool: Spool | None = None) -> None:
         self.io, self.capper, self.sink, self.hold, self.cancel = io, capper, sink, hold, cancel
+        self.spool = spool
         self.parent, self.cid, self._kill = cgroup_parent, container_id, kill
         self.names = {io.out: "stdout", io.err: "stderr"}
         self.reading = set(self.names)  # both reach EOF when the container ends
@@ -143,6 +145,8 @@ class Watch:
             self.reading.discard(fd)
             return
         taken = self.capper.feed(self.names[fd], data)
+        if taken and self.spool is not None:
+            self.spool.write(self.names[fd], taken)
         if taken and self.sink is not None:
             self.sink(self.names[fd], taken)
 

@@ -47,7 +47,7 @@ from tasks.streams import output_key
 from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_database
 from workers import labels as L
 from workers.labels import OWNER
-from workers.runner import remove_leftovers
+from workers.runner import Beside
 from workers.storage import volumes_for
 
 ENGINE1 = "unix:///var/run/docker.sock"
@@ -651,7 +651,8 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
     """Remove the fleet's containers on each engine, and what each had beside it (its volume,
     FIFO folder and cgroup parent), as the reaper would: the workers were SIGKILLed."""
     removed = 0
-    volumes = volumes_for(s.storage, s.sandbox.volumes_root)
+    beside = Beside(volumes_for(s.storage, s.sandbox.volumes_root), s.sandbox.io_dir,
+                    s.sandbox.spool_dir)
     for engine in engines:
         # docker-py leaks the socket of a failed connect (its unix transport does not close it),
         # and the GC's ResourceWarning then fails whichever test runs next: look first.
@@ -664,7 +665,7 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
                 removed += 1
                 name = (c.get("Labels") or {}).get(L.NAME, "")
                 if name:
-                    remove_leftovers(volumes, s.sandbox.io_dir, name)
+                    beside.remove(name)
         except (docker.errors.DockerException, requests.RequestException):
             pass
         finally:

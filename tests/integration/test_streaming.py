@@ -100,12 +100,15 @@ def test_resume_from_any_offset_returns_exactly_the_missing_part(client: Airlock
     expected_err = "".join(f"err {i}\n" for i in range(0, 60, 3)).encode()
     assert output_of(joined, "stdout") == expected_out == record.stdout_bytes
     assert output_of(joined, "stderr") == expected_err
-    # From any offset of a complete read: exactly the events after it.
-    full = list(client.events(handle.id))
-    assert [e.offset for e in full] == [e.offset for e in joined]
-    for k in (0, len(full) // 2, len(full) - 2):
-        again = list(client.events(handle.id, full[k].offset, follow=False))
-        assert [(e.offset, e.data) for e in again] == [(e.offset, e.data) for e in full[k + 1:]]
+    # From any offset of a complete read: exactly the bytes after it, then the end. (The job
+    # has ended: its live stream is down to its end entry, PostgreSQL answers the rest.)
+    for k in (0, len(joined) // 2, len(joined) - 2):
+        cur = joined[k].cursor
+        again = list(client.events(handle.id, joined[k].offset, follow=False))
+        assert output_of(again, "stdout") == expected_out[cur.stdout:]
+        assert output_of(again, "stderr") == expected_err[cur.stderr:]
+        assert again[-1].kind == "end" and again[-1].summary["verdict"] == "ok"
+    full = joined
     # After the stream expired, the stored result continues from the same byte positions.
     client.redis.delete(streams.output_key(handle.id))
     middle = full[len(full) // 2]
@@ -168,8 +171,9 @@ def test_64_mib_stream_with_worker_memory_bounded_and_a_stalled_reader_harmless(
     record = handle.wait(30)
     assert record.verdict == "ok", record.summary()
     assert end is not None and end.summary["stdout_bytes"] == 64 * MiB
-    # Every byte is either streamed or accounted for in a "lagging" marker.
-    assert got + skipped == 64 * MiB and end.summary["live_skipped_bytes"] == skipped
+    # Every byte is either streamed or accounted for in a "lagging" event: the relay's own
+    # (it fell behind) and the window's (it moved past this reader; tasks/relay.py).
+    assert got + skipped == 64 * MiB and skipped >= end.summary["live_skipped_bytes"]
     assert len(record.stdout_bytes) == settings.caps.keep_output_bytes  # the stored head
     growth = sampler.peak - before
     assert growth < 40 * MiB, (before, sampler.peak)
@@ -185,8 +189,11 @@ def test_64_mib_stream_with_worker_memory_bounded_and_a_stalled_reader_harmless(
     assert slow.verdict == "ok", slow.summary()
     assert record.wall_ms is not None and slow.wall_ms is not None
     assert slow.wall_ms < record.wall_ms * 2 + 1000, (record.wall_ms, slow.wall_ms)
-    # And the stream is all there for whoever reads it later.
-    assert client.redis.xlen(streams.output_key(stalled.id)) > 1
+    # Redis keeps the ended stream's end entry only; PostgreSQL has it whole for whoever
+    # reads it later.
+    assert client.redis.xlen(streams.output_key(stalled.id)) == 1
+    later = list(client.events(stalled.id))
+    assert output_of(later, "stdout") == b"x" * (64 * MiB) and later[-1].kind == "end"
     record_figure("stream_64mib", {
         "job_wall_ms_reader": record.wall_ms, "job_wall_ms_stalled_reader": slow.wall_ms,
         "client_read_s": round(read_s, 2), "client_MiB_s": round(64 / read_s, 1),

@@ -115,8 +115,10 @@ def test_images_pulled_and_built(resolved: dict[str, Any], project_dir: Path) ->
 
 def test_redis_keeps_an_append_only_file_behind_a_password(resolved: dict[str, Any]) -> None:
     command = " ".join(resolved["services"]["redis"]["command"])
-    for flag in ("--appendonly yes", "--appendfsync everysec", "--requirepass"):
+    for flag in ("--appendonly yes", "--appendfsync everysec", "--requirepass",
+                 "--maxmemory-policy volatile-lru"):  # bounded, and the queue never evicted
         assert flag in command
+    assert '--maxmemory "${REDIS_MAXMEMORY:-1gb}"' in command
 
 
 def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[str, Any]) -> None:
@@ -128,6 +130,8 @@ def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[st
                       "/sys/fs/cgroup": "/sys/fs/cgroup",
                       "/var/lib/airlock/volumes": "/var/lib/airlock/volumes",
                       "/run/airlock/io": "/run/airlock/io",
+                      "/run/airlock/slots": "/run/airlock/slots",
+                      "/var/lib/airlock/spool": "/var/lib/airlock/spool",
                       "/usr/local/libexec/airlock": "/usr/local/libexec/airlock"}
     assert "/usr/local/libexec/airlock:/usr/local/libexec/airlock:ro" in worker["volumes"]
     assert worker["networks"] == {"backend": None} and "ports" not in worker

@@ -95,22 +95,37 @@ def test_memory_stays_bounded_whatever_is_fed() -> None:
     assert p.relayed + p.skipped_total == 7_000_000
 
 
-def test_the_live_stream_is_bounded_in_bytes_and_entries_and_says_so() -> None:
-    r = relay(buffer_bytes=1 << 20, entry_bytes=4, budget=10)
-    p = publisher(r)
-    for _ in range(5):
-        p.chunk("stdout", b"abcd")
-    got = drain(r)
-    assert [k for k, *_ in got] == ["stdout", "stdout", "truncated"]
-    assert json.loads(got[-1][1])["reason"] == "stream_max_bytes"
-    assert got[-1][2] == 8 and p.positions["stdout"] == 20  # positions keep counting
+def test_the_live_stream_is_a_window_room_is_made_before_entries_go_in() -> None:
+    p = publisher(relay(budget=10))
+    assert p.make_room([4]) is None
+    for n in range(2):
+        p.written(f"1-{n}", 4)
+    assert p.make_room([4]) == "1-1"  # 8 + 4 > 10: the oldest goes first
+    p.written("1-2", 4)
+    assert [i for i, _ in p.window] == ["1-1", "1-2"] and p.window_bytes == 8
+    assert p.make_room([50]) == "1-3"  # bigger than the window: all the old ones go
+    assert not p.window and p.window_bytes == 0
+    p = publisher(relay(max_entries=3))
+    for n in range(3):
+        p.written(f"2-{n}", 1)
+    assert p.make_room([1, 1]) == "2-2" and len(p.window) == 1
 
-    r = relay(buffer_bytes=1 << 20, entry_bytes=1, max_entries=5)
-    p = publisher(r)
-    for _ in range(10):
-        p.chunk("stderr", b"z")
-    got = drain(r)
-    assert len(got) <= 5 and got[-1][0] == "truncated"
+
+def test_output_goes_in_with_its_trim_and_an_end_leaves_the_end_entry_alone() -> None:
+    pipe = FakePipe()
+    r = relay(budget=5)
+    r.r = type("R", (), {"pipeline": lambda self, transaction: pipe})()  # type: ignore[assignment]
+    p = publisher(r, "abc")
+    for piece in (b"1234", b"5678"):
+        p.chunk("stdout", piece)
+        r._write(r.buffer.take(1 << 20, timeout=0))
+    xadds = [c for c in pipe.calls if c[0] == "xadd"]
+    assert [c[2]["minid"] for c in xadds] == [None, "id-2"]  # the first made room for the second
+    p.relay.buffer.put(p._entry("end", b"{}"), force=True)
+    r._write(r.buffer.take(1 << 20, timeout=0))
+    assert pipe.calls[-2] == ("xtrim", ("airlock:out:abc",), {"minid": "id-3",
+                                                              "approximate": False})
+    assert not p.window  # PostgreSQL has it whole: only the end entry stays
 
 
 def test_end_comes_after_pending_output_with_totals_and_waits_for_the_writer() -> None:
@@ -141,14 +156,27 @@ def test_end_comes_after_pending_output_with_totals_and_waits_for_the_writer() -
 
 
 class FakePipe:
+    """Records calls; replies as Redis would (an XADD's reply is the new entry's id)."""
+
     def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
+        self.calls: list[tuple[str, Any, Any]] = []
+        self.command_stack: list[str] = []
+        self.ids = 0
 
     def __getattr__(self, name: str) -> Any:
-        return lambda *a, **k: self.calls.append((name, a))
+        def call(*a: Any, **k: Any) -> None:
+            self.calls.append((name, a, k))
+            self.command_stack.append(name)
+        return call
 
-    def execute(self) -> None:
-        self.calls.append(("execute", ()))
+    def execute(self) -> list[Any]:
+        self.calls.append(("execute", (), {}))
+        replies: list[Any] = []
+        for name in self.command_stack:
+            self.ids += name == "xadd"
+            replies.append(f"id-{self.ids}".encode() if name == "xadd" else True)
+        self.command_stack = []
+        return replies
 
 
 def test_one_pipeline_per_batch_with_positions_and_expiry_once() -> None:
@@ -181,19 +209,21 @@ class _StuckRedis:
 
     def __init__(self) -> None:
         self.gate = threading.Event()
+        self.command_stack: list[str] = []
 
     def pipeline(self, transaction: bool = False) -> _StuckRedis:
         return self
 
     def xadd(self, *args: Any, **kwargs: Any) -> None:
-        return None
+        self.command_stack.append("xadd")
 
     def expire(self, *args: Any, **kwargs: Any) -> None:
-        return None
+        self.command_stack.append("expire")
 
     def execute(self) -> list[Any]:
         self.gate.wait(10)
-        return []
+        replies, self.command_stack = [b"1-1"] * len(self.command_stack), []
+        return replies
 
 
 def test_a_full_buffer_holds_the_reader_while_the_relay_drains_and_not_once_it_stalls(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from airlock.doctor import judge_egress_part
+from airlock.doctor import judge_egress_part, judge_redis_memory
 from tasks.host_checks import Status
 from tasks.startup import database_refusal, schema_refusal
 
@@ -61,3 +61,15 @@ def test_the_firewall_fails_a_host_only_when_egress_needs_it(
     assert check.status is status
     if status is Status.WARN:
         assert problem in check.detail and "egress is off" in check.detail
+
+
+@pytest.mark.parametrize(("maxmemory", "policy", "status"), [
+    (0, "noeviction", Status.WARN),  # unbounded
+    (1 << 30, "allkeys-lru", Status.WARN),  # would evict the queue
+    (1 << 30, "allkeys-random", Status.WARN),
+    (1 << 30, "volatile-lru", Status.OK),  # only keys with an expiry: ended streams
+    (1 << 30, "noeviction", Status.OK),
+])
+def test_the_doctor_wants_redis_bounded_and_the_queue_never_evicted(
+        maxmemory: int, policy: str, status: Status) -> None:
+    assert judge_redis_memory(maxmemory, policy)[0] is status

@@ -1,0 +1,80 @@
+"""A job's output as it comes, whole (up to its output cap), on the host's disk: the worker
+keeps only a head in memory and streams a bounded window to Redis, so the whole output waits
+here until the result is written, then goes to PostgreSQL (``tasks.blobs``) and is removed.
+
+One folder per container, named after it (``<spool_dir>/<name>``, root's, 0700), so that the
+reaper finds what a worker that died left (``workers.reaper.leftovers``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from base.errors import InfrastructureError
+from workers import dirs
+
+STREAMS = ("stdout", "stderr")
+CHUNK_BYTES = 1024 * 1024
+
+
+class Spool:
+    def __init__(self, spool_dir: str, name: str) -> None:
+        self.folder = os.path.join(spool_dir, name)
+        self.sizes = dict.fromkeys(STREAMS, 0)
+        self._fds: dict[str, int] = {}
+
+    def open(self) -> Spool:
+        try:
+            os.makedirs(os.path.dirname(self.folder), mode=0o700, exist_ok=True)
+            os.mkdir(self.folder, 0o700)
+            with dirs.opened(self.folder) as dir_fd:
+                for stream in STREAMS:
+                    self._fds[stream] = os.open(
+                        stream, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            self.remove()
+            raise InfrastructureError(f"cannot make the job's spool {self.folder}: {exc}") from exc
+        return self
+
+    def write(self, stream: str, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fds[stream], view)
+            view = view[written:]
+        self.sizes[stream] += len(data)
+
+    def chunks(self, stream: str, start: int = 0) -> Iterator[bytes]:
+        """The stream's bytes from ``start``, CHUNK_BYTES at a time."""
+        offset = start
+        while offset < self.sizes[stream]:
+            data = os.pread(self._fds[stream], CHUNK_BYTES, offset)
+            if not data:
+                return
+            offset += len(data)
+            yield data
+
+    def remove(self) -> None:
+        """Close and remove it (never raises; what it cannot remove, the reaper will)."""
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        remove(self.folder)
+
+
+def remove(folder: str) -> None:
+    """Remove a spool folder by its path: only the two files Airlock puts there."""
+    try:
+        with dirs.opened(folder) as dir_fd:
+            for stream in STREAMS:
+                try:
+                    os.unlink(stream, dir_fd=dir_fd)
+                except OSError:
+                    pass
+        os.rmdir(folder)
+    except OSError:
+        pass
