@@ -134,6 +134,9 @@ class Upkeep(Section):
     """The housekeeping thread of each worker (tasks/housekeeping.py)."""
 
     reaper_interval_s: float = 15.0
+    # A slot or side resource with no container is swept once this old: the slot is taken,
+    # and the resources made, just before the container is created.
+    leftover_grace_s: float = Field(120.0, gt=0)
     reconcile_after_s: float = 30.0
     result_retention_days: float = 30.0
     retention_interval_s: float = Field(default=3600.0, gt=0)

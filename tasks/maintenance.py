@@ -78,16 +78,19 @@ def sweep(api: docker.APIClient, store: JobStore, s: Settings,
         except AirlockError as exc:  # one container's bookkeeping never stops the sweep
             log.warning("reaper.record_failed", job_id=c.job, error=str(exc))
     gone = {r.container.id for r in removals}
-    swept = sweep_leftovers(api, beside, slots, now) if slots is not None else []
+    swept = (sweep_leftovers(api, beside, slots, now, s.upkeep.leftover_grace_s)
+             if slots is not None else [])
     return SweepReport(len(views), removals, released, [v for v in views if v.id not in gone],
                        swept)
 
 
-def sweep_leftovers(api: docker.APIClient, beside: Beside, slots: Slots, now: float) -> list[str]:
+def sweep_leftovers(api: docker.APIClient, beside: Beside, slots: Slots, now: float,
+                    grace_s: float) -> list[str]:
     """Side resources (volumes, FIFO and spool folders, cgroup parents) and slots whose
     container is gone (workers.reaper.leftovers decides), removed by Airlock's names only."""
     live = {n.lstrip("/") for c in api.containers(all=True) for n in c.get("Names") or ()}
-    gone = leftovers(beside.found(), slots.entries(), live=live, engine=slots.engine, now=now)
+    gone = leftovers(beside.found(), slots.entries(), live=live, engine=slots.engine, now=now,
+                     grace_s=grace_s)
     for name in gone:
         beside.remove(name)
         log.info("reaper.leftovers_removed", name=name)

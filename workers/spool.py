@@ -55,14 +55,17 @@ class Spool:
             offset += len(data)
             yield data
 
-    def remove(self) -> None:
-        """Close and remove it (never raises; what it cannot remove, the reaper will)."""
+    def close(self) -> None:
         for fd in self._fds.values():
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._fds.clear()
+
+    def remove(self) -> None:
+        """Close and remove it (never raises; what it cannot remove, the reaper will)."""
+        self.close()
         remove(self.folder)
 
 

@@ -42,6 +42,7 @@ def fault_base() -> Settings:
     unless ``AIRLOCK_TEST_FAULT_POOL_SIZE`` says otherwise (``test_pool_faults.py`` runs the
     pooled cases in every run)."""
     return Settings(concurrency=1, reaper_interval_s=1.0, reconcile_after_s=2.0,
+                    leftover_grace_s=20.0,  # a killed worker's side resources, swept soon
                     pool_size=int(os.environ.get("AIRLOCK_TEST_FAULT_POOL_SIZE", "0")))
 
 

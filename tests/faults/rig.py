@@ -48,6 +48,7 @@ from tests.services import ROOT, WorkerProcess, airlock_containers, scratch_data
 from workers import labels as L
 from workers.labels import OWNER
 from workers.runner import Beside
+from workers.slots import Slot, Slots
 from workers.storage import volumes_for
 
 ENGINE1 = "unix:///var/run/docker.sock"
@@ -314,6 +315,7 @@ class ContainerEvent:
     job: str
     attempt: int
     role: str = ""  # "pool": made ahead of its job, whose id is then only in the attempts table
+    name: str = ""  # the container's name: its side resources' too (workers/runner.Beside)
 
 
 class EventLog:
@@ -355,7 +357,7 @@ class EventLog:
                     self.events.append(ContainerEvent(
                         ev.get("timeNano", 0) / 1e9, ev.get("Action", ""), ev.get("id", ""),
                         engine, attrs.get(L.JOB, ""), int(attrs.get(L.ATTEMPT, "0") or 0),
-                        attrs.get(L.ROLE, "")))
+                        attrs.get(L.ROLE, ""), attrs.get("name", "")))
             except Exception:
                 time.sleep(0.5)
             finally:
@@ -387,6 +389,10 @@ class EventLog:
         for start, die, e in self._intervals():
             out.setdefault(e.job, []).append((start, die, e.id))
         return out
+
+    def names(self) -> set[str]:
+        """The names of every container the fleet created while the log ran."""
+        return {e.name for e in self.events if e.action == "create" and e.name}
 
     def creation(self, container_id: str) -> ContainerEvent | None:
         """The create event of one container (a pooled one's says role "pool" and no job)."""
@@ -551,6 +557,21 @@ class Fleet:
             ids=[c["Id"] for c in found])}
         return [c["Id"] for c in found if c["Id"] not in taken]
 
+    def side_leftovers(self, events: EventLog) -> list[str]:
+        """Names of the fleet's containers that are gone but left something beside them: a
+        volume, a FIFO or spool folder, a cgroup parent, a slot (ATTACKS.md F21)."""
+        s = self.settings
+        engines = [e for e in (ENGINE1, ENGINE2) if _answers(e)]
+        live = {n.lstrip("/") for engine in engines for c in self.containers(engine)
+                for n in c.get("Names") or ()}
+        beside = Beside(volumes_for(s.storage, s.sandbox.volumes_root), s.sandbox.io_dir,
+                        s.sandbox.spool_dir)
+        slots = _slot_entries(s.sandbox.slots_path)
+        on_disk = set(beside.found()) | {slot.name for slot in slots}
+        # Also the slots of containers never created (a worker killed just before): no event.
+        orphaned = {slot.name for slot in slots if slot.fleet == s.fleet}
+        return sorted(((events.names() & on_disk) | orphaned) - live)
+
     def leftovers(self, engine: str = ENGINE1) -> list[dict[str, Any]]:
         """The fleet's containers but the warm pool's spares no attempt took (the pool's to keep,
         recycle or drain; a spare whose worker died exits on its own): what a job must not leave
@@ -671,6 +692,10 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
         finally:
             api.close()
     return removed
+
+
+def _slot_entries(path: str) -> list[Slot]:
+    return Slots(path, first_uid=0, count=1, engine="", fleet="").entries()
 
 
 def forget_queue(r: redis.Redis, queue: str) -> None:

@@ -121,6 +121,10 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
             left = [(c.get("Names"), c.get("State"), c.get("Status"), c.get("Labels"))
                     for found in left_behind(fleet) for c in found]
             raise AssertionError(f"{exc}; left: {left}") from exc
+        # F21: nothing beside a container that is gone (volumes, folders, cgroup parents,
+        # uid slots), also of containers a killed worker never got to create.
+        wait_for("no side resource of a gone container", lambda: not fleet.side_leftovers(events),
+                 s.upkeep.leftover_grace_s + 30)
         elapsed = time.monotonic() - t0
     finally:
         events.close()

@@ -69,6 +69,8 @@ def test_f1_sigkill_of_the_main_process_mid_job(fleet: Fleet) -> None:
         assert len(fleet.created(job, events)) == 2
         assert not overlaps(fleet.run_intervals(job, events))
         assert not fleet.leftovers()
+        # F21: nor anything beside the orphan (its volume, folders, cgroup parent, uid)
+        wait_for("the orphan's side resources to go", lambda: not fleet.side_leftovers(events), 10)
     finally:
         events.close()
 
@@ -96,5 +98,6 @@ def test_f2_sigkill_of_the_pool_process_running_the_job(fleet: Fleet) -> None:
         assert len(fleet.created(job, events)) == 2
         assert not overlaps(fleet.run_intervals(job, events))
         assert alive(w.pid) and not fleet.leftovers()
+        wait_for("the orphan's side resources to go", lambda: not fleet.side_leftovers(events), 10)
     finally:
         events.close()
