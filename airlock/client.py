@@ -62,8 +62,9 @@ def short(text: str | None, width: int = 60) -> str:
 class Airlock:
     """Talks to PostgreSQL (the truth), Redis (the queue and live output) and nothing else."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, tenant: str | None = None) -> None:
         self.settings = settings or load_settings()
+        self.tenant = tenant or self.settings.default_tenant
         self.store = JobStore(make_engine(self.settings.database_url))
         self.redis = streams.connect(self.settings.redis_url)
         self.queue = JobQueue(self.settings)
@@ -74,7 +75,7 @@ class Airlock:
         job_id, created = self.store.create(
             spec=spec.model_dump(mode="json", exclude_none=True), profile=resolved.profile,
             image=resolved.image, limits=resolved.limits.as_dict(),
-            idempotency_key=spec.idempotency_key, label=spec.label,
+            idempotency_key=spec.idempotency_key, label=spec.label, tenant=self.tenant,
         )
         if created:
             self.enqueue(job_id, f"{resolved.profile}: {short(spec.code or ' '.join(resolved.argv))}")

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     hostname: str = Field(default_factory=socket.gethostname)
     fleet: str = "default"
     queue: str = "airlock"
+    # Whose jobs a client without a key submits (in-fleet code, the CLI in direct mode).
+    default_tenant: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     concurrency: int = Field(default=4, ge=1, le=64)
 
     profiles: dict[str, Profile] = Field(default_factory=_default_profiles)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -33,11 +34,22 @@ class Base(DeclarativeBase):
     pass
 
 
+class Tenant(Base):
+    """Whose jobs are whose: every job belongs to one tenant (the API's keys, quotas and egress
+    are a tenant's). Named by a short slug, never renamed."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"), default="default")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     label: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED)
     verdict: Mapped[str | None] = mapped_column(String(32))
@@ -74,6 +86,8 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_lease", "status", "lease_until"),
         Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_tenant_queued_at", "tenant", "queued_at"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     )
 
 

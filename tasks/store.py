@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import UUID as UUID_T
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
-from base.errors import DatabaseUnavailable, JobNotFound
+from base.errors import DatabaseUnavailable, JobNotFound, JobSpecError
 from base.ids import JobId
 from tasks.blobs import Frame
 from tasks.models import Attempt, Blob, Job, Status
@@ -207,11 +207,11 @@ def _add_phases_statement() -> Any:
 # The dialect's INSERT ... ON CONFLICT has no cache key (compiled for every submit); as text it
 # is compiled once.
 CREATE = sa.text(
-    "INSERT INTO jobs (id, spec, profile, image, limits, idempotency_key, label, status, attempt,"
-    " cancel_requested, stdout_truncated, stderr_truncated)"
-    " VALUES (:id, :spec, :profile, :image, :limits, :idempotency_key, :label,"
+    "INSERT INTO jobs (id, tenant, spec, profile, image, limits, idempotency_key, label, status,"
+    " attempt, cancel_requested, stdout_truncated, stderr_truncated)"
+    " VALUES (:id, :tenant, :spec, :profile, :image, :limits, :idempotency_key, :label,"
     f" '{Status.QUEUED.value}', 0, false, false, false)"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    " ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id"
 ).bindparams(sa.bindparam("id", type_=UUID_T), sa.bindparam("spec", type_=JSONB),
              sa.bindparam("limits", type_=JSONB)).columns(sa.column("id", UUID_T))
 CLAIM = _claim_statement()
@@ -254,17 +254,22 @@ class JobStore:
         return _connected(self._autocommit.connect)
 
     def create(self, *, spec: dict[str, Any], profile: str, image: str, limits: dict[str, Any],
-               idempotency_key: str | None, label: str | None) -> tuple[JobId, bool]:
-        """Insert a queued job; with a known idempotency key, return the existing one."""
-        params = {"id": uuid.uuid4(), "spec": spec, "profile": profile, "image": image,
-                  "limits": limits, "idempotency_key": idempotency_key, "label": label}
+               idempotency_key: str | None, label: str | None,
+               tenant: str = "default") -> tuple[JobId, bool]:
+        """Insert a queued job of ``tenant``; with an idempotency key the tenant used before,
+        return that job."""
+        params = {"id": uuid.uuid4(), "tenant": tenant, "spec": spec, "profile": profile,
+                  "image": image, "limits": limits, "idempotency_key": idempotency_key,
+                  "label": label}
         with self._statement() as conn:
-            created = conn.execute(CREATE, params).scalar()
+            try:
+                created = conn.execute(CREATE, params).scalar()
+            except sa_exc.IntegrityError as exc:  # the tenants table does not have it
+                raise JobSpecError("tenant", f"no tenant {tenant!r}") from exc
             if created is not None:
                 return JobId(str(created)), True
-            existing = conn.execute(
-                sa.select(Job.id).where(Job.idempotency_key == idempotency_key)
-            ).scalar_one()
+            existing = conn.execute(sa.select(Job.id).where(
+                Job.tenant == tenant, Job.idempotency_key == idempotency_key)).scalar_one()
             return JobId(str(existing)), False
 
     def get(self, job_id: JobId) -> JobRow:

@@ -29,15 +29,15 @@ ADMIN_URL = os.environ.get("AIRLOCK_TEST_ADMIN_URL", "postgresql+psycopg://postg
 
 
 @contextmanager
-def scratch_database(prefix: str = "airlock_t") -> Iterator[str]:
-    """A fresh database with the schema applied; dropped afterwards."""
+def scratch_database(prefix: str = "airlock_t", revision: str = "head") -> Iterator[str]:
+    """A fresh database with the schema applied (up to ``revision``); dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         with admin.connect() as conn:

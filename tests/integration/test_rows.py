@@ -49,12 +49,7 @@ def test_an_error_verdict_row_has_an_object_of_phases_and_sql_null_elsewhere(
 
 @pytest.fixture
 def at_0001() -> Iterator[str]:
-    with scratch_database("airlock_t_rows") as url:
-        db = sa.create_engine(url)
-        with db.begin() as conn:  # back to the schema as it was
-            conn.execute(sa.text("DROP TABLE job_blobs"))
-            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
-        db.dispose()
+    with scratch_database("airlock_t_rows", revision="0001") as url:
         yield url
 
 

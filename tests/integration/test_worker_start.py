@@ -50,6 +50,11 @@ def test_a_worker_refuses_a_schema_it_does_not_match(settings: Settings, tmp_pat
     try:
         status, log = run_worker_until_exit(other, tmp_path / "empty.log", timeout=60)
         assert status == 3 and "the database has no schema" in refused_line(log), log[-2000:]
+        upgrade(url, "0002")  # a fleet that has not run this code's migrations yet
+        status, log = run_worker_until_exit(other, tmp_path / "behind.log", timeout=60)
+        line = refused_line(log)
+        assert status == 3 and "schema is at migration 0002, behind this code's" in line, line
+        assert "run airlock db upgrade" in line
         upgrade(url)
         db = sa.create_engine(url)
         with db.begin() as conn:  # a migration from a newer release of Airlock
