@@ -16,6 +16,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis
 import structlog
@@ -34,12 +35,18 @@ def dead_key(queue: str) -> str:
 
 def escaped(data: bytes | str, limit: int | None = None) -> str:
     """``data`` (its first ``limit`` bytes) as printable ASCII: a backslash doubled, every other
-    byte outside printable ASCII as ``\\xNN`` (text is escaped as UTF-8), "…" when cut."""
+    byte outside printable ASCII as ``\\xNN`` (text is escaped as UTF-8), "..." when cut."""
     raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
     cut = limit is not None and len(raw) > limit
     shown = _UNPRINTABLE.sub(lambda m: b"\\\\" if m[0] == b"\\" else b"\\x%02x" % m[0][0],
                              raw[:limit] if cut else raw)
-    return shown.decode("ascii") + ("…" if cut else "")
+    return shown.decode("ascii") + ("..." if cut else "")
+
+
+def printable(text: str) -> str:
+    """``text`` as it is when printable ASCII (as the reasons this module writes), else escaped:
+    anyone who can write to the broker can write an entry."""
+    return text if text.isascii() and text.isprintable() else escaped(text)
 
 
 def because(what: str, exc: BaseException) -> str:
@@ -66,10 +73,19 @@ class DeadLetter:
     def preview(self) -> str:
         return escaped(self.payload, PREVIEW_BYTES)
 
+    def as_dict(self) -> dict[str, object]:
+        return {"at": self.at, "queue": printable(self.queue), "reason": printable(self.reason),
+                "size": self.size, "truncated": self.truncated, "preview": self.preview(),
+                "payload_b64": base64.b64encode(self.payload).decode()}
+
+    def describe(self) -> str:
+        """One line: when (UTC), why, how big, and the item's head, all printable ASCII."""
+        when = datetime.fromtimestamp(self.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return f"{when}  {printable(self.reason)}  {self.size} B  {self.preview()}"
+
     def to_json(self) -> str:
         return json.dumps({"at": self.at, "queue": self.queue, "reason": self.reason,
-                           "size": self.size,
-                           "payload_b64": base64.b64encode(self.payload).decode()})
+                           "size": self.size, "payload_b64": base64.b64encode(self.payload).decode()})
 
     @classmethod
     def from_json(cls, item: bytes | str) -> DeadLetter | None:
