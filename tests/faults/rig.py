@@ -679,8 +679,9 @@ def remove_fleet_containers(s: Settings, engines: tuple[str, ...]) -> int:
 
 
 def forget_queue(r: redis.Redis, queue: str) -> None:
-    """Drop the test queue and its unacknowledged deliveries from a shared Redis."""
-    r.delete(queue)
+    """Drop the test queue, its dead letters and its unacknowledged deliveries from a shared
+    Redis."""
+    r.delete(queue, f"airlock:dead:{queue}")
     for tag, value in r.hgetall("unacked").items():
         try:
             if json.loads(value)[2] == queue:

@@ -45,41 +45,40 @@ def test_f19_poison_items_are_set_aside_and_the_jobs_behind_them_run(fleet: Flee
     w = fleet.worker()
     pid, r, queue = w.pid, fleet.client.redis, fleet.settings.queue
     kinds = poisons(queue)
-    try:
-        # Given a busy worker (concurrency 1, one message at a time): the rest wait in the list.
-        blocker = fleet.submit("import time; time.sleep(3)")
-        fleet.running_container(blocker)
-        # When each kind of poison is pushed, a normal job behind each one.
-        jobs = []
-        for poison in kinds:
-            r.lpush(queue, poison.raw)
-            jobs.append(fleet.submit(f"print({poison.name!r})"))
-        assert r.llen(queue) == 2 * len(kinds)
-        # Then every job runs, in the same worker process.
-        for poison, job in zip(kinds, jobs, strict=True):
-            record = finished(fleet, w, job)
-            assert (record.verdict, record.stdout) == ("ok", f"{poison.name}\n"), (poison, record)
-        assert finished(fleet, w, blocker).verdict == "ok"
-        assert w.proc is not None and w.proc.poll() is None and w.pid == pid, w.log()[-3000:]
-        # And each item is kept aside, with when and why.
-        dead = dead_letters(fleet)
-        assert len(dead) == len(kinds), [d["reason"] for d in dead]
-        for poison, entry in zip(kinds, dead, strict=True):
-            assert poison.reason in entry["reason"], (poison.name, entry["reason"])
-            assert entry["queue"] == queue and time.time() - 600 < entry["at"] <= time.time()
-            kept = base64.b64decode(entry["payload_b64"])
-            if kept == poison.raw[:len(kept)]:  # the item's bytes, up to the cap
-                assert entry["size"] == len(poison.raw)
-            else:  # a message kombu parsed: its JSON again
-                assert json.loads(kept) == json.loads(poison.raw), poison.name
-        # A second normal job still runs; nothing is left behind in the broker.
-        after = finished(fleet, w, fleet.submit("print('after')"))
-        assert (after.verdict, after.stdout) == ("ok", "after\n")
-        assert r.llen(queue) == 0
-        assert "Unrecoverable error" not in w.log()
-        assert w.proc.poll() is None and w.pid == pid
-    finally:
-        r.delete(f"airlock:dead:{queue}")
+    # Given a busy worker (concurrency 1, one message at a time): the rest wait in the list.
+    blocker = fleet.submit("import time; time.sleep(3)")
+    fleet.running_container(blocker)
+    # When each kind of poison is pushed, a normal job behind each one.
+    jobs = []
+    for poison in kinds:
+        r.lpush(queue, poison.raw)
+        jobs.append(fleet.submit(f"print({poison.name!r})"))
+    assert r.llen(queue) == 2 * len(kinds)
+    # Then every job runs, in the same worker process.
+    for poison, job in zip(kinds, jobs, strict=True):
+        record = finished(fleet, w, job)
+        assert (record.verdict, record.stdout) == ("ok", f"{poison.name}\n"), (poison, record)
+    assert finished(fleet, w, blocker).verdict == "ok"
+    assert w.proc is not None and w.proc.poll() is None and w.pid == pid, w.log()[-3000:]
+    # And each item is kept aside, with when and why.
+    dead = dead_letters(fleet)
+    assert len(dead) == len(kinds), [d["reason"] for d in dead]
+    for poison, entry in zip(kinds, dead, strict=True):
+        assert poison.reason in entry["reason"], (poison.name, entry["reason"])
+        assert entry["queue"] == queue and time.time() - 600 < entry["at"] <= time.time()
+        kept = base64.b64decode(entry["payload_b64"])
+        if kept == poison.raw[:len(kept)]:  # the item's bytes, up to the cap
+            assert entry["size"] == len(poison.raw)
+        else:  # a message kombu parsed: its JSON again
+            assert json.loads(kept) == json.loads(poison.raw), poison.name
+    # A second normal job still runs; nothing is left behind in the broker.
+    after = finished(fleet, w, fleet.submit("print('after')"))
+    assert (after.verdict, after.stdout) == ("ok", "after\n")
+    assert r.llen(queue) == 0
+    wait_for("no delivery of this queue left unacknowledged",
+             lambda: not [v for v in r.hgetall("unacked").values() if queue.encode() in v], 10)
+    assert "Unrecoverable error" not in w.log()
+    assert w.proc.poll() is None and w.pid == pid
 
 
 def test_f19_a_poison_entry_among_the_unacknowledged_is_set_aside(
