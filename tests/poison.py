@@ -56,6 +56,7 @@ def poisons(queue: str) -> list[Poison]:
     job = str(uuid.uuid4())  # well formed, but no such job: never run
     as_json = lambda value: json.dumps(value).encode()  # noqa: E731
     base = envelope(queue, b"[]")
+    plain = json.loads(task_message(queue, [job]))
     return [
         Poison("not JSON", b"not json", "not JSON"),
         Poison("invalid UTF-8", b"\xff\xfe\x80{\x1b[8m", "not JSON"),
@@ -86,6 +87,8 @@ def poisons(queue: str) -> list[Poison]:
         Poison("no task id", task_message(queue, [job], drop=("id",)), "not a Celery task",
                "consumer"),
         Poison("bad eta", task_message(queue, [job], eta="yesterday"), "invalid", "celery"),
+        Poison("body not UTF-8", as_json(plain | {"body": "\ud800", "properties": plain[
+            "properties"] | {"body_encoding": None}}), "body cannot be decoded", "celery"),
         Poison("no arguments", task_message(queue, []), "arguments", "consumer"),
         Poison("two arguments", task_message(queue, [job, job]), "arguments", "consumer"),
         Poison("not a job id", task_message(queue, ["../../etc/passwd"]), "job id", "consumer"),
