@@ -147,9 +147,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _popped(self, key: str, item: bytes, reason: str) -> None:
         self.set_aside(key.rsplit(self.sep, 1)[0], item, reason)  # less a priority suffix
 
-    def set_aside(self, queue: str, raw: bytes, reason: str) -> None:
+    def set_aside(self, queue: str, raw: bytes, reason: str, **context: str) -> None:
         with self.conn_or_acquire() as client:
-            deadletters.keep(client, DeadLetter.of(queue, raw, reason, time.time()))
+            deadletters.keep(client, DeadLetter.of(queue, raw, reason, time.time()), **context)
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]

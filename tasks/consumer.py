@@ -103,7 +103,9 @@ def keep(message: Any, reason: str) -> None:
     where = DELIVERING.get() or str((message.delivery_info or {}).get("routing_key") or "unknown")
     raw = getattr(message, "_raw", None)  # kombu's parsed item, as it was popped
     item = dumps(raw).encode() if raw is not None else bytes(message.body or b"")  # type: ignore[no-untyped-call]
+    task_id = message.headers.get("id")
+    context = {} if task_id is None else {"task_id": escaped(str(task_id), 80)}
     if isinstance(message.channel, Channel):
-        message.channel.set_aside(where, item, reason)
+        message.channel.set_aside(where, item, reason, **context)
     else:  # not Airlock's transport: it can only be logged
-        deadletters.keep(None, DeadLetter.of(where, item, reason, time.time()))
+        deadletters.keep(None, DeadLetter.of(where, item, reason, time.time()), **context)

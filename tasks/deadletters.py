@@ -98,22 +98,22 @@ class DeadLetter:
             return None
 
 
-def keep(r: redis.Redis | None, letter: DeadLetter) -> None:
-    """Log the item and add it to its list (with no Redis to write to, only log it), trimmed
-    to ``KEEP``. Never raises: an item that cannot be kept is still skipped, and the log line
-    says what it was."""
+def keep(r: redis.Redis | None, letter: DeadLetter, **context: str) -> None:
+    """Add the item to its list, trimmed to ``KEEP``, then log it (with ``context``, e.g. its
+    task id); with no Redis to write to, only log it. Never raises: an item that cannot be kept
+    is still skipped, and the log line says what it was."""
+    error = "" if r is not None else "no broker to write to"
+    if r is not None:
+        key = dead_key(letter.queue)
+        try:
+            with r.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, letter.to_json())
+                pipe.ltrim(key, 0, KEEP - 1)
+                pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            error = str(exc)
     log.warning("broker.set_aside", queue=letter.queue, reason=letter.reason, size=letter.size,
-                preview=letter.preview(), kept=r is not None)
-    if r is None:
-        return
-    key = dead_key(letter.queue)
-    try:
-        with r.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, letter.to_json())
-            pipe.ltrim(key, 0, KEEP - 1)
-            pipe.execute()
-    except redis.exceptions.RedisError as exc:
-        log.error("broker.set_aside_failed", queue=letter.queue, error=str(exc))
+                preview=letter.preview(), kept=not error, error=error or None, **context)
 
 
 def dead_letters(r: redis.Redis, queue: str, count: int = KEEP) -> list[DeadLetter | None]:
