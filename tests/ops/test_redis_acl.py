@@ -50,8 +50,9 @@ class Broker:
             text = text.replace(f">{name} ", f">{password} ")
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "users.acl").write_text(text)
-        self.server = RedisServer(workdir, appendonly=False,
-                                  args=("--aclfile", str(workdir / "users.acl")),
+        self.server = RedisServer(workdir, appendonly=False,  # memory bounded as compose does
+                                  args=("--aclfile", str(workdir / "users.acl"), "--maxmemory",
+                                        "256mb", "--maxmemory-policy", "volatile-lru"),
                                   login=(ADMIN, self.passwords["ADMIN"]))
 
     def url(self, user: str) -> str:
