@@ -439,6 +439,36 @@ def _print_checks(checks: list[Any]) -> None:
     Console(width=max(100, Console().width)).print(table)
 
 
+@main.command("dead-letters")
+@click.option("--queue", help="Only this list: a queue's name, or 'unacked' (default: every list).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="The newest items shown per list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the items as JSON (with their bytes).")
+def dead_letters(queue: str | None, limit: int, as_json: bool) -> None:
+    """Show what workers took off the broker and set aside: when, where, why, a preview.
+
+    Every byte an item holds is shown escaped (\\xNN); --json adds the kept bytes in base64."""
+    import redis
+
+    from tasks import deadletters, streams
+
+    try:
+        r = streams.connect(_settings().broker_url)
+        lists = {q: (r.llen(deadletters.dead_key(q)), deadletters.dead_letters(r, q, limit))
+                 for q in ([queue] if queue else deadletters.dead_queues(r))}
+    except redis.exceptions.RedisError as exc:
+        raise click.ClickException(f"broker: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps([{"queue": q, "count": count, "items": [
+            item.as_dict() if item else None for item in items]}
+            for q, (count, items) in lists.items()], indent=2))
+        return
+    for q, (count, items) in lists.items():
+        click.echo(f"{deadletters.printable(q)}: {count} set aside, newest first")
+        for item in items:
+            click.echo(f"  {item.describe()}" if item else "  (not an entry of Airlock's)")
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 
@@ -39,7 +41,24 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_concurrency": s.concurrency,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # A message the worker cannot take is set aside, never its end (ATTACKS.md F19).
+        "worker_consumer": "tasks.consumer:Consumer",
+        **broker_transport(s.broker_url),
     }
+
+
+def broker_transport(url: str) -> dict[str, Any]:
+    """Airlock's Redis transport (``tasks.broker``) for a redis:// or rediss:// broker URL.
+    Named explicitly, the transport no longer tells TLS from the scheme: a rediss:// URL
+    without ``ssl_*`` options gets TLS with the server's certificate verified (kombu alone
+    would not verify it)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return {}
+    options: dict[str, Any] = {"broker_transport": "tasks.broker:Transport"}
+    if parts.scheme == "rediss" and not any(k.startswith("ssl_") for k in parse_qs(parts.query)):
+        options["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
 
 
 def configure(s: Settings) -> Celery:

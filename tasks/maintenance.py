@@ -107,17 +107,22 @@ def requeue_key(job_id: str) -> str:
     return f"airlock:requeued:{job_id}"
 
 
+# What reading an item anyone could have written can raise (tasks.broker sets such items aside;
+# one may still wait in the queue while no worker runs): json's RecursionError for deep nesting.
+NOT_OURS = (ValueError, KeyError, IndexError, TypeError, RecursionError)
+
+
 def _job_id(message: object) -> str | None:
     try:
         payload = json.loads(message) if isinstance(message, (bytes, str)) else message
         body = json.loads(base64.b64decode(payload["body"]))  # type: ignore[index]
         return str(body[0][0])
-    except (ValueError, KeyError, IndexError, TypeError):
+    except NOT_OURS:
         return None
 
 
 def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def broker_holdings(r: redis.Redis, queue: str) -> dict[str, float]:
@@ -129,7 +134,7 @@ def broker_holdings(r: redis.Redis, queue: str) -> dict[str, float]:
     for tag, value in r.hgetall("unacked").items():  # kombu: [message, exchange, routing key]
         try:
             job = _job_id(json.loads(value)[0])
-        except (ValueError, IndexError, KeyError, TypeError):
+        except NOT_OURS:
             continue  # not kombu's: never ours to judge
         if job is not None:
             held[job] = max(held.get(job, 0.0), delivered.get(_text(tag), 0.0))

@@ -81,12 +81,16 @@ def wait_for(what: str, check: Callable[[], T], timeout: float, interval: float 
 
 
 class RedisServer:
-    """A redis-server of the test's own; ``appendonly`` picks durability (AOF, fsync every s)."""
+    """A redis-server of the test's own; ``appendonly`` picks durability (AOF, fsync every s);
+    ``args``, more of its options, and ``login`` (user, password) to reach it with."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool, args: tuple[str, ...] = (),
+                 login: tuple[str, str] | None = None) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly
+        self.args = args
+        self.login = login
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -99,9 +103,10 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.dir), "--appendonly", "yes" if self.appendonly else "no",
              "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
-             "--logfile", str(self.dir / "redis.log")],
+             "--logfile", str(self.dir / "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        r = redis.Redis(port=self.port, socket_connect_timeout=1)
+        user, password = self.login or (None, None)
+        r = redis.Redis(port=self.port, socket_connect_timeout=1, username=user, password=password)
         try:
             wait_for("redis-server to answer", lambda: self._pings(r), timeout)
         finally:
@@ -699,8 +704,9 @@ def _slot_entries(path: str) -> list[Slot]:
 
 
 def forget_queue(r: redis.Redis, queue: str) -> None:
-    """Drop the test queue and its unacknowledged deliveries from a shared Redis."""
-    r.delete(queue)
+    """Drop the test queue, its dead letters and its unacknowledged deliveries from a shared
+    Redis."""
+    r.delete(queue, f"airlock:dead:{queue}")
     for tag, value in r.hgetall("unacked").items():
         try:
             if json.loads(value)[2] == queue:
