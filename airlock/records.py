@@ -63,7 +63,8 @@ class JobRecord:
     def from_row(cls, row: Job | sa.Row[Any]) -> JobRecord:
         """From a Job, or a row of the jobs table (the same attributes)."""
         return cls(
-            id=str(row.id), tenant=row.tenant, status=row.status, verdict=row.verdict, exit_code=row.exit_code,
+            id=str(row.id), tenant=row.tenant, status=row.status, verdict=row.verdict,
+            exit_code=row.exit_code,
             signal=row.signal, stdout_bytes=row.stdout or b"", stderr_bytes=row.stderr or b"",
             stdout_truncated=row.stdout_truncated, stderr_truncated=row.stderr_truncated,
             stdout_total=row.stdout_bytes, stderr_total=row.stderr_bytes, wall_ms=row.wall_ms,
@@ -105,7 +106,8 @@ class JobRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id, "tenant": self.tenant, "status": self.status, "verdict": self.verdict,
+            "id": self.id, "tenant": self.tenant, "status": self.status,
+            "verdict": self.verdict,
             "exit_code": self.exit_code, "signal": self.signal,
             "stdout": self.stdout, "stderr": self.stderr,
             "stdout_valid_utf8": _valid_utf8(self.stdout_bytes),
