@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from airlock.cli import Output
+from airlock.output import Output
 from airlock.terminal import MARK, RESET
 
 

@@ -1,0 +1,1 @@
+"""The ``airlock`` commands, one module per noun; airlock/cli.py gathers them."""
