@@ -44,11 +44,39 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class ApiKey(Base):
+    """A tenant's key to the HTTP API: only a keyed hash of it (tasks/keys.py)."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"))
+    scope: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Batch(Base):
+    """Jobs submitted together through the API (``POST /v1/batches``)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    items: Mapped[int] = mapped_column(Integer)  # lines received, valid or not
+    invalid: Mapped[int] = mapped_column(Integer)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"), default="default")
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True),
+                                                       ForeignKey("batches.id", ondelete="SET NULL"))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     label: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED)
@@ -87,6 +115,7 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_until"),
         Index("ix_jobs_finished_at", "finished_at"),
         Index("ix_jobs_tenant_queued_at", "tenant", "queued_at"),
+        Index("ix_jobs_batch_id", "batch_id"),
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     )
 

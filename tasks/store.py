@@ -70,12 +70,13 @@ class Outcome:
 PING_AFTER_IDLE_S = 2.0  # a pooled connection idle this long is checked before it is used
 
 
-def make_engine(url: str, ping_after_idle_s: float = PING_AFTER_IDLE_S) -> Engine:
+def make_engine(url: str, ping_after_idle_s: float = PING_AFTER_IDLE_S, *, pool: int = 2,
+                overflow: int = 4) -> Engine:
     """A pooled engine whose connections are checked (``SELECT 1``) only when they sat idle:
     a connection used a moment ago is alive, and pinging on every checkout costs a round trip
     per transaction. A failed check discards the connection (and the pool's older ones) and
     takes a fresh one, as ``pool_pre_ping`` would."""
-    engine = sa.create_engine(url, pool_size=2, max_overflow=4,
+    engine = sa.create_engine(url, pool_size=pool, max_overflow=overflow,
                               connect_args={"connect_timeout": 5})
 
     @sa.event.listens_for(engine, "checkin")
@@ -207,13 +208,14 @@ def _add_phases_statement() -> Any:
 # The dialect's INSERT ... ON CONFLICT has no cache key (compiled for every submit); as text it
 # is compiled once.
 CREATE = sa.text(
-    "INSERT INTO jobs (id, tenant, spec, profile, image, limits, idempotency_key, label, status,"
-    " attempt, cancel_requested, stdout_truncated, stderr_truncated)"
-    " VALUES (:id, :tenant, :spec, :profile, :image, :limits, :idempotency_key, :label,"
-    f" '{Status.QUEUED.value}', 0, false, false, false)"
-    " ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id"
-).bindparams(sa.bindparam("id", type_=UUID_T), sa.bindparam("spec", type_=JSONB),
-             sa.bindparam("limits", type_=JSONB)).columns(sa.column("id", UUID_T))
+    "INSERT INTO jobs (id, tenant, batch_id, spec, profile, image, limits, idempotency_key,"
+    " label, status, attempt, cancel_requested, stdout_truncated, stderr_truncated)"
+    " VALUES (:id, :tenant, :batch_id, :spec, :profile, :image, :limits, :idempotency_key,"
+    f" :label, '{Status.QUEUED.value}', 0, false, false, false)"
+    " ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *"
+).bindparams(sa.bindparam("id", type_=UUID_T), sa.bindparam("batch_id", type_=UUID_T),
+             sa.bindparam("spec", type_=JSONB),
+             sa.bindparam("limits", type_=JSONB)).columns(*Job.__table__.c)
 CLAIM = _claim_statement()
 CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
@@ -223,7 +225,7 @@ GET = sa.select(*Job.__table__.c).where(Job.__table__.c.id == sa.bindparam("id",
 
 
 @contextmanager
-def _connected(open_: Callable[[], AbstractContextManager[Connection]]) -> Iterator[Connection]:
+def connected(open_: Callable[[], AbstractContextManager[Connection]]) -> Iterator[Connection]:
     """A connection from ``open_``; PostgreSQL out of reach is DatabaseUnavailable."""
     try:
         with open_() as conn:
@@ -246,31 +248,36 @@ class JobStore:
 
     def _tx(self) -> AbstractContextManager[Connection]:
         """A connection in a transaction, committed at the end of the block."""
-        return _connected(self.engine.begin)
+        return connected(self.engine.begin)
 
     def _statement(self) -> AbstractContextManager[Connection]:
         """A connection for exactly one statement, atomic by itself (the hot path's writes are
         single statements whose parts are data-modifying CTEs)."""
-        return _connected(self._autocommit.connect)
+        return connected(self._autocommit.connect)
 
-    def create(self, *, spec: dict[str, Any], profile: str, image: str, limits: dict[str, Any],
-               idempotency_key: str | None, label: str | None,
-               tenant: str = "default") -> tuple[JobId, bool]:
-        """Insert a queued job of ``tenant``; with an idempotency key the tenant used before,
-        return that job."""
+    def create(self, **job: Any) -> tuple[JobId, bool]:
+        """Insert a queued job (``create_row``'s arguments); its id, and whether it is new."""
+        row, created = self.create_row(**job)
+        return JobId(str(row.id)), created
+
+    def create_row(self, *, spec: dict[str, Any], profile: str, image: str,
+                   limits: dict[str, Any], idempotency_key: str | None, label: str | None,
+                   tenant: str = "default", batch_id: str | None = None) -> tuple[JobRow, bool]:
+        """Insert a queued job of ``tenant`` and return its row; with an idempotency key the
+        tenant used before, return that job's row (and False)."""
         params = {"id": uuid.uuid4(), "tenant": tenant, "spec": spec, "profile": profile,
                   "image": image, "limits": limits, "idempotency_key": idempotency_key,
-                  "label": label}
+                  "label": label, "batch_id": uuid.UUID(batch_id) if batch_id else None}
         with self._statement() as conn:
             try:
-                created = conn.execute(CREATE, params).scalar()
+                created = conn.execute(CREATE, params).first()
             except sa_exc.IntegrityError as exc:  # the tenants table does not have it
                 raise JobSpecError("tenant", f"no tenant {tenant!r}") from exc
             if created is not None:
-                return JobId(str(created)), True
-            existing = conn.execute(sa.select(Job.id).where(
-                Job.tenant == tenant, Job.idempotency_key == idempotency_key)).scalar_one()
-            return JobId(str(existing)), False
+                return created, True
+            existing = conn.execute(sa.select(*Job.__table__.c).where(
+                Job.tenant == tenant, Job.idempotency_key == idempotency_key)).one()
+            return existing, False
 
     def get(self, job_id: JobId) -> JobRow:
         """The job's row, every column (``airlock.records.JobRecord.from_row`` reads it)."""
