@@ -178,6 +178,33 @@ class Flower(Section):
     port: int = Field(5555, alias="flower_port")
 
 
+class Api(Section):
+    """The HTTP API (``airlock api``; airlock/api/) and the clients that use it."""
+
+    # A client's: set both and the CLI and Airlock() speak HTTP to this API instead of
+    # PostgreSQL and Redis.
+    url: str | None = Field(None, alias="api_url")
+    key: SecretStr | None = Field(None, alias="api_key")
+    # The server's.
+    host: str = Field("127.0.0.1", alias="api_host")
+    port: int = Field(8080, ge=1, le=65535, alias="api_port")
+    # The keyed hash's secret (tasks/keys.py): keys are stored only as HMAC-SHA-256 with it.
+    # Needed by the server and by ``airlock key create``; losing it voids every key.
+    key_secret: SecretStr | None = Field(None, alias="api_key_secret")
+    max_body_bytes: int = Field(32 * MiB, ge=1024, alias="api_max_body_bytes")
+    max_wait_s: float = Field(60.0, gt=0, alias="api_max_wait_s")  # POST /v1/jobs?wait=
+    # An SSE reader that does not take an event for this long is dropped (its memory with it).
+    send_timeout_s: float = Field(30.0, gt=0, alias="api_send_timeout_s")
+    keepalive_s: float = Field(15.0, gt=0, alias="api_keepalive_s")
+    # Requests a process serves at once (each holds a thread while PostgreSQL answers).
+    threads: int = Field(64, ge=4, le=1024, alias="api_threads")
+    # PostgreSQL connections the process keeps (and as many more under load).
+    db_pool: int = Field(8, ge=1, le=256, alias="api_db_pool")
+    # A proved key is trusted this long without asking PostgreSQL again: a revocation or an
+    # expiry takes effect within it. 0: every request asks.
+    key_cache_s: float = Field(5.0, ge=0, le=300, alias="api_key_cache_s")
+
+
 class Egress(Section):
     """Egress (docs/network.md). Off: a job asking for network "egress" ends with an error
     verdict, unrun. On: the worker's start creates the networks and the proxy, and its
@@ -221,7 +248,7 @@ class Egress(Section):
 SECTIONS: dict[str, type[Section]] = {
     "caps": Caps, "sandbox": Sandbox, "timeouts": Timeouts, "streams": Streams,
     "upkeep": Upkeep, "pool": Pool, "holders": Holders, "metrics": Metrics,
-    "flower": Flower, "egress": Egress,
+    "flower": Flower, "egress": Egress, "api": Api,
 }
 # Each section field's own variable name (AIRLOCK_<name>), as (section, field).
 FLAT: dict[str, tuple[str, str]] = {

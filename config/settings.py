@@ -20,6 +20,7 @@ from base.limits import Limits
 from config.sections import (
     FLAT,
     SECTIONS,
+    Api,
     Caps,
     Egress,
     Flower,
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
     metrics: Metrics = Field(default_factory=Metrics.default)
     flower: Flower = Field(default_factory=Flower.default)
     egress: Egress = Field(default_factory=Egress.default)
+    api: Api = Field(default_factory=Api.default)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -1,0 +1,1 @@
+"""The HTTP API: a FastAPI app under uvicorn (airlock/api/app.py)."""
