@@ -254,28 +254,14 @@ class BatchRunner:
 
     def _wait_any(self, job_ids: list[str]) -> list[str]:
         """Ids among ``job_ids`` that have finished, waiting up to ``poll_s`` for one."""
-        from tasks import streams
-
-        store = self.client.store
-        done = [j for j, st in store.states(job_ids).items() if st[0] == "finished"]
-        if done:
-            return done
-        try:  # woken by the workers' "done" announcements; PostgreSQL stays the truth
-            self.client.redis.xread({streams.done_key(j): streams.START for j in job_ids},
-                                    count=1, block=max(1, int(self.poll_s * 1000)))
-        except Exception:
-            time.sleep(self.poll_s)
-        done = [j for j, st in store.states(job_ids).items() if st[0] == "finished"]
-        if not done:
-            time.sleep(0.05)  # a done key left from an earlier life must not spin us
-        return done
+        return self.client.finished_among(job_ids, self.poll_s)
 
     def _requeue_if_lost(self, job_id: str, record: JobRecord) -> None:
         """A job still queued from an interrupted run may have lost its message (killed between
         the row and the send): send it again. A duplicate message is harmless (the claim is a
         compare-and-set; the second delivery is refused); this saves the reconciler's delay."""
         if record.status == "queued":
-            self.client.enqueue(job_id, "batch resume")
+            self.client.resend(job_id)
 
 
 # Output files ---------------------------------------------------------------------------------

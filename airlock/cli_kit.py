@@ -25,9 +25,13 @@ def settings() -> Any:
 
 
 def client() -> Any:
+    """The direct client, or the HTTP API's when AIRLOCK_API_URL and AIRLOCK_API_KEY are set."""
     from airlock.client import Airlock
 
-    return Airlock(settings())
+    s = settings()
+    if s.api.url and s.api.key is not None:
+        return Airlock(s, url=s.api.url, api_key=s.api.key.get_secret_value())
+    return Airlock(s)
 
 
 class Size(click.ParamType):  # type: ignore[type-arg]

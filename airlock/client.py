@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 import structlog
@@ -60,12 +60,29 @@ def short(text: str | None, width: int = 60) -> str:
 
 
 class Airlock:
-    """Talks to PostgreSQL (the truth), Redis (the queue and live output) and nothing else."""
+    """Talks to PostgreSQL (the truth), Redis (the queue and live output) and nothing else:
+    the direct mode, for code inside the fleet. With ``url`` (and ``api_key``) it is the HTTP
+    API's client instead (airlock/http_client.py), with the same methods and records."""
 
-    def __init__(self, settings: Settings | None = None, *, tenant: str | None = None) -> None:
+    # The class that speaks HTTP: airlock/http_client.py names itself here when imported
+    # (airlock/__init__.py imports it), so this module does not import its own subclass.
+    over_http: ClassVar[type[Airlock] | None] = None
+
+    def __new__(cls, settings: Settings | None = None, *, url: str | None = None,
+                **_: Any) -> Airlock:
+        if url is not None and cls is Airlock:
+            if Airlock.over_http is None:
+                raise AirlockError("the HTTP client is not loaded (import airlock.http_client)")
+            return super().__new__(Airlock.over_http)
+        return super().__new__(cls)
+
+    def __init__(self, settings: Settings | None = None, *, tenant: str | None = None,
+                 url: str | None = None, api_key: str | None = None,
+                 db_pool: int | None = None) -> None:
         self.settings = settings or load_settings()
         self.tenant = tenant or self.settings.default_tenant
-        self.store = JobStore(make_engine(self.settings.database_url))
+        pool = {} if db_pool is None else {"pool": db_pool, "overflow": db_pool}
+        self.store = JobStore(make_engine(self.settings.database_url, **pool))
         self.redis = streams.connect(self.settings.redis_url)
         self.queue = JobQueue(self.settings)
 
@@ -85,6 +102,27 @@ class Airlock:
         """Send the job's message. A failure loses nothing: the row is queued and the
         workers' reconciler enqueues it again."""
         self.queue.enqueue(job_id, description)
+
+    def resend(self, job_id: str) -> None:
+        """Send a queued job's message again (a duplicate is harmless: the claim is a
+        compare-and-set)."""
+        self.enqueue(job_id, "resend")
+
+    def finished_among(self, job_ids: list[str], wait_s: float) -> list[str]:
+        """Ids among ``job_ids`` that have finished, waiting up to ``wait_s`` for one (woken by
+        the workers' "done" announcements; PostgreSQL stays the truth)."""
+        done = [j for j, st in self.store.states(job_ids).items() if st[0] == "finished"]
+        if done:
+            return done
+        try:
+            self.redis.xread({streams.done_key(j): streams.START for j in job_ids},
+                             count=1, block=max(1, int(wait_s * 1000)))
+        except redis.exceptions.RedisError:
+            time.sleep(wait_s)
+        done = [j for j, st in self.store.states(job_ids).items() if st[0] == "finished"]
+        if not done:
+            time.sleep(0.05)  # a done key left from an earlier life must not spin us
+        return done
 
     def result(self, job_id: str) -> JobRecord:
         return JobRecord.from_row(self.store.get(parse_job_id(job_id)))
@@ -145,17 +183,19 @@ class Airlock:
             return
         yield from blobs.read_from(itertools.chain([first], frames), start)
 
-    def events(self, job_id: str, offset: str = streams.START,
-               follow: bool = True) -> Iterator[Event]:
+    def events(self, job_id: str, offset: str = streams.START, follow: bool = True,
+               heartbeat_s: float | None = None) -> Iterator[Event]:
         """Output events after ``offset`` (a previous event's ``offset``; default: from the
         start). With ``follow``, until the ``end`` event that carries the verdict; without,
         what is there now. The live stream is a window (tasks/relay.py): a reader it left
         behind gets a ``lagging`` event for what it missed while the job runs, and the rest
         from PostgreSQL, from the same byte positions, once the job has ended (as when the
-        stream has expired, or the relay lost it)."""
+        stream has expired, or the relay lost it). With ``heartbeat_s``, a ``ping`` event when
+        nothing else came for that long (a proxy between keeps the connection)."""
         cursor = streams.Cursor.parse(offset)
         job_id = self._known(job_id)
         idle, check = 0, True
+        quiet_since = time.monotonic()
         while cursor.entry != streams.STORED:
             if check and not streams.stream_exists(self.redis, job_id) and (
                     not follow or self.result(job_id).done):
@@ -174,10 +214,13 @@ class Airlock:
             else:
                 check = not batch
                 if batch:
-                    idle = 0
+                    idle, quiet_since = 0, time.monotonic()
                     continue
                 if not follow:
                     return
+                if heartbeat_s is not None and time.monotonic() - quiet_since >= heartbeat_s:
+                    quiet_since = time.monotonic()
+                    yield Event(str(cursor), "ping", b"")
                 idle += 1
                 if idle >= 3 and self.result(job_id).done:
                     break  # finished, but its stream will not end by itself (the relay lost it)

@@ -76,6 +76,35 @@ class JobRecord:
             started_at=row.started_at, finished_at=row.finished_at,
         )
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+        """From ``to_json``'s form (the HTTP API's answer)."""
+        def output(name: str) -> bytes:
+            raw = data.get(f"{name}_b64")
+            return base64.b64decode(raw) if raw else str(data.get(name) or "").encode()
+
+        def when(name: str) -> datetime | None:
+            value = data.get(name)
+            return datetime.fromisoformat(value) if value else None
+
+        queued = when("queued_at")
+        assert queued is not None
+        return cls(
+            id=data["id"], tenant=data["tenant"], status=data["status"],
+            verdict=data.get("verdict"), exit_code=data.get("exit_code"),
+            signal=data.get("signal"), stdout_bytes=output("stdout"),
+            stderr_bytes=output("stderr"), stdout_truncated=data["stdout_truncated"],
+            stderr_truncated=data["stderr_truncated"], stdout_total=data.get("stdout_total_bytes"),
+            stderr_total=data.get("stderr_total_bytes"), wall_ms=data.get("wall_ms"),
+            cpu_ms=data.get("cpu_ms"), peak_memory_bytes=data.get("peak_memory_bytes"),
+            attempt=data["attempt"], profile=data["profile"], image=data["image"],
+            limits=data["limits"], evidence=data.get("evidence"), phases=data.get("phases"),
+            provenance=data.get("provenance"), worker_host=data.get("worker_host"),
+            container_id=data.get("container_id"), error=data.get("error"),
+            idempotency_key=data.get("idempotency_key"), label=data.get("label"),
+            queued_at=queued, started_at=when("started_at"), finished_at=when("finished_at"),
+        )
+
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
