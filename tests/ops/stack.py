@@ -25,7 +25,7 @@ from tests.services import ADMIN_URL
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-BUILT_HERE = ("migrate", "worker", "flower")
+BUILT_HERE = ("migrate", "worker", "api", "flower")
 
 
 def compose(*args: str, project: str, files: list[Path], env: dict[str, str],

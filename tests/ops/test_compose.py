@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -22,6 +23,9 @@ import yaml
 
 from airlock.client import Airlock
 from config.settings import Settings
+from tasks.keys import Scope
+from tasks.store import make_engine
+from tasks.tenancy import TenantStore
 from tests.ops.conftest import free_port
 from tests.ops.stack import (
     COMPOSE_FILE,
@@ -34,7 +38,8 @@ from tests.ops.stack import (
 )
 from workers.networks import BACKEND, EGRESS, WORKSPACE
 
-SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRLOCK_FLOWER_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRLOCK_FLOWER_PASSWORD",
+           "AIRLOCK_API_KEY_SECRET")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,7 @@ def test_the_secrets_come_from_an_env_file_that_is_never_committed(tmp_path: Pat
 
 def test_services_start_in_order_of_health(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "worker", "flower", "proxy"}
+    assert set(services) == {"postgres", "redis", "migrate", "worker", "api", "flower", "proxy"}
     for name, service in services.items():
         if name != "migrate":  # a one-shot: its exit status is its health
             assert service["healthcheck"]["test"], name
@@ -95,6 +100,9 @@ def test_services_start_in_order_of_health(resolved: dict[str, Any]) -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["migrate"]["command"] == ["airlock", "db", "upgrade"]
     assert services["flower"]["depends_on"]["worker"] == {"condition": "service_healthy"}
+    assert services["api"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"}
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
 
 
 def test_images_pulled_and_built(resolved: dict[str, Any], project_dir: Path) -> None:
@@ -102,7 +110,7 @@ def test_images_pulled_and_built(resolved: dict[str, Any], project_dir: Path) ->
     assert services["postgres"]["image"] == "postgres:15"
     assert services["redis"]["image"] == "redis:7"
     assert services["proxy"]["image"] == "airlock/proxy:latest"
-    for name in ("migrate", "worker", "flower"):
+    for name in ("migrate", "worker", "api", "flower"):
         assert services[name]["image"] == "airlock/worker:latest"
     build = services["worker"]["build"]
     assert Path(build["context"]) == project_dir  # the repository root, beside the file
@@ -118,7 +126,8 @@ def test_redis_keeps_an_append_only_file_behind_a_password(resolved: dict[str, A
     for flag in ("--appendonly yes", "--appendfsync everysec", "--requirepass",
                  "--maxmemory-policy volatile-lru"):  # bounded, and the queue never evicted
         assert flag in command
-    assert '--maxmemory "${REDIS_MAXMEMORY:-1gb}"' in command
+    # `config` prints "$$" as "$" or keeps it, by docker-compose's version
+    assert re.search(r'--maxmemory "\$?\$\{REDIS_MAXMEMORY:-1gb\}"', command), command
 
 
 def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[str, Any]) -> None:
@@ -135,11 +144,15 @@ def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[st
                       "/usr/local/libexec/airlock": "/usr/local/libexec/airlock"}
     assert "/usr/local/libexec/airlock:/usr/local/libexec/airlock:ro" in worker["volumes"]
     assert worker["networks"] == {"backend": None} and "ports" not in worker
-    for service in (flower, resolved["services"]["migrate"]):
+    api = resolved["services"]["api"]
+    for service in (flower, api, resolved["services"]["migrate"]):
         assert service["user"] == "65534:65534" and service["cap_drop"] == ["ALL"]
+        assert service["read_only"] is True
         assert "volumes" not in service  # no engine socket for anything but the worker
-    ports = flower["ports"]
-    assert len(ports) == 1 and str(ports[0]).startswith("127.0.0.1:")
+    for service in (flower, api):
+        ports = service["ports"]
+        assert len(ports) == 1 and str(ports[0]).startswith("127.0.0.1:")
+        assert service["networks"] == {"backend": None}
 
 
 def test_networks_are_the_ones_workers_networks_plans(resolved: dict[str, Any]) -> None:
@@ -190,6 +203,8 @@ def _stack(settings: Settings, tmp_path: Path,
         "AIRLOCK_METRICS_ADDRESS": "127.0.0.1", "AIRLOCK_METRICS_PORT": str(free_port()),
         "AIRLOCK_FLOWER_ADDRESS": "127.0.0.1", "AIRLOCK_FLOWER_PORT": str(free_port()),
         "AIRLOCK_FLOWER_USER": "ops", "AIRLOCK_FLOWER_PASSWORD": "compose-test-password",
+        "AIRLOCK_API_HOST": "127.0.0.1", "AIRLOCK_API_PORT": str(free_port()),
+        "AIRLOCK_API_KEY_SECRET": secrets.token_hex(32),
     }
     data = local_stack(load(), env)
     for service in data["services"].values():
@@ -224,7 +239,7 @@ def test_compose_worker_and_flower_run_a_job(
             break
         assert time.monotonic() < deadline and "Exited" not in str(running), status
         time.sleep(0.5)
-    assert set(status) == {"migrate", "worker", "flower"}
+    assert set(status) == {"migrate", "worker", "api", "flower"}
     assert status["migrate"].startswith("Exited (0)"), status  # `airlock db upgrade`, done
 
     client = Airlock(s)
@@ -247,3 +262,17 @@ def test_compose_worker_and_flower_run_a_job(
         urllib.request.urlopen(f"http://127.0.0.1:{env['AIRLOCK_FLOWER_PORT']}/", timeout=5)
     refused.value.close()
     assert refused.value.code == 401
+
+    # The API service: a tenant's key (made with the same secret), a job over HTTP.
+    tenants = TenantStore(make_engine(s.database_url))
+    try:
+        tenants.create("compose")
+        key = tenants.create_key("compose", Scope.SUBMIT, env["AIRLOCK_API_KEY_SECRET"].encode())
+    finally:
+        tenants.engine.dispose()
+    over_http = Airlock(url=f"http://127.0.0.1:{env['AIRLOCK_API_PORT']}", api_key=key.token)
+    try:
+        record = over_http.submit(code="print(6*7)").wait(60)
+    finally:
+        over_http.close()
+    assert (record.verdict, record.stdout, record.tenant) == ("ok", "42\n", "compose")
