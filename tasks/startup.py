@@ -81,7 +81,8 @@ def patiently(what: str, attempt: Callable[[], T], fatal: Callable[[Exception], 
                 raise HostNotSafe(f"{what}: {reason}") from exc
             waited = time.monotonic() - started
             if wait_s is not None and waited >= wait_s:
-                raise HostNotSafe(f"{what}: not reachable after {waited:.0f} s: {_line(exc)}") from exc
+                raise HostNotSafe(f"{what}: not reachable after {waited:.0f} s"
+                                  f" (AIRLOCK_CONTROL_PLANE_WAIT_S): {_line(exc)}") from exc
             if waited - said >= WAIT_LOG_EVERY_S or said == 0.0:
                 log.warning("worker.waiting", service=what, waited_s=round(waited), error=_line(exc))
                 said = max(waited, 1e-9)
@@ -172,8 +173,19 @@ def check_host(s: Settings) -> Settings:
     by name)."""
     api = engine.connect(s.docker_host)
     s = s.but(runtime=engine.runtime_for(api, s.runtime))
+    if s.membership.name_from == "engine":
+        s = s.but(hostname=engine_name(api))
     if s.egress.enabled:
         egress.prepare_host(s, api)
     volumes_for(s.storage, s.sandbox.volumes_root).check()
     check_identities(s)
     return s
+
+
+def engine_name(api: object) -> str:
+    """The Docker host's own name, as its engine says it (``docker info``'s Name)."""
+    info = engine.call("engine info", api.info)  # type: ignore[attr-defined]
+    name = str(info.get("Name") or "").strip()
+    if not name:
+        raise HostNotSafe("the engine says no host name (AIRLOCK_WORKER_NAME_FROM=engine)")
+    return name
