@@ -7,7 +7,7 @@ import sys
 import click
 
 from airlock.cli_kit import AirlockGroup, settings
-from airlock.commands import jobs, ops
+from airlock.commands import fleet, jobs, ops
 
 
 @click.group(cls=AirlockGroup)
@@ -23,7 +23,7 @@ def main() -> None:
 
 
 for command in (jobs.run, jobs.result, jobs.logs, jobs.cancel, jobs.submit, ops.worker,
-                ops.flower, ops.doctor, ops.dead_letters, ops.db):
+                ops.flower, ops.doctor, ops.dead_letters, ops.db, fleet.fleet):
     main.add_command(command)
 
 
