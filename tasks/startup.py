@@ -81,12 +81,12 @@ def patiently(what: str, attempt: Callable[[], T], fatal: Callable[[Exception], 
                 raise HostNotSafe(f"{what}: {reason}") from exc
             waited = time.monotonic() - started
             if wait_s is not None and waited >= wait_s:
-                raise HostNotSafe(f"{what}: not reachable after {waited:.0f} s"
+                raise HostNotSafe(f"{what}: not reachable within {wait_s:g} s"
                                   f" (AIRLOCK_CONTROL_PLANE_WAIT_S): {_line(exc)}") from exc
             if waited - said >= WAIT_LOG_EVERY_S or said == 0.0:
                 log.warning("worker.waiting", service=what, waited_s=round(waited), error=_line(exc))
                 said = max(waited, 1e-9)
-            time.sleep(delay)
+            time.sleep(delay if wait_s is None else max(0.0, min(delay, wait_s - waited)))
             delay = min(delay * 2, 5.0)
 
 
