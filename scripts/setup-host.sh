@@ -32,8 +32,12 @@ note() { SUMMARY+=("$*"); log "$*"; }
 mkdir -p "$LOG_DIR"
 
 # --- packages ---------------------------------------------------------------
+# prometheus: promtool checks deploy/'s alert rules and dashboard queries; redis-sentinel: the
+# Sentinel failover test; apparmor: apparmor_parser compiles (and, where the kernel has
+# AppArmor, loads) the job containers' profile.
 PACKAGES=(docker.io btrfs-progs debootstrap iptables shellcheck docker-compose
-          jq curl iproute2 psmisc chromium chromium-driver gcc libc6-dev crun)
+          jq curl iproute2 psmisc chromium chromium-driver gcc libc6-dev crun
+          prometheus redis-sentinel apparmor)
 command -v psql >/dev/null || PACKAGES+=(postgresql-client)
 command -v redis-cli >/dev/null || PACKAGES+=(redis-tools)
 missing=()

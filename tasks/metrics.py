@@ -150,6 +150,7 @@ def _seed(m: _Metrics) -> None:
     dashboard find it) before its first event."""
     for verdict in Verdict:
         m.jobs.labels(verdict=str(verdict))
+        m.duration.labels(verdict=str(verdict))
     for phase in PHASES.values():
         m.phases.labels(phase=phase)
     for reason in REAPER_REASONS:
