@@ -93,6 +93,20 @@ def check_seccomp(api: Any, s: Settings) -> Check:
     return Check("seccomp", Status.OK, f"profile {sha} loads and refuses io_uring_setup (EPERM)")
 
 
+def check_apparmor(s: Settings) -> Check:
+    """The job containers' AppArmor profile: applied where the kernel has AppArmor and the
+    profile is loaded; a kernel without it is said (seccomp then stands alone), and fails a
+    host whose worker requires it."""
+    from workers.apparmor import decide, read_kernel
+
+    profile, reason = decide(s.sandbox.apparmor, s.sandbox.apparmor_profile, read_kernel())
+    if reason is None:
+        return Check("apparmor", Status.OK, f"profile {profile} loaded in enforce mode")
+    if s.sandbox.apparmor == "require":
+        return Check("apparmor", Status.FAIL, f"{reason}: AIRLOCK_APPARMOR=require refuses this host")
+    return Check("apparmor", Status.WARN, f"{reason}: job containers run under seccomp alone")
+
+
 def check_launcher(s: Settings) -> Check:
     """The job containers' PID 1 on this host: present, root's alone, built from this source."""
     from workers.launcher import check_binary, source_sha256
@@ -246,6 +260,7 @@ def run_checks(s: Settings, accepted: Iterable[str] = ()) -> list[Check]:
         ("cgroup", check_cgroup),
         ("disk bound", lambda: check_disk(s)),
         ("seccomp", docker(lambda a: check_seccomp(a, s))),
+        ("apparmor", lambda: check_apparmor(s)),
         ("launcher", lambda: check_launcher(s)),
         ("firewall", lambda: check_firewall(s)),
         ("networks", docker(lambda a: check_networks(a, s))),

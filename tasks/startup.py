@@ -20,7 +20,7 @@ from base.errors import HostNotSafe
 from config.settings import Settings
 from tasks import egress, migrate, streams
 from tasks.store import make_engine
-from workers import engine
+from workers import apparmor, engine
 from workers.storage import volumes_for
 
 log = structlog.get_logger(__name__)
@@ -173,6 +173,7 @@ def check_host(s: Settings) -> Settings:
     by name)."""
     api = engine.connect(s.docker_host)
     s = s.but(runtime=engine.runtime_for(api, s.runtime))
+    s = check_apparmor(s)
     if s.membership.name_from == "engine":
         s = s.but(hostname=engine_name(api))
     if s.egress.enabled:
@@ -189,3 +190,17 @@ def engine_name(api: object) -> str:
     if not name:
         raise HostNotSafe("the engine says no host name (AIRLOCK_WORKER_NAME_FROM=engine)")
     return name
+
+
+def check_apparmor(s: Settings, kernel: apparmor.Kernel | None = None) -> Settings:
+    """Resolve AIRLOCK_APPARMOR for this host: "require" when the profile is applied, "off"
+    when it is not; a worker that requires it refuses a host that cannot."""
+    box = s.sandbox
+    profile, reason = apparmor.decide(box.apparmor, box.apparmor_profile,
+                                      kernel or apparmor.read_kernel())
+    if reason is not None and box.apparmor == "require":
+        raise HostNotSafe(f"AppArmor required (AIRLOCK_APPARMOR=require): {reason}")
+    if box.apparmor != "off":
+        log.info("worker.apparmor", profile=profile or None,
+                 seccomp_alone=reason)
+    return s.but(apparmor="require" if profile else "off")

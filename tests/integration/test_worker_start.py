@@ -114,3 +114,20 @@ def test_a_worker_named_from_its_engine_takes_the_docker_hosts_name(settings: Se
         assert named.hostname == api.info()["Name"] != "not-this"
     finally:
         api.close()
+
+
+def test_a_worker_that_requires_apparmor_refuses_a_host_without_it(settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    from workers.apparmor import read_kernel
+
+    kernel = read_kernel()
+    other = settings.but(**{"queue": f"{settings.queue}-aa"})
+    status, log = run_worker_until_exit(other, tmp_path / "worker.log", timeout=90,
+                                        AIRLOCK_APPARMOR="require")
+    if kernel.enabled and kernel.loaded.get(settings.sandbox.apparmor_profile) == "enforce":
+        assert status is None and "worker.apparmor" in log, log[-2000:]  # applied, not refused
+        return
+    line = refused_line(log)
+    assert status == 3 and "refusing to start: AppArmor required (AIRLOCK_APPARMOR=require): " \
+        in line, log[-2000:]
+    assert " ready." not in log and "preflight" not in log
