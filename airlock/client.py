@@ -66,7 +66,7 @@ class Airlock:
         self.settings = settings or load_settings()
         self.tenant = tenant or self.settings.default_tenant
         self.store = JobStore(make_engine(self.settings.database_url))
-        self.redis = streams.connect(self.settings.redis_url)
+        self.redis = streams.connect(self.settings.redis_url, self.settings.sentinel_master)
         self.queue = JobQueue(self.settings)
 
     def submit(self, job: JobSpec | dict[str, Any] | None = None, **fields: Any) -> JobHandle:
@@ -157,10 +157,21 @@ class Airlock:
         job_id = self._known(job_id)
         idle, check = 0, True
         while cursor.entry != streams.STORED:
-            if check and not streams.stream_exists(self.redis, job_id) and (
-                    not follow or self.result(job_id).done):
-                break  # expired (or never written): the stored result answers
-            batch = streams.read(self.redis, job_id, cursor, block_ms=1000 if follow else None)
+            try:
+                if check and not streams.stream_exists(self.redis, job_id) and (
+                        not follow or self.result(job_id).done):
+                    break  # expired (or never written): the stored result answers
+                batch = streams.read(self.redis, job_id, cursor,
+                                     block_ms=1000 if follow else None)
+            except BrokerUnavailable:
+                # Redis away (a Sentinel failover, a restart): a follower waits and resumes
+                # from its cursor; once the job has ended the stored result answers.
+                if not follow:
+                    raise
+                if self.result(job_id).done:
+                    break
+                time.sleep(0.5)
+                continue
             for event in batch:
                 missed = streams.missed(cursor, event)
                 if missed and self.result(job_id).done:

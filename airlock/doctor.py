@@ -173,6 +173,12 @@ def check_images(api: Any, s: Settings) -> Check:
 def _where(url: str) -> str:
     from sqlalchemy.engine import make_url
 
+    if url.startswith("sentinel://"):
+        from tasks.streams import sentinels
+
+        found = sentinels(url)
+        return "Sentinels " + ",".join(f"{h}:{p}" for h, p in found.hosts) + f"/{found.db}"
+
     u = make_url(url.replace("redis://", "postgresql://", 1) if url.startswith("redis") else url)
     return f"{u.host}:{u.port or ''}/{u.database or ''}"  # never the password
 
@@ -190,10 +196,10 @@ def judge_redis_memory(maxmemory: int, policy: str) -> tuple[Status, str]:
     return Status.OK, f"maxmemory {maxmemory // 2**20} MiB, policy {policy}"
 
 
-def check_redis(url: str) -> Check:
+def check_redis(url: str, sentinel_master: str = "airlock") -> Check:
     from tasks.streams import connect
 
-    r = connect(url)
+    r = connect(url, sentinel_master)
     try:
         server, memory = r.info("server"), r.info("memory")
     finally:
@@ -265,7 +271,7 @@ def run_checks(s: Settings, accepted: Iterable[str] = ()) -> list[Check]:
         ("firewall", lambda: check_firewall(s)),
         ("networks", docker(lambda a: check_networks(a, s))),
         ("sandbox image", docker(lambda a: check_images(a, s))),
-        ("redis", lambda: check_redis(s.redis_url)),
+        ("redis", lambda: check_redis(s.redis_url, s.sentinel_master)),
         ("postgresql", lambda: check_postgres(s.database_url)),
         ("migrations", lambda: check_migrations(s.database_url)),
     ]

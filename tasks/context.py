@@ -107,7 +107,7 @@ def build_context(settings: Settings) -> WorkerContext:
     return WorkerContext(
         settings=s,
         store=JobStore(make_engine(s.database_url)),
-        redis=streams.connect(s.redis_url),
+        redis=streams.connect(s.redis_url, s.sentinel_master),
         volumes=volumes_for(s.storage, s.sandbox.volumes_root),
         seccomp_json=s.seccomp_json,
         seccomp_sha256=profile_sha256(s.seccomp_json),

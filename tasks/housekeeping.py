@@ -51,7 +51,7 @@ class Housekeeping:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = streams.connect(self.s.redis_url)
+            self._redis = streams.connect(self.s.redis_url, self.s.sentinel_master)
         return self._redis
 
     def start(self) -> None:

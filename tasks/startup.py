@@ -119,7 +119,7 @@ def check_database(s: Settings, wait_s: float | None = None) -> None:
 
 def check_redis(s: Settings, wait_s: float | None = None) -> None:
     def ping() -> None:
-        conn = streams.connect(s.redis_url)
+        conn = streams.connect(s.redis_url, s.sentinel_master)
         try:
             conn.ping()
         finally:

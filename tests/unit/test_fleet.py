@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from airlock import fleetview
 from tasks.drain import Holding, _answered
 from tasks.heartbeat import in_use
@@ -74,3 +76,41 @@ def test_a_schema_ahead_or_behind_is_refused_naming_both_migrations() -> None:
     assert ahead is not None and "0009" in ahead and "0007" in ahead and "ahead" in ahead
     assert behind is not None and "0003" in behind and "0007" in behind
     assert schema_refusal("0007", "0007", known=True) is None
+
+
+def test_a_sentinel_url_names_its_sentinels_password_and_database() -> None:
+    from tasks.streams import sentinels
+
+    found = sentinels("sentinel://:s%40cret@10.0.0.1:26379;sentinel://:s%40cret@10.0.0.2/2")
+    assert found.hosts == (("10.0.0.1", 26379), ("10.0.0.2", 26379))
+    assert found.password == "s@cret" and found.db == 2 and found.username is None
+    with pytest.raises(ValueError, match="not a sentinel"):
+        sentinels("redis://127.0.0.1:6379/0")
+
+
+def test_a_sentinel_broker_gets_airlocks_transport_in_its_sentinel_form() -> None:
+    from config.settings import Settings
+    from tasks.app import celery_config
+
+    s = Settings(broker_url="sentinel://:pw@127.0.0.1:26379;sentinel://:pw@127.0.0.1:26380/0",
+                 sentinel_master="main")
+    conf = celery_config(s)
+    assert conf["broker_transport"] == "tasks.broker:SentinelTransport"
+    options = conf["broker_transport_options"]
+    assert options["master_name"] == "main" and options["sentinel_kwargs"] == {"password": "pw"}
+    assert options["visibility_timeout"] == s.timeouts.visibility_timeout_s
+    plain = celery_config(Settings())
+    assert plain["broker_transport"] == "tasks.broker:Transport"
+    assert "master_name" not in plain["broker_transport_options"]
+
+
+def test_the_sentinel_transport_screens_what_it_pops() -> None:
+    from kombu.transport import redis as kombu_redis
+
+    from tasks import broker
+
+    assert issubclass(broker.SentinelChannel, broker.Channel)
+    assert issubclass(broker.SentinelChannel, kombu_redis.SentinelChannel)
+    assert broker.SentinelTransport.Channel is broker.SentinelChannel
+    # Airlock's client (the screen) over kombu's Sentinel pool.
+    assert broker.SentinelChannel._get_client is broker.Channel._get_client
