@@ -7,12 +7,14 @@ reads at its start (``is_drained``), so a restarted worker stays drained.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,13 +27,22 @@ HOSTS: sa.Table = Host.__table__  # type: ignore[assignment]
 JOBS: sa.Table = Job.__table__  # type: ignore[assignment]
 
 
+PACKAGES = ("airlock", "base", "config", "tasks", "workers")
+
+
 @cache
 def code_version() -> str:
-    """Airlock's version, as installed (the package's metadata)."""
+    """Airlock's version, as installed (the package's metadata), and a digest of its source:
+    two builds of one version tell apart in ``airlock fleet status`` during an upgrade."""
     try:
-        return metadata.version("airlock")
+        release = metadata.version("airlock")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        release = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for package in PACKAGES for p in (root / package).rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return f"{release}+{digest.hexdigest()[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +140,10 @@ def listing(engine: Engine) -> tuple[list[HostRow], datetime]:
     the database's times, so their age is measured on the same clock)."""
     running = (sa.select(JOBS.c.worker_host, sa.func.count().label("n"))
                .where(JOBS.c.status == Status.RUNNING).group_by(JOBS.c.worker_host).subquery())
-    query = (sa.select(HOSTS, sa.func.coalesce(running.c.n, 0))
+    query = (sa.select(HOSTS, sa.func.coalesce(running.c.n, 0).label("running"))
              .join(running, running.c.worker_host == HOSTS.c.name, isouter=True)
              .order_by(HOSTS.c.name))
     with _translated(), engine.connect() as conn:
-        rows = [HostRow(*row) for row in conn.execute(query)]
+        rows = [HostRow(**row._mapping) for row in conn.execute(query)]
         clock = conn.execute(sa.select(sa.func.now())).scalar_one()
     return rows, clock
