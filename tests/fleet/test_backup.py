@@ -71,8 +71,8 @@ def states(db: sa.Engine) -> dict[str, tuple[str, int]]:
             "SELECT id, status, attempt FROM jobs"))}
 
 
-def test_a_dump_taken_mid_run_restores_with_no_job_lost(control_plane: Fleet,
-                                                        tmp_path: Path) -> None:
+def test_a_dump_taken_mid_run_restores_with_no_job_lost(
+        control_plane: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fleet = control_plane
     s = fleet.configure(lease_s=4.0, lease_grace_s=2.0, reaper_interval_s=1.0,
                         reconcile_after_s=3.0, startup_grace_s=5.0, backstop_s=2.0)
@@ -106,7 +106,8 @@ def test_a_dump_taken_mid_run_restores_with_no_job_lost(control_plane: Fleet,
         stop_all(fleet.workers)
         remove_fleet_containers(s, (ENGINE1,))
         drop(restored_url)
-    print(f"\nbackup: pg_dump -Fc mid-run took {dump_s:.2f} s; {report}")
+    with capsys.disabled():
+        print(f"\nbackup: pg_dump -Fc mid-run took {dump_s:.2f} s; {report}")
 
 
 def check(db: sa.Engine, jobs: dict[str, int], in_dump: dict[str, tuple[str, int]],

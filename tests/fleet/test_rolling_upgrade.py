@@ -32,7 +32,7 @@ from tests.services import ROOT, WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.fleet, pytest.mark.integration]
 JOBS = 200
-FEED_S = 90.0  # jobs are submitted evenly over this long: they flow through both upgrades
+FEED_S = 70.0  # jobs are submitted evenly over this long: they flow through both upgrades
 
 
 def code(i: int) -> str:
@@ -107,7 +107,8 @@ def upgrade(fleet: Fleet, w: WorkerProcess, window: Window) -> None:
 
 
 def test_rolling_upgrade_of_two_hosts_with_jobs_flowing(control_plane: Fleet, engine2: Engine2,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     fleet = control_plane
     tag = uuid.uuid4().hex[:6]
     names = (f"host1-{tag}", f"host2-{tag}")
@@ -140,20 +141,22 @@ def test_rolling_upgrade_of_two_hosts_with_jobs_flowing(control_plane: Fleet, en
              "airlock fleet status, host 1 drained and its worker restarted:",
              windows[0].status.rstrip(),
              "airlock fleet status, at the end:", status_end.stdout.rstrip()]
-    text = "\n".join(lines)
-    print("\n" + text)
-    print("each job's host:\n" + job_hosts(fleet, feed.jobs))
-    (fleet.logs / "rolling-upgrade.txt").write_text(text + "\n" + job_hosts(fleet, feed.jobs))
+    text = "\n".join([*lines, "each job's host (job number: host):", job_hosts(fleet, feed.jobs)])
+    with capsys.disabled():  # in CI's log too
+        print("\n" + text)
+    (fleet.logs / "rolling-upgrade.txt").write_text(text + "\n")
 
 
 def finished(fleet: Fleet) -> int:
     return int(fleet.sql("SELECT count(*) FROM jobs WHERE status = 'finished'")[0][0])
 
 
-def job_hosts(fleet: Fleet, jobs: dict[str, int]) -> str:
+def job_hosts(fleet: Fleet, jobs: dict[str, int], per_line: int = 10) -> str:
+    """Each job's host, in submission order, ten to a line."""
     rows = dict(fleet.sql("SELECT id::text, worker_host FROM jobs"))
-    ordered = sorted(jobs.items(), key=lambda kv: kv[1])
-    return "\n".join(f"  job {i:3d} {job[:8]} {rows.get(job)}" for job, i in ordered)
+    cells = [f"{i:3d}: {rows.get(job)}" for job, i in sorted(jobs.items(), key=lambda kv: kv[1])]
+    return "\n".join("  " + "  ".join(cells[n:n + per_line])
+                     for n in range(0, len(cells), per_line))
 
 
 def check(fleet: Fleet, jobs: dict[str, int], windows: list[Window]) -> str:

@@ -34,15 +34,18 @@ TICKING = ("import sys, time\n"
            "    print(f'tick {i:03d}', flush=True); time.sleep(0.25)\n")
 
 
-def test_a_sentinel_failover_while_jobs_flow(control_plane: Fleet, tmp_path: Path) -> None:
+def test_a_sentinel_failover_while_jobs_flow(control_plane: Fleet, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     sentinels = SentinelSet(tmp_path).start()
     try:
-        run(control_plane, sentinels)
+        line = run(control_plane, sentinels)
     finally:
         sentinels.stop()
+    with capsys.disabled():
+        print("\n" + line)
 
 
-def run(fleet: Fleet, sentinels: SentinelSet) -> None:
+def run(fleet: Fleet, sentinels: SentinelSet) -> str:
     s = fleet.configure(broker_url=sentinels.url, redis_url=sentinels.url,
                         sentinel_master=MASTER, reconcile_after_s=3.0)
     worker = fleet.worker("sentinel", hostname=f"sentinel-{s.fleet[-8:]}")
@@ -86,13 +89,13 @@ def run(fleet: Fleet, sentinels: SentinelSet) -> None:
     kinds = [(e.kind, e.offset.split(":")[0]) for e in after.events()]
     assert ("stdout", "stored") not in kinds and kinds[-1][0] == "end", kinds
     assert "Connection to broker lost" in worker.log() or "reconnect" in worker.log().lower()
-    print(f"\nsentinel failover: primary :{first} SIGKILLed after {JOBS // 3} of {JOBS} jobs,"
-          f" replica :{promoted} promoted in {failover_s:.1f} s; jobs {JOBS + 1}, lost 0,"
-          f" results written twice 0, requeued by the reconciler"
-          f" {worker.log().count('reconciler.requeue')}; the follower of a running job read"
-          f" its output in order, never a byte twice, {skipped} bytes announced as skipped"
-          f" (lagging) during the failover, then {live_after} live entries after it;"
-          f" {time.monotonic() - t0:.0f} s")
+    return (f"sentinel failover: primary :{first} SIGKILLed after {JOBS // 3} of {JOBS} jobs,"
+            f" replica :{promoted} promoted in {failover_s:.1f} s; jobs {JOBS + 1}, lost 0,"
+            f" results written twice 0, requeued by the reconciler"
+            f" {worker.log().count('reconciler.requeue')}; the follower of a running job read"
+            f" its output in order, never a byte twice, {skipped} bytes announced as skipped"
+            f" (lagging) during the failover, then {live_after} live entries after it;"
+            f" {time.monotonic() - t0:.0f} s")
 
 
 def follower(seen: list[Event]) -> tuple[int, int]:
