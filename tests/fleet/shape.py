@@ -28,6 +28,7 @@ CONTAINER_ONLY = ("AIRLOCK_METRICS_DIR", "AIRLOCK_HEALTH_FILE", "AIRLOCK_METRICS
 
 def resolved(file: Path, env_file: dict[str, str], folder: Path) -> dict[str, Any]:
     """``docker-compose config`` of ``file`` with ``env_file`` as its .env."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
     (folder / file.name).write_text(file.read_text())
     done = subprocess.run(["docker-compose", "-f", file.name, "config"], cwd=folder,
