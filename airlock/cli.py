@@ -7,7 +7,7 @@ import sys
 import click
 
 from airlock.cli_kit import AirlockGroup, settings
-from airlock.commands import jobs, ops, tenants
+from airlock.commands import fleet, jobs, ops, tenants
 
 
 @click.group(cls=AirlockGroup)
@@ -24,7 +24,7 @@ def main() -> None:
 
 for command in (jobs.run, jobs.result, jobs.logs, jobs.cancel, jobs.submit, ops.worker,
                 ops.flower, ops.doctor, ops.dead_letters, ops.db, tenants.tenant, tenants.key,
-                tenants.api):
+                tenants.api, fleet.fleet):
     main.add_command(command)
 
 

@@ -83,7 +83,7 @@ class Airlock:
         self.tenant = tenant or self.settings.default_tenant
         pool = {} if db_pool is None else {"pool": db_pool, "overflow": db_pool}
         self.store = JobStore(make_engine(self.settings.database_url, **pool))
-        self.redis = streams.connect(self.settings.redis_url)
+        self.redis = streams.connect(self.settings.redis_url, self.settings.sentinel_master)
         self.queue = JobQueue(self.settings)
 
     def submit(self, job: JobSpec | dict[str, Any] | None = None, **fields: Any) -> JobHandle:
@@ -197,10 +197,21 @@ class Airlock:
         idle, check = 0, True
         quiet_since = time.monotonic()
         while cursor.entry != streams.STORED:
-            if check and not streams.stream_exists(self.redis, job_id) and (
-                    not follow or self.result(job_id).done):
-                break  # expired (or never written): the stored result answers
-            batch = streams.read(self.redis, job_id, cursor, block_ms=1000 if follow else None)
+            try:
+                if check and not streams.stream_exists(self.redis, job_id) and (
+                        not follow or self.result(job_id).done):
+                    break  # expired (or never written): the stored result answers
+                batch = streams.read(self.redis, job_id, cursor,
+                                     block_ms=1000 if follow else None)
+            except BrokerUnavailable:
+                # Redis away (a Sentinel failover, a restart): a follower waits and resumes
+                # from its cursor; once the job has ended the stored result answers.
+                if not follow:
+                    raise
+                if self.result(job_id).done:
+                    break
+                time.sleep(0.5)
+                continue
             for event in batch:
                 missed = streams.missed(cursor, event)
                 if missed and self.result(job_id).done:

@@ -93,6 +93,20 @@ def check_seccomp(api: Any, s: Settings) -> Check:
     return Check("seccomp", Status.OK, f"profile {sha} loads and refuses io_uring_setup (EPERM)")
 
 
+def check_apparmor(s: Settings) -> Check:
+    """The job containers' AppArmor profile: applied where the kernel has AppArmor and the
+    profile is loaded; a kernel without it is said (seccomp then stands alone), and fails a
+    host whose worker requires it."""
+    from workers.apparmor import decide, read_kernel
+
+    profile, reason = decide(s.sandbox.apparmor, s.sandbox.apparmor_profile, read_kernel())
+    if reason is None:
+        return Check("apparmor", Status.OK, f"profile {profile} loaded in enforce mode")
+    if s.sandbox.apparmor == "require":
+        return Check("apparmor", Status.FAIL, f"{reason}: AIRLOCK_APPARMOR=require refuses this host")
+    return Check("apparmor", Status.WARN, f"{reason}: job containers run under seccomp alone")
+
+
 def check_launcher(s: Settings) -> Check:
     """The job containers' PID 1 on this host: present, root's alone, built from this source."""
     from workers.launcher import check_binary, source_sha256
@@ -159,6 +173,12 @@ def check_images(api: Any, s: Settings) -> Check:
 def _where(url: str) -> str:
     from sqlalchemy.engine import make_url
 
+    if url.startswith("sentinel://"):
+        from tasks.streams import sentinels
+
+        found = sentinels(url)
+        return "Sentinels " + ",".join(f"{h}:{p}" for h, p in found.hosts) + f"/{found.db}"
+
     u = make_url(url.replace("redis://", "postgresql://", 1) if url.startswith("redis") else url)
     return f"{u.host}:{u.port or ''}/{u.database or ''}"  # never the password
 
@@ -176,10 +196,10 @@ def judge_redis_memory(maxmemory: int, policy: str) -> tuple[Status, str]:
     return Status.OK, f"maxmemory {maxmemory // 2**20} MiB, policy {policy}"
 
 
-def check_redis(url: str) -> Check:
+def check_redis(url: str, sentinel_master: str = "airlock") -> Check:
     from tasks.streams import connect
 
-    r = connect(url)
+    r = connect(url, sentinel_master)
     try:
         server, memory = r.info("server"), r.info("memory")
     finally:
@@ -246,11 +266,12 @@ def run_checks(s: Settings, accepted: Iterable[str] = ()) -> list[Check]:
         ("cgroup", check_cgroup),
         ("disk bound", lambda: check_disk(s)),
         ("seccomp", docker(lambda a: check_seccomp(a, s))),
+        ("apparmor", lambda: check_apparmor(s)),
         ("launcher", lambda: check_launcher(s)),
         ("firewall", lambda: check_firewall(s)),
         ("networks", docker(lambda a: check_networks(a, s))),
         ("sandbox image", docker(lambda a: check_images(a, s))),
-        ("redis", lambda: check_redis(s.redis_url)),
+        ("redis", lambda: check_redis(s.redis_url, s.sentinel_master)),
         ("postgresql", lambda: check_postgres(s.database_url)),
         ("migrations", lambda: check_migrations(s.database_url)),
     ]

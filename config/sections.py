@@ -85,7 +85,11 @@ class Sandbox(Section):
     # A known container escape in the engine's runc that no package patched and no operator
     # accepted (allow_known_cves): ``refuse`` to start the worker, or ``warn`` (docs/attacks.md).
     runtime_cve_policy: Literal["warn", "refuse"] = "warn"
-
+    # The AppArmor profile of every job container (config/apparmor/airlock-job, loaded by
+    # scripts/setup-host.sh): "auto" applies it where the kernel has AppArmor and the profile
+    # is loaded; "require" refuses to start the worker otherwise; "off" never names one.
+    apparmor: Literal["off", "auto", "require"] = "auto"
+    apparmor_profile: str = Field("airlock-job", pattern=r"^[a-z][a-z0-9_-]{0,63}$")
 
     @property
     def holder_uid(self) -> int:
@@ -141,6 +145,22 @@ class Upkeep(Section):
     result_retention_days: float = 30.0
     retention_interval_s: float = Field(default=3600.0, gt=0)
     health_file: str | None = None  # touched by the worker after each good maintenance pass
+
+
+class Membership(Section):
+    """This worker as one host of a fleet (docs/operations.md, "A fleet of Docker hosts")."""
+
+    # How long a starting worker waits for a control plane (PostgreSQL, Redis) that does not
+    # answer before it refuses to start, in one line (a refusal, such as wrong credentials,
+    # is said at once).
+    control_plane_wait_s: float = Field(120.0, ge=0)
+    # "setting": the worker is named AIRLOCK_HOSTNAME (this machine's name by default);
+    # "engine": the Docker host's own name, as its engine says it (compose/host.yml, where
+    # the worker runs in a container with a name of its own).
+    name_from: Literal["setting", "engine"] = Field("setting", alias="worker_name_from")
+    # ``airlock fleet status`` calls a host silent when its last heartbeat (one per
+    # housekeeping pass, every AIRLOCK_REAPER_INTERVAL_S) is older than this.
+    silent_after_s: float = Field(60.0, gt=0)
 
 
 class Pool(Section):
@@ -247,8 +267,8 @@ class Egress(Section):
 
 SECTIONS: dict[str, type[Section]] = {
     "caps": Caps, "sandbox": Sandbox, "timeouts": Timeouts, "streams": Streams,
-    "upkeep": Upkeep, "pool": Pool, "holders": Holders, "metrics": Metrics,
-    "flower": Flower, "egress": Egress, "api": Api,
+    "upkeep": Upkeep, "membership": Membership, "pool": Pool, "holders": Holders,
+    "metrics": Metrics, "flower": Flower, "egress": Egress, "api": Api,
 }
 # Each section field's own variable name (AIRLOCK_<name>), as (section, field).
 FLAT: dict[str, tuple[str, str]] = {

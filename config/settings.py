@@ -25,6 +25,7 @@ from config.sections import (
     Egress,
     Flower,
     Holders,
+    Membership,
     Metrics,
     Pool,
     Sandbox,
@@ -113,6 +114,9 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/airlock"
+    # A sentinel:// URL (``sentinel://[:PASSWORD@]HOST:PORT[;sentinel://HOST:PORT...][/DB]``,
+    # kombu's form) reaches Redis through its Sentinels: the primary named here.
+    sentinel_master: str = Field("airlock", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     docker_host: str | None = None
     hostname: str = Field(default_factory=socket.gethostname)
     fleet: str = "default"
@@ -145,6 +149,7 @@ class Settings(BaseSettings):
     timeouts: Timeouts = Field(default_factory=Timeouts.default)
     streams: Streams = Field(default_factory=Streams.default)
     upkeep: Upkeep = Field(default_factory=Upkeep.default)
+    membership: Membership = Field(default_factory=Membership.default)
     pool: Pool = Field(default_factory=Pool.default)
     holders: Holders = Field(default_factory=Holders.default)
     metrics: Metrics = Field(default_factory=Metrics.default)

@@ -11,6 +11,7 @@
 #     (overlay2 on ext4 cannot bound disk use; btrfs qgroups can)
 #   - starts Redis / PostgreSQL if down; creates databases airlock, airlock_test
 #   - builds the job containers' launcher (scripts/build-launcher.sh; only when its source changed)
+#   - compiles the job containers' AppArmor profile; loads it where the kernel has AppArmor
 #   - builds the images (scripts/build-images.sh; arguments are passed to it)
 # Env: AIRLOCK_VOLUMES_SIZE (default 64G, sparse; used only when creating the file)
 set -euo pipefail
@@ -32,8 +33,12 @@ note() { SUMMARY+=("$*"); log "$*"; }
 mkdir -p "$LOG_DIR"
 
 # --- packages ---------------------------------------------------------------
+# prometheus: promtool checks deploy/'s alert rules and dashboard queries; redis-sentinel: the
+# Sentinel failover test; apparmor: apparmor_parser compiles (and, where the kernel has
+# AppArmor, loads) the job containers' profile.
 PACKAGES=(docker.io btrfs-progs debootstrap iptables shellcheck docker-compose
-          jq curl iproute2 psmisc chromium chromium-driver gcc libc6-dev crun)
+          jq curl iproute2 psmisc chromium chromium-driver gcc libc6-dev crun
+          prometheus redis-sentinel apparmor)
 command -v psql >/dev/null || PACKAGES+=(postgresql-client)
 command -v redis-cli >/dev/null || PACKAGES+=(redis-tools)
 missing=()
@@ -184,6 +189,19 @@ done
 # --- the job containers' launcher (PID 1), built static from workers/launcher.c ---------
 bash "$ROOT_DIR/scripts/build-launcher.sh"
 note "launcher: ${AIRLOCK_LAUNCHER_PATH:-/usr/local/libexec/airlock/airlock-init} up to date"
+
+# --- AppArmor: the job containers' profile (config/apparmor/airlock-job) --------------
+# Compiled everywhere (a syntax error stops the set-up); loaded, or reloaded, where the kernel
+# has AppArmor: the worker then names it on every job container (AIRLOCK_APPARMOR=auto).
+APPARMOR_PROFILE="$ROOT_DIR/config/apparmor/airlock-job"
+apparmor_parser -Q -K "$APPARMOR_PROFILE" 2>/dev/null \
+    || { apparmor_parser -Q -K "$APPARMOR_PROFILE"; log "AppArmor profile does not compile"; exit 1; }
+if [[ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" == Y ]]; then
+    apparmor_parser -r -W "$APPARMOR_PROFILE"
+    note "apparmor: profile airlock-job loaded (enforce)"
+else
+    note "apparmor: the kernel has no AppArmor; profile compiled, not loaded (seccomp stands alone)"
+fi
 
 # --- images -----------------------------------------------------------------
 images_start=$SECONDS

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 from celery import Celery
 
 from config.settings import Settings
+from tasks import streams
 
 app = Celery("airlock")
 app.conf.update(task_create_missing_queues=True)  # harmless defaults until configure()
@@ -17,12 +18,15 @@ _settings: Settings | None = None
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
+    transport = broker_transport(s.broker_url, s.sentinel_master)
+    options = transport.pop("broker_transport_options", {})
     return {
         "broker_url": s.broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Longer than the hard time limit, or Redis hands a running job to a second worker.
             "visibility_timeout": s.timeouts.visibility_timeout_s,
+            **options,
         },
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -43,19 +47,27 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         # A message the worker cannot take is set aside, never its end (ATTACKS.md F19).
         "worker_consumer": "tasks.consumer:Consumer",
-        **broker_transport(s.broker_url),
+        **transport,
     }
 
 
-def broker_transport(url: str) -> dict[str, Any]:
+def broker_transport(url: str, sentinel_master: str = "airlock") -> dict[str, Any]:
     """Airlock's Redis transport (``tasks.broker``) for a redis:// or rediss:// broker URL.
     Named explicitly, the transport no longer tells TLS from the scheme: a rediss:// URL
     without ``ssl_*`` options gets TLS with the server's certificate verified (kombu alone
-    would not verify it)."""
+    would not verify it). A sentinel:// URL (kombu's list, ``;`` between Sentinels) gets the
+    Sentinel form, asking for the primary named ``sentinel_master``."""
     parts = urlsplit(url)
+    if parts.scheme == "sentinel":
+        options: dict[str, Any] = {"master_name": sentinel_master}
+        password = streams.sentinels(url).password
+        if password:  # the Sentinels ask for the same password as Redis
+            options["sentinel_kwargs"] = {"password": password}
+        return {"broker_transport": "tasks.broker:SentinelTransport",
+                "broker_transport_options": options}
     if parts.scheme not in ("redis", "rediss"):
         return {}
-    options: dict[str, Any] = {"broker_transport": "tasks.broker:Transport"}
+    options = {"broker_transport": "tasks.broker:Transport"}
     if parts.scheme == "rediss" and not any(k.startswith("ssl_") for k in parse_qs(parts.query)):
         options["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return options

@@ -10,7 +10,9 @@ screens each popped item (BRPOP, RPOP) before kombu sees it, and the QoS each en
 restoring it; one that cannot be taken goes to its dead-letter list (``tasks.deadletters``).
 Celery's part (a message it cannot run) is ``tasks.consumer``.
 
-Chosen with Celery's ``broker_transport`` for redis:// and rediss:// URLs (``tasks.app``).
+Chosen with Celery's ``broker_transport`` for redis:// and rediss:// URLs, and in its Sentinel
+form (``SentinelTransport``: the primary found through the Sentinels, and found again after a
+failover) for sentinel:// URLs (``tasks.app``).
 """
 
 from __future__ import annotations
@@ -161,3 +163,12 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
             super()._deliver(message, queue)  # type: ignore[no-untyped-call]
         finally:
             DELIVERING.reset(token)
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """The same screening over kombu's Sentinel channel (its pool asks the Sentinels)."""
+
+
+class SentinelTransport(Transport):
+    default_port = 26379  # type: ignore[assignment]
+    Channel = SentinelChannel

@@ -67,7 +67,8 @@ class WorkerContext:
 
     @property
     def host(self) -> HostFacts:
-        return HostFacts(self.seccomp_json, self.seccomp_sha256, self.runtime, self.engine_info)
+        return HostFacts(self.seccomp_json, self.seccomp_sha256, self.runtime, self.engine_info,
+                         applied_apparmor(self.settings))
 
     def reset_engine(self) -> None:
         self._api = None
@@ -89,6 +90,12 @@ class WorkerContext:
         return replace(plan, network_mode=mode, hostname="", dns_options=())
 
 
+def applied_apparmor(s: Settings) -> str:
+    """The AppArmor profile job containers get: the worker's start resolved "auto" into
+    "require" (the kernel has it, the profile is loaded) or "off" (tasks/startup.py)."""
+    return s.sandbox.apparmor_profile if s.sandbox.apparmor == "require" else ""
+
+
 def host_slots(s: Settings, engine_id: str) -> Slots:
     first, count = s.sandbox.job_uids
     return Slots(s.sandbox.slots_path, first_uid=first, count=count, engine=engine_id,
@@ -100,7 +107,7 @@ def build_context(settings: Settings) -> WorkerContext:
     return WorkerContext(
         settings=s,
         store=JobStore(make_engine(s.database_url)),
-        redis=streams.connect(s.redis_url),
+        redis=streams.connect(s.redis_url, s.sentinel_master),
         volumes=volumes_for(s.storage, s.sandbox.volumes_root),
         seccomp_json=s.seccomp_json,
         seccomp_sha256=profile_sha256(s.seccomp_json),
@@ -119,7 +126,7 @@ def start_pool(ctx: WorkerContext) -> None:
                        image=s.profiles[s.default_profile].image, seccomp_json=ctx.seccomp_json,
                        user=f"{s.sandbox.holder_uid}:{s.sandbox.holder_uid}",
                        max_age_s=s.holders.max_age_s,
-                       runtime=ctx.runtime),
+                       runtime=ctx.runtime, apparmor=applied_apparmor(s)),
             mode=s.holders.mode, max_jobs=s.holders.max_jobs)
     if s.pool.size <= 0 or ctx.pool is not None:
         return

@@ -14,8 +14,9 @@ import structlog
 from base.errors import AirlockError
 from base.ids import parse_job_id
 from config.settings import Settings
-from tasks import maintenance, metrics, retention, streams
+from tasks import hosts, maintenance, metrics, retention, streams
 from tasks.context import host_slots
+from tasks.heartbeat import Heartbeat
 from tasks.queue import JobQueue
 from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
@@ -39,6 +40,7 @@ class Housekeeping:
         self.queue = JobQueue(s)
         self.api: Any = None  # one engine client for the process, remade after a failure
         self._slots: Slots | None = None
+        self.heartbeat = Heartbeat(s)
 
     @property
     def store(self) -> JobStore:
@@ -49,7 +51,7 @@ class Housekeeping:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = streams.connect(self.s.redis_url)
+            self._redis = streams.connect(self.s.redis_url, self.s.sentinel_master)
         return self._redis
 
     def start(self) -> None:
@@ -86,6 +88,8 @@ class Housekeeping:
         metrics.reaped(str(removal.reason) for removal in report.removed)
         metrics.containers_running(v.role for v in report.left if v.running)
         self._reconcile()
+        self.heartbeat.gauges(self.redis)
+        self.heartbeat.beat(self.store.engine, self.api, report.left)
         try:
             retention.run_if_due(self.store, self.redis, s)
         except AirlockError as exc:
@@ -107,6 +111,14 @@ class Housekeeping:
                 lock.release()
             except Exception:
                 pass  # expired meanwhile: the next holder takes over
+
+    def drained(self) -> bool:
+        """Whether an operator drained this host (``airlock fleet drain``): its worker then
+        starts without consuming its queue. Also says the worker joined (its row, at once)."""
+        if self.api is None:
+            self.api = engine.connect(self.s.docker_host)
+        self.heartbeat.beat(self.store.engine, self.api, starting=True)
+        return hosts.is_drained(self.store.engine, self.s.hostname)
 
     def end_hard_timeout(self, job_id: str) -> None:
         """Celery's hard time limit killed the pool process running this job (it was stuck:

@@ -12,6 +12,15 @@ forks; until it has, every hook here is a no-op (the CLI, the client, tests).
     airlock_containers_running{role}           gauge     this fleet's running containers
     airlock_reaper_removals_total{reason}      counter   containers the reaper removed
     airlock_preflight_status{check}            gauge     1 passed, 0 failed
+    airlock_heartbeat_timestamp_seconds        gauge     the last good housekeeping pass
+    airlock_worker_info{host,version,engine_version}  gauge  1: who this worker is
+    airlock_host_drained                       gauge     1 while an operator drained it
+    airlock_queue_length                       gauge     messages waiting in its queue
+    airlock_disk_bytes{store,kind}             gauge     volumes and spool: size, free
+    airlock_redis_memory_bytes{kind}           gauge     Redis's used and maxmemory
+
+Labels are bounded: verdicts, phases, roles, reasons and checks are Airlock's own words, a
+store is "volumes" or "spool", a kind one of two; a worker has one host, version and engine.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from workers.reaper import Reason
+from workers.verdict import Verdict
 
 # phases key of the result record → phase label
 PHASES = {
@@ -36,6 +48,7 @@ PHASES = {
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
 PHASE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REAPER_REASONS = tuple(str(r) for r in Reason)
 
 
 def phase_seconds(phases: Mapping[str, Any] | None) -> dict[str, float]:
@@ -62,6 +75,12 @@ class _Metrics:
     containers: Any
     reaped: Any
     preflight: Any
+    heartbeat: Any
+    info: Any
+    drained: Any
+    queue: Any
+    disk: Any
+    redis: Any
     directory: Path
 
 
@@ -105,8 +124,37 @@ def enable(directory: Path) -> None:
                        ["reason"], registry=None),
         preflight=Gauge("airlock_preflight_status", "Preflight checks: 1 passed, 0 failed.",
                         ["check"], multiprocess_mode="mostrecent", registry=None),
+        heartbeat=_gauge("airlock_heartbeat_timestamp_seconds",
+                         "When this worker last completed a housekeeping pass (Unix time)."),
+        info=_gauge("airlock_worker_info", "This worker: its host, code and engine versions.",
+                    ["host", "version", "engine_version"]),
+        drained=_gauge("airlock_host_drained", "1 while this host is drained (no new jobs)."),
+        queue=_gauge("airlock_queue_length", "Messages waiting in this worker's queue."),
+        disk=_gauge("airlock_disk_bytes", "The host's job stores: size and free bytes.",
+                    ["store", "kind"]),
+        redis=_gauge("airlock_redis_memory_bytes", "Redis's memory: used and its maxmemory.",
+                     ["kind"]),
         directory=directory,
     )
+    _seed(_metrics)
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Any:
+    from prometheus_client import Gauge
+
+    return Gauge(name, doc, list(labels), multiprocess_mode="mostrecent", registry=None)
+
+
+def _seed(m: _Metrics) -> None:
+    """Every label value known in advance, at zero: a series exists (and alert rules and the
+    dashboard find it) before its first event."""
+    for verdict in Verdict:
+        m.jobs.labels(verdict=str(verdict))
+        m.duration.labels(verdict=str(verdict))
+    for phase in PHASES.values():
+        m.phases.labels(phase=phase)
+    for reason in REAPER_REASONS:
+        m.reaped.labels(reason=reason)
 
 
 def disable() -> None:
@@ -171,3 +219,35 @@ def set_preflight(passed: bool, check: str = "all") -> None:
     if _metrics is None:
         return
     _metrics.preflight.labels(check=check).set(1 if passed else 0)
+
+
+def heartbeat(now: float) -> None:
+    if _metrics is not None:
+        _metrics.heartbeat.set(now)
+
+
+def worker_info(host: str, version: str, engine_version: str) -> None:
+    if _metrics is not None:
+        _metrics.info.labels(host=host, version=version, engine_version=engine_version).set(1)
+
+
+def host_drained(drained: bool) -> None:
+    if _metrics is not None:
+        _metrics.drained.set(1 if drained else 0)
+
+
+def queue_length(n: int) -> None:
+    if _metrics is not None:
+        _metrics.queue.set(n)
+
+
+def disk(store: str, size: int, free: int) -> None:
+    if _metrics is not None:
+        _metrics.disk.labels(store=store, kind="size").set(size)
+        _metrics.disk.labels(store=store, kind="free").set(free)
+
+
+def redis_memory(used: int, maximum: int) -> None:
+    if _metrics is not None:
+        _metrics.redis.labels(kind="used").set(used)
+        _metrics.redis.labels(kind="max").set(maximum)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -24,8 +25,14 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@cache
+def head_revision() -> str | None:
+    """This code's newest migration."""
+    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+
+
 def current_and_head(url: str) -> tuple[str | None, str | None]:
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    head = head_revision()
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

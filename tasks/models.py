@@ -151,3 +151,28 @@ class Blob(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     raw_bytes: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Host(Base):
+    """One Docker host of the fleet, as its worker last said (``tasks.hosts``): a heartbeat per
+    housekeeping pass, and whether an operator drained it (``airlock fleet drain``)."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # the worker's hostname
+    fleet: Mapped[str] = mapped_column(String(128))
+    queue: Mapped[str] = mapped_column(String(255))
+    engine_id: Mapped[str | None] = mapped_column(String(128))
+    # Where the worker reaches it: engines of one machine may share an ID (one key.json).
+    engine_url: Mapped[str | None] = mapped_column(String(255))
+    engine_version: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[str | None] = mapped_column(String(64))  # Airlock's, the worker's code
+    schema_head: Mapped[str | None] = mapped_column(String(64))  # the code's newest migration
+    concurrency: Mapped[int] = mapped_column(Integer, default=0)
+    pool_size: Mapped[int] = mapped_column(Integer, default=0)  # warm containers configured
+    slots_in_use: Mapped[int] = mapped_column(Integer, default=0)  # running job containers
+    pool_warm: Mapped[int] = mapped_column(Integer, default=0)  # running warm containers
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    drained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -37,6 +37,7 @@ class HostFacts:
     seccomp_sha256: str
     runtime: str = ""
     engine: Mapping[str, Any] = field(default_factory=dict)
+    apparmor: str = ""  # the profile every container gets; empty: none (workers/apparmor.py)
 
 
 def claim_overhead_s(s: Settings) -> float:
@@ -61,7 +62,7 @@ def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, uid: 
         uid=uid, rlimits={str(k): v for k, v in box.rlimits.items()},
         tmpfs=TmpfsSizes(box.tmpfs_tmp, box.tmpfs_var_tmp, box.tmpfs_run, box.shm_bytes),
         max_wait_s=int(t.startup_grace_s),
-        runtime=host.runtime,
+        runtime=host.runtime, apparmor=host.apparmor,
     )
 
 
@@ -91,7 +92,8 @@ def provenance(s: Settings, host: HostFacts, job: ResolvedJob, uid: int) -> dict
     return {
         "image": job.image, "profile": job.profile, "host": s.hostname, "fleet": s.fleet,
         "runtime": host.runtime, "engine": dict(host.engine),
-        "seccomp_sha256": host.seccomp_sha256, "limits": job.limits.as_dict(),
+        "seccomp_sha256": host.seccomp_sha256,
+        "apparmor": host.apparmor or None, "limits": job.limits.as_dict(),
         "rlimits": {str(k): v for k, v in s.sandbox.rlimits.items()}, "uid": uid,
         "storage": s.storage, "network": job.network,
     }

@@ -43,6 +43,7 @@ OUTPUT = ("stdout", "stderr")
 PutResult = Literal["added", "merged", "dropped"]
 LINGER_S = 0.005  # how long output that follows a write closely waits to fill an entry
 STREAMING_GAP_S = 0.005
+RETRY_AFTER_S = 1.0  # after Redis refused a write, live output resumes this much later
 STALL_S = 1.0  # a write to Redis under way this long: stop holding the job back, skip instead
 
 
@@ -143,7 +144,10 @@ class Publisher:
     skipped_total: int = 0
     relayed: int = 0
     entries: int = 0
-    failed: bool = False  # Redis refused a write: no more live output for this job
+    # Redis refused a write (it is away: a failover, a restart): output is skipped until
+    # ``retry_at`` (monotonic), then written again after a ``lagging`` entry saying how much.
+    failed: bool = False
+    retry_at: float = 0.0
     expiry_set: bool = False  # touched by the relay thread only
     # The entries in Redis, oldest first, as (id, bytes): the relay thread's alone.
     window: deque[tuple[str, int]] = field(default_factory=deque)
@@ -168,7 +172,13 @@ class Publisher:
 
     def _piece(self, stream: str, data: memoryview) -> None:
         self.positions[stream] += len(data)
-        if self.failed or not data:
+        if self.failed and time.monotonic() >= self.retry_at:
+            self.failed = False  # try Redis again (a Sentinel client finds the new primary)
+        if self.failed:
+            self.skipped[stream] += len(data)
+            self.skipped_total += len(data)
+            return
+        if not data:
             return
         entry = self._entry(stream, data)
         queued = (self._lagging(len(data), stream), entry) if self.skipped_total else (entry,)
@@ -340,8 +350,9 @@ class Relay:
         except redis.exceptions.RedisError as exc:
             for owner in {entry.owner for entry, _ in written}:
                 if not owner.failed:
-                    log.warning("relay.redis_failed", job_id=owner.job_id, error=str(exc))
-                owner.failed = True
+                    log.warning("relay.redis_failed", job_id=owner.job_id, error=str(exc),
+                                retry_in_s=RETRY_AFTER_S)
+                owner.failed, owner.retry_at = True, time.monotonic() + RETRY_AFTER_S
 
     def _ended(self, written: list[tuple[Entry, bytes | str]]) -> None:
         """Note what went in; an ended stream keeps its end entry alone (PostgreSQL has the

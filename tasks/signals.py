@@ -70,13 +70,28 @@ class Receivers:
     def postrun(self, **_: Any) -> None:
         unbind_job()
 
-    def ready(self, **_: Any) -> None:
+    def ready(self, sender: Any = None, **_: Any) -> None:
+        self.stay_drained(sender)
         try:
             report = self.housekeeping.once()
             log.info("worker.ready", reaped=len(report.removed), seen=report.seen)
         except Exception as exc:
             log.warning("worker.first_sweep_failed", error=str(exc))
         self.housekeeping.start()
+
+    def stay_drained(self, consumer: Any) -> None:
+        """A host an operator drained stays drained across restarts: the queue is cancelled
+        before the event loop takes its first message (Celery's worker_ready comes after
+        ``consume()`` registers the queue, before the loop polls it)."""
+        try:
+            drained = self.housekeeping.drained()
+        except Exception as exc:
+            log.warning("worker.drained_unknown", error=str(exc))
+            return
+        if drained and consumer is not None:
+            consumer.cancel_task_queue(self.s.queue)
+            log.warning("worker.drained", host=self.s.hostname, queue=self.s.queue,
+                        hint="airlock fleet undrain " + self.s.hostname)
 
     def shutdown(self, **_: Any) -> None:
         self.housekeeping.stop.set()

@@ -20,7 +20,7 @@ from base.errors import HostNotSafe
 from config.settings import Settings
 from tasks import egress, migrate, streams
 from tasks.store import make_engine
-from workers import engine
+from workers import apparmor, engine
 from workers.storage import volumes_for
 
 log = structlog.get_logger(__name__)
@@ -81,11 +81,12 @@ def patiently(what: str, attempt: Callable[[], T], fatal: Callable[[Exception], 
                 raise HostNotSafe(f"{what}: {reason}") from exc
             waited = time.monotonic() - started
             if wait_s is not None and waited >= wait_s:
-                raise HostNotSafe(f"{what}: not reachable after {waited:.0f} s: {_line(exc)}") from exc
+                raise HostNotSafe(f"{what}: not reachable within {wait_s:g} s"
+                                  f" (AIRLOCK_CONTROL_PLANE_WAIT_S): {_line(exc)}") from exc
             if waited - said >= WAIT_LOG_EVERY_S or said == 0.0:
                 log.warning("worker.waiting", service=what, waited_s=round(waited), error=_line(exc))
                 said = max(waited, 1e-9)
-            time.sleep(delay)
+            time.sleep(delay if wait_s is None else max(0.0, min(delay, wait_s - waited)))
             delay = min(delay * 2, 5.0)
 
 
@@ -118,7 +119,7 @@ def check_database(s: Settings, wait_s: float | None = None) -> None:
 
 def check_redis(s: Settings, wait_s: float | None = None) -> None:
     def ping() -> None:
-        conn = streams.connect(s.redis_url)
+        conn = streams.connect(s.redis_url, s.sentinel_master)
         try:
             conn.ping()
         finally:
@@ -172,8 +173,34 @@ def check_host(s: Settings) -> Settings:
     by name)."""
     api = engine.connect(s.docker_host)
     s = s.but(runtime=engine.runtime_for(api, s.runtime))
+    s = check_apparmor(s)
+    if s.membership.name_from == "engine":
+        s = s.but(hostname=engine_name(api))
     if s.egress.enabled:
         egress.prepare_host(s, api)
     volumes_for(s.storage, s.sandbox.volumes_root).check()
     check_identities(s)
     return s
+
+
+def engine_name(api: object) -> str:
+    """The Docker host's own name, as its engine says it (``docker info``'s Name)."""
+    info = engine.call("engine info", api.info)  # type: ignore[attr-defined]
+    name = str(info.get("Name") or "").strip()
+    if not name:
+        raise HostNotSafe("the engine says no host name (AIRLOCK_WORKER_NAME_FROM=engine)")
+    return name
+
+
+def check_apparmor(s: Settings, kernel: apparmor.Kernel | None = None) -> Settings:
+    """Resolve AIRLOCK_APPARMOR for this host: "require" when the profile is applied, "off"
+    when it is not; a worker that requires it refuses a host that cannot."""
+    box = s.sandbox
+    profile, reason = apparmor.decide(box.apparmor, box.apparmor_profile,
+                                      kernel or apparmor.read_kernel())
+    if reason is not None and box.apparmor == "require":
+        raise HostNotSafe(f"AppArmor required (AIRLOCK_APPARMOR=require): {reason}")
+    if box.apparmor != "off":
+        log.info("worker.apparmor", profile=profile or None,
+                 seccomp_alone=reason)
+    return s.but(apparmor="require" if profile else "off")

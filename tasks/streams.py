@@ -17,9 +17,11 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.exceptions
+from redis.sentinel import Sentinel
 
 from base.errors import AirlockError, BrokerUnavailable
 
@@ -109,9 +111,47 @@ def lagging(cursor: Cursor, missed_bytes: dict[str, int]) -> Event:
                  json.dumps(missed_bytes).encode())
 
 
-def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                health_check_interval=30)
+@dataclass(frozen=True, slots=True)
+class Sentinels:
+    """A sentinel:// URL, kombu's form: ``sentinel://[:PASSWORD@]HOST:PORT[/DB]``, several
+    joined by ``;``. The password is Redis's (the Sentinels are asked with it too)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    password: str | None
+    username: str | None
+    db: int
+
+
+def sentinels(url: str) -> Sentinels:
+    """Pure: the Sentinels of a sentinel:// URL (ValueError for anything else)."""
+    hosts, password, username, db = [], None, None, 0
+    for part in (p.strip() for p in url.split(";") if p.strip()):
+        parsed = urlsplit(part)
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError(f"not a sentinel:// URL: {part.split('@')[-1]!r}")
+        hosts.append((parsed.hostname, parsed.port or 26379))
+        password = password or (unquote(parsed.password) if parsed.password else None)
+        username = username or (unquote(parsed.username) if parsed.username else None)
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+    return Sentinels(tuple(hosts), password, username, db)
+
+
+def connect(url: str, sentinel_master: str = "airlock") -> redis.Redis:
+    """A client of the Redis at ``url``; for a sentinel:// URL, of the primary named
+    ``sentinel_master`` (AIRLOCK_SENTINEL_MASTER), found again through the Sentinels after a
+    failover (each command after a lost connection asks them)."""
+    options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5,
+                               "health_check_interval": 30}
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(url, **options)
+    found = sentinels(url)
+    auth: dict[str, Any] = {"password": found.password} if found.password else {}
+    pool = Sentinel(list(found.hosts), sentinel_kwargs={"socket_timeout": 2,
+                                                        "socket_connect_timeout": 2, **auth})
+    options |= auth | {"db": found.db, "username": found.username}
+    client: redis.Redis = pool.master_for(sentinel_master, **options)
+    return client
 
 
 def queue_end(pipe: Any, job_id: str, body: bytes, ttl_s: int) -> None:

@@ -29,8 +29,9 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
         s = s.but(concurrency=concurrency)
     try:
         s = startup.check_host(s)
-        startup.check_database(s)
-        startup.check_redis(s)
+        wait_s = s.membership.control_plane_wait_s  # then refused, in one line
+        startup.check_database(s, wait_s)
+        startup.check_redis(s, wait_s)
     except AirlockError as exc:
         refuse(str(exc))
     except Exception as exc:  # the engine's or a library's own error: still one line

@@ -56,6 +56,7 @@ class HolderPlan:
     hostname: str = "sandbox"  # containers joining a namespace take its holder's hostname
     max_age_s: float = 900.0
     runtime: str = ""  # the job containers' OCI runtime; empty: the engine's default
+    apparmor: str = ""  # the job containers' AppArmor profile; empty: none named
 
 
 def wants_holder(mode: str, network_mode: str) -> bool:
@@ -84,7 +85,7 @@ def holder_create_kwargs(plan: HolderPlan, network: str, name: str, now: float,
         },
         "network_disabled": network == "none",
         "use_config_proxy": False,
-        "host_config": hardened(plan.seccomp_json, plan.runtime) | {
+        "host_config": hardened(plan.seccomp_json, plan.runtime, apparmor=plan.apparmor) | {
             "NetworkMode": network,
             "Memory": 16 * 1024**2,
             "MemorySwap": 16 * 1024**2,

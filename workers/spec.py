@@ -50,6 +50,7 @@ class LaunchPlan:
     max_wait_s: int = 900
     hostname: str = "sandbox"
     runtime: str = ""  # the OCI runtime (engine.runtime_for); empty: the engine's default
+    apparmor: str = ""  # the AppArmor profile (workers/apparmor.py); empty: none named
 
     @property
     def user(self) -> str:
@@ -71,11 +72,12 @@ def job_labels(*, fleet: str, host: str, role: str, job: str = "", attempt: int 
 
 
 def hardened(seccomp_json: str, runtime: str = "",
-             capabilities: tuple[str, ...] = ()) -> dict[str, Any]:
+             capabilities: tuple[str, ...] = (), apparmor: str = "") -> dict[str, Any]:
     """The host config every container of Airlock's starts from (jobs, pooled containers,
     namespace holders): read-only root, no capability but ``capabilities`` (in the bounding
     set only, for a non-root user), no new privileges, Airlock's seccomp profile, a private
-    IPC namespace, no log driver, never restarted, never privileged."""
+    IPC namespace, no log driver, never restarted, never privileged; and the AppArmor profile
+    ``apparmor`` where the host applies one."""
     config: dict[str, Any] = {
         "ReadonlyRootfs": True,
         "CapDrop": ["ALL"],
@@ -86,6 +88,8 @@ def hardened(seccomp_json: str, runtime: str = "",
         "RestartPolicy": {"Name": "no"},
         "AutoRemove": False,
     }
+    if apparmor:
+        config["SecurityOpt"].append("apparmor=" + apparmor)
     if capabilities:
         config["CapAdd"] = list(capabilities)
     if runtime:
@@ -112,7 +116,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
                 f"rw,exec,nosuid,nodev,size={plan.job_tmpfs_size or limits.disk_bytes},"
                 f"uid={plan.uid},gid={plan.uid},mode=0700"
             )
-    host_config: dict[str, Any] = hardened(plan.seccomp_json, plan.runtime, CAPABILITIES_KEPT) | {
+    host_config: dict[str, Any] = hardened(plan.seccomp_json, plan.runtime, CAPABILITIES_KEPT,
+                                               plan.apparmor) | {
         # Bind options cannot say nosuid/nodev: the volume filesystem is mounted with them.
         "Binds": [f"{src}:{m['bind']}:rw" for src, m in binds.items()]
         + [f"{src}:{dest}:ro" for src, dest in plan.ro_binds.items()],

@@ -79,7 +79,8 @@ def dead_letters(queue: str | None, limit: int, as_json: bool) -> None:
     from tasks import deadletters, streams
 
     try:
-        r = streams.connect(_settings().broker_url)
+        s = _settings()
+        r = streams.connect(s.broker_url, s.sentinel_master)
         lists = {q: (r.llen(deadletters.dead_key(q)), deadletters.dead_letters(r, q, limit))
                  for q in ([queue] if queue else deadletters.dead_queues(r))}
     except redis.exceptions.RedisError as exc:

@@ -81,3 +81,53 @@ def test_a_worker_waits_for_a_database_it_cannot_reach_and_says_so(settings: Set
     assert status is None, log[-2000:]  # still waiting when stopped
     assert "worker.waiting" in log and "service=PostgreSQL" in log, log[-2000:]
     assert " ready." not in log and "refusing" not in log
+
+
+@pytest.mark.parametrize("service", ["PostgreSQL", "Redis"])
+def test_a_worker_refuses_a_control_plane_still_unreachable_after_its_wait(
+        settings: Settings, tmp_path: Path, service: str) -> None:
+    # Nothing listens on this loopback port: waited out for AIRLOCK_CONTROL_PLANE_WAIT_S, then
+    # refused in one line naming the service and how long it waited.
+    url = ("postgresql+psycopg://postgres@127.0.0.1:1/airlock" if service == "PostgreSQL"
+           else "redis://127.0.0.1:1/0")
+    other = settings.but(**{"queue": f"{settings.queue}-cp",
+                            "database_url" if service == "PostgreSQL" else "redis_url": url})
+    t0 = time.monotonic()
+    status, log = run_worker_until_exit(other, tmp_path / "worker.log", timeout=60,
+                                        AIRLOCK_CONTROL_PLANE_WAIT_S="3",
+                                        AIRLOCK_REDIS_URL=other.redis_url)
+    assert status == 3, log[-2000:]
+    line = refused_line(log)
+    assert f"refusing to start: {service}: not reachable within 3 s" in line, line
+    assert "AIRLOCK_CONTROL_PLANE_WAIT_S" in line and " ready." not in log
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_worker_named_from_its_engine_takes_the_docker_hosts_name(settings: Settings) -> None:
+    import docker
+
+    from tasks.startup import check_host
+
+    named = check_host(settings.but(worker_name_from="engine", hostname="not-this"))
+    api = docker.APIClient(version="auto")
+    try:
+        assert named.hostname == api.info()["Name"] != "not-this"
+    finally:
+        api.close()
+
+
+def test_a_worker_that_requires_apparmor_refuses_a_host_without_it(settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    from workers.apparmor import read_kernel
+
+    kernel = read_kernel()
+    other = settings.but(**{"queue": f"{settings.queue}-aa"})
+    status, log = run_worker_until_exit(other, tmp_path / "worker.log", timeout=90,
+                                        AIRLOCK_APPARMOR="require")
+    if kernel.enabled and kernel.loaded.get(settings.sandbox.apparmor_profile) == "enforce":
+        assert status is None and "worker.apparmor" in log, log[-2000:]  # applied, not refused
+        return
+    line = refused_line(log)
+    assert status == 3 and "refusing to start: AppArmor required (AIRLOCK_APPARMOR=require): " \
+        in line, log[-2000:]
+    assert " ready." not in log and "preflight" not in log

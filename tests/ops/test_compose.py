@@ -141,7 +141,9 @@ def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[st
                       "/run/airlock/io": "/run/airlock/io",
                       "/run/airlock/slots": "/run/airlock/slots",
                       "/var/lib/airlock/spool": "/var/lib/airlock/spool",
-                      "/usr/local/libexec/airlock": "/usr/local/libexec/airlock"}
+                      "/usr/local/libexec/airlock": "/usr/local/libexec/airlock",
+                      "/sys/kernel/security": "/sys/kernel/security"}
+    assert "/sys/kernel/security:/sys/kernel/security:ro" in worker["volumes"]  # AppArmor, read
     assert "/usr/local/libexec/airlock:/usr/local/libexec/airlock:ro" in worker["volumes"]
     assert worker["networks"] == {"backend": None} and "ports" not in worker
     api = resolved["services"]["api"]

@@ -17,7 +17,8 @@ from tests.ops.conftest import free_port
 from tests.ops.stack import empty_database
 from tests.services import ROOT, worker_env
 
-CHECKS = ["docker engine", "runc", "runtime", "cgroup", "disk bound", "seccomp", "launcher", "firewall",
+CHECKS = ["docker engine", "runc", "runtime", "cgroup", "disk bound", "seccomp", "apparmor", "launcher",
+          "firewall",
           "networks", "sandbox image", "redis", "postgresql", "migrations"]
 # What this host must pass whatever else is going on (the firewall rules and networks belong
 # to the network set-up, whose own tests cover them).
@@ -85,3 +86,21 @@ def test_doctor_fails_without_the_launcher_and_names_the_fix(settings: Settings,
     launcher = by_name(out)["launcher"]
     assert code == 1 and launcher["status"] == "fail", launcher
     assert "missing" in launcher["detail"] and "scripts/build-launcher.sh" in launcher["detail"]
+
+
+@pytest.mark.integration
+def test_doctor_says_whether_the_kernel_has_apparmor(settings: Settings) -> None:
+    from workers.apparmor import read_kernel
+
+    _, out = doctor(settings, "--json")
+    line = by_name(out)["apparmor"]
+    if read_kernel().enabled:  # a host with AppArmor: setup-host loaded the profile
+        assert line["status"] == "ok" and "airlock-job" in line["detail"], line
+        return
+    assert line["status"] == "warn", line
+    assert line["detail"].startswith("the kernel has no AppArmor"), line
+    assert "seccomp alone" in line["detail"]
+    code, out = doctor(settings, "--json", AIRLOCK_APPARMOR="require")
+    required = by_name(out)["apparmor"]
+    assert code == 1 and required["status"] == "fail", required
+    assert "AIRLOCK_APPARMOR=require refuses this host" in required["detail"]

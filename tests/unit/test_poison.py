@@ -114,7 +114,10 @@ def test_the_broker_transport_is_airlocks_for_redis_urls_and_keeps_tls() -> None
     assert broker_transport("rediss://redis:6380/0")["broker_use_ssl"] == {
         "ssl_cert_reqs": ssl.CERT_REQUIRED}
     assert "broker_use_ssl" not in broker_transport("rediss://redis:6380/0?ssl_cert_reqs=required")
-    assert broker_transport("sentinel://redis:26379") == {}  # kombu's own transport, unscreened
+    # Sentinel too: the same screen over kombu's Sentinel channel (tasks/broker.py).
+    assert broker_transport("sentinel://redis:26379")["broker_transport"] == \
+        "tasks.broker:SentinelTransport"
+    assert broker_transport("memory://") == {}  # not Redis: kombu's own
 
 
 def test_a_rediss_connection_is_tls_with_the_certificate_verified() -> None:

@@ -250,3 +250,34 @@ def test_a_full_buffer_holds_the_reader_while_the_relay_drains_and_not_once_it_s
     finally:
         stuck.gate.set()
         r.close()
+
+
+class DownPipe(FakePipe):
+    """Redis away: every pipeline fails."""
+
+    def execute(self) -> list[Any]:
+        import redis
+
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+
+def test_redis_away_skips_live_output_then_it_resumes_after_a_lagging_entry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    r = relay()
+    pipes: list[FakePipe] = [DownPipe()]
+    r.r = type("R", (), {"pipeline": lambda self, transaction: pipes[-1]})()  # type: ignore[assignment]
+    p = publisher(r, "abc")
+    p.chunk("stdout", b"lost")  # its write fails: Redis is away (a failover)
+    r._write(r.buffer.take(1 << 20, timeout=0))
+    assert p.failed
+    p.chunk("stdout", b"while-away")  # skipped until the retry time
+    assert drain(r) == [] and p.skipped == {"stdout": 10, "stderr": 0}
+    monkeypatch.setattr(relay_module.time, "monotonic", lambda: p.retry_at + 0.1)
+    pipes.append(FakePipe())  # the new primary answers
+    p.chunk("stdout", b"back")
+    r._write(r.buffer.take(1 << 20, timeout=0))
+    xadds = [c[1][1] for c in pipes[-1].calls if c[0] == "xadd"]
+    assert [(f["t"], bytes(f["d"]), f["p"]) for f in xadds] == [
+        ("lagging", b'{"skipped_stdout": 10, "skipped_stderr": 0}', "14,0"),
+        ("stdout", b"back", "18,0")]
+    assert not p.failed
