@@ -21,6 +21,7 @@ from tasks.contract import JobSpec, resolve
 from tasks.queue import JobQueue
 from tasks.store import JobStore, make_engine
 from tasks.streams import Event
+from tasks.submission import Submitter
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +55,6 @@ class JobHandle:
         return self.client.cancel(self.id)
 
 
-def short(text: str | None, width: int = 60) -> str:
-    flat = (text or "").replace("\n", "⏎ ")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
 class Airlock:
     """Talks to PostgreSQL (the truth), Redis (the queue and live output) and nothing else:
     the direct mode, for code inside the fleet. With ``url`` (and ``api_key``) it is the HTTP
@@ -85,28 +81,27 @@ class Airlock:
         self.store = JobStore(make_engine(self.settings.database_url, **pool))
         self.redis = streams.connect(self.settings.redis_url, self.settings.sentinel_master)
         self.queue = JobQueue(self.settings)
+        self.submitter = Submitter(self.store, self.queue, self.settings)
 
     def submit(self, job: JobSpec | dict[str, Any] | None = None, **fields: Any) -> JobHandle:
-        """Validate (raising JobSpecError naming the field), record, then enqueue."""
+        """Validate (raising JobSpecError naming the field), record within the tenant's
+        quotas (else QuotaExceeded, nothing stored), then admit it when its turn comes."""
         spec, resolved = resolve(job if job is not None else fields, self.settings)
-        job_id, created = self.store.create(
-            spec=spec.model_dump(mode="json", exclude_none=True), profile=resolved.profile,
-            image=resolved.image, limits=resolved.limits.as_dict(),
-            idempotency_key=spec.idempotency_key, label=spec.label, tenant=self.tenant,
-        )
-        if created:
-            self.enqueue(job_id, f"{resolved.profile}: {short(spec.code or ' '.join(resolved.argv))}")
-        return JobHandle(job_id, created, self, time.monotonic() if created else 0.0)
+        done = self.submitter.submit(spec, resolved, self.tenant)
+        job_id = JobId(str(done.row.id))
+        return JobHandle(job_id, done.created, self, time.monotonic() if done.created else 0.0)
 
     def enqueue(self, job_id: str, description: str = "") -> None:
-        """Send the job's message. A failure loses nothing: the row is queued and the
-        workers' reconciler enqueues it again."""
+        """Send the job's message (only an admitted job can be claimed: another is dropped by
+        the worker). A failure loses nothing: the workers' reconciler sends it again."""
         self.queue.enqueue(job_id, description)
 
     def resend(self, job_id: str) -> None:
-        """Send a queued job's message again (a duplicate is harmless: the claim is a
-        compare-and-set)."""
-        self.enqueue(job_id, "resend")
+        """A job thought lost: admit what is due, and send its message again if it was
+        admitted (a duplicate is harmless: the claim is a compare-and-set)."""
+        self.submitter.admit()
+        if self.store.get(parse_job_id(job_id)).admitted_at is not None:
+            self.enqueue(job_id, "resend")
 
     def finished_among(self, job_ids: list[str], wait_s: float) -> list[str]:
         """Ids among ``job_ids`` that have finished, waiting up to ``wait_s`` for one (woken by

@@ -225,6 +225,27 @@ class Api(Section):
     key_cache_s: float = Field(5.0, ge=0, le=300, alias="api_key_cache_s")
 
 
+class Tenancy(Section):
+    """Tenants kept apart (docs/tenants.md): fair share of the fleet's slots, and the default
+    quotas (a tenant's own, set with ``airlock tenant set-quota``, override them; None: none)."""
+
+    # On: each slot that frees goes to the tenant with the fewest jobs in flight for its
+    # weight. Off: to the oldest waiting job, whoever's (first come, first served). Jobs are
+    # admitted to the queue as slots free either way (tasks/admission.py).
+    fair_share: bool = True
+    # Jobs admitted beyond the fleet's free slots (a message waiting for each worker process
+    # as it frees up; more is less fair).
+    admission_headroom: int = Field(0, ge=0, le=1000)
+    # A host whose heartbeat is older is not counted in the fleet's slots.
+    host_stale_s: float = Field(60.0, gt=0)
+    max_in_flight: int | None = Field(None, alias="tenant_max_in_flight", ge=1)
+    max_queued: int | None = Field(None, alias="tenant_max_queued", ge=0)
+    submissions_per_min: int | None = Field(None, alias="tenant_submissions_per_min", ge=0)
+    cpu_s_per_day: int | None = Field(None, alias="tenant_cpu_s_per_day", ge=0)
+    # Tenants named in Prometheus labels, at most (by most jobs); the rest count as "other".
+    metrics_tenants: int = Field(20, ge=0, le=1000)
+
+
 class Egress(Section):
     """Egress (docs/network.md). Off: a job asking for network "egress" ends with an error
     verdict, unrun. On: the worker's start creates the networks and the proxy, and its
@@ -268,7 +289,7 @@ class Egress(Section):
 SECTIONS: dict[str, type[Section]] = {
     "caps": Caps, "sandbox": Sandbox, "timeouts": Timeouts, "streams": Streams,
     "upkeep": Upkeep, "membership": Membership, "pool": Pool, "holders": Holders,
-    "metrics": Metrics, "flower": Flower, "egress": Egress, "api": Api,
+    "metrics": Metrics, "flower": Flower, "egress": Egress, "api": Api, "tenancy": Tenancy,
 }
 # Each section field's own variable name (AIRLOCK_<name>), as (section, field).
 FLAT: dict[str, tuple[str, str]] = {

@@ -30,6 +30,7 @@ from config.sections import (
     Pool,
     Sandbox,
     Streams,
+    Tenancy,
     Timeouts,
     Upkeep,
 )
@@ -156,6 +157,7 @@ class Settings(BaseSettings):
     flower: Flower = Field(default_factory=Flower.default)
     egress: Egress = Field(default_factory=Egress.default)
     api: Api = Field(default_factory=Api.default)
+    tenancy: Tenancy = Field(default_factory=Tenancy.default)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field, replace
 
 import docker
 import redis
+import structlog
 
+from base.errors import AirlockError
 from config.seccomp import profile_sha256
 from config.settings import Settings
-from tasks import planning, streams
+from tasks import admission, planning, streams
 from tasks.planning import HostFacts
+from tasks.queue import JobQueue
 from tasks.relay import Relay
 from tasks.store import JobStore, make_engine
 from workers import engine
@@ -22,6 +25,7 @@ from workers.slots import Slots
 from workers.spec import LaunchPlan
 from workers.storage import TmpfsVolumes, Volumes, volumes_for
 
+log = structlog.get_logger(__name__)
 
 @dataclass
 class WorkerContext:
@@ -38,6 +42,7 @@ class WorkerContext:
     relay: Relay | None = None  # live output: made, and its thread started, on first use
     _runtime: str | None = None
     _slots: Slots | None = None
+    _queue: JobQueue | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -72,6 +77,16 @@ class WorkerContext:
 
     def reset_engine(self) -> None:
         self._api = None
+
+    def admit_next(self) -> None:
+        """Fill the fleet's free slots (this process's, just freed, among them): the waiting
+        jobs' turn (tasks/admission.py). A failure is left to the next admission."""
+        if self._queue is None:
+            self._queue = JobQueue(self.settings)
+        try:
+            admission.admit(self.store.engine, self.settings, self._queue.enqueue)
+        except AirlockError as exc:
+            log.warning("admission.deferred", error=str(exc))
 
     def live_relay(self) -> Relay:
         if self.relay is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import structlog
 from base.errors import AirlockError
 from base.ids import parse_job_id
 from config.settings import Settings
-from tasks import hosts, maintenance, metrics, retention, streams
+from tasks import admission, hosts, maintenance, metrics, retention, streams, usage
 from tasks.context import host_slots
 from tasks.heartbeat import Heartbeat
 from tasks.queue import JobQueue
@@ -90,6 +91,11 @@ class Housekeeping:
         self._reconcile()
         self.heartbeat.gauges(self.redis)
         self.heartbeat.beat(self.store.engine, self.api, report.left)
+        # The fleet's slots as this heartbeat says them: fill what is free (a backstop for an
+        # admission a submitter or a worker could not make).
+        admission.admit(self.store.engine, s, self.queue.enqueue)
+        metrics.tenants(usage.figures(self.store.engine, datetime.now(UTC).date()),
+                        s.tenancy.metrics_tenants)
         try:
             retention.run_if_due(self.store, self.redis, s)
         except AirlockError as exc:

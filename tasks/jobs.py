@@ -56,6 +56,8 @@ def run_job(self: Task, job_id: str) -> str:
         return "bad_id"
     except InfrastructureError as exc:
         return _retry_or_give_up(self, job_id, exc)
+    finally:
+        context().admit_next()  # a slot is free again (or never was taken): the next job's
 
 
 def _retry_or_give_up(task: Task, job_id: str, exc: InfrastructureError) -> str:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -19,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -42,6 +46,45 @@ class Tenant(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Its share of the fleet's slots against other tenants' (fair share, tasks/fairshare.py).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    # Quotas: NULL takes the fleet's default (settings, the tenants section); tasks/quotas.py.
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    submissions_per_min: Mapped[int | None] = mapped_column(Integer)
+    cpu_s_per_day: Mapped[int | None] = mapped_column(Integer)
+    # The most each limit may ask for, by limit name, at or below the fleet's maximums.
+    max_limits: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict,
+                                                       server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (CheckConstraint("weight > 0", name="ck_tenants_weight"),)
+
+
+class SubmissionCount(Base):
+    """Submissions a tenant made in a minute (its rate quota; old minutes are deleted)."""
+
+    __tablename__ = "submission_counts"
+
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class UsageDay(Base):
+    """What a tenant's jobs used on a day (UTC), by verdict. Added to by a trigger as each job
+    ends (migration 0008), in the transaction that ends it: counted once, kept after the jobs
+    themselves are deleted by retention."""
+
+    __tablename__ = "usage_days"
+
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(32), primary_key=True)
+    jobs: Mapped[int] = mapped_column(Integer)
+    cpu_ms: Mapped[int] = mapped_column(BigInteger)
+    wall_ms: Mapped[int] = mapped_column(BigInteger)
+    peak_memory_byte_s: Mapped[float] = mapped_column(Float)
+    egress_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -108,10 +151,16 @@ class Job(Base):
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     error: Mapped[str | None] = mapped_column(Text)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Given a place in the queue (tasks/admission.py): a queued job without it waits its turn.
+    admitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
+        Index("ix_jobs_waiting", "tenant", "queued_at", "id",
+              postgresql_where=text("status = 'queued' AND admitted_at IS NULL")),
+        Index("ix_jobs_in_flight", "tenant", postgresql_where=text(
+            "status = 'running' OR (status = 'queued' AND admitted_at IS NOT NULL)")),
         Index("ix_jobs_status_lease", "status", "lease_until"),
         Index("ix_jobs_finished_at", "finished_at"),
         Index("ix_jobs_tenant_queued_at", "tenant", "queued_at"),

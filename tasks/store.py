@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,8 +23,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from base.errors import DatabaseUnavailable, JobNotFound, JobSpecError
 from base.ids import JobId
+from tasks import quotas
 from tasks.blobs import Frame
 from tasks.models import Attempt, Blob, Job, Status
+from tasks.quotas import Quota
 
 now = sa.func.now
 JobRow = sa.Row[Any]  # a row of the jobs table, every column
@@ -129,7 +131,10 @@ def _claim_statement() -> Any:
         0, 0, 0, 0, 0, 0, timeout_s + P("overhead_s", type_=sa.Float))
     claimed = (
         sa.update(Job)
-        .where(Job.id == P("job_id", type_=UUID_T), sa.or_(Job.status == Status.QUEUED, stale),
+        .where(Job.id == P("job_id", type_=UUID_T),
+               # Only an admitted job (tasks/admission.py): a message for a waiting one
+               # (a duplicate, a client's resend) cannot jump its turn.
+               sa.or_(sa.and_(Job.status == Status.QUEUED, Job.admitted_at.is_not(None)), stale),
                Job.cancel_requested.is_(False))
         .values(status=Status.RUNNING, attempt=Job.attempt + 1,
                 worker_host=P("host", type_=sa.Text), lease_until=now() + _secs("lease_s"),
@@ -216,6 +221,19 @@ CREATE = sa.text(
 ).bindparams(sa.bindparam("id", type_=UUID_T), sa.bindparam("batch_id", type_=UUID_T),
              sa.bindparam("spec", type_=JSONB),
              sa.bindparam("limits", type_=JSONB)).columns(*Job.__table__.c)
+# The tenant's row, locked: its counted submissions go one at a time (a quota holds exactly).
+LOCK_TENANT = sa.text("SELECT 1 FROM tenants WHERE name = :tenant FOR UPDATE")
+# This submission counted in its minute, with the tenant's jobs waiting their turn (the
+# partial index ix_jobs_waiting answers) and today's CPU.
+COUNT_SUBMISSION = sa.text(
+    "WITH c AS (INSERT INTO submission_counts AS s (tenant, minute, n)"
+    " VALUES (:tenant, date_trunc('minute', now()), 1)"
+    " ON CONFLICT (tenant, minute) DO UPDATE SET n = s.n + 1 RETURNING n)"
+    " SELECT (SELECT n FROM c) AS this_minute,"
+    " (SELECT count(*) FROM jobs WHERE tenant = :tenant AND status = 'queued'"
+    "  AND admitted_at IS NULL) AS queued,"
+    " (SELECT coalesce(sum(cpu_ms), 0) FROM usage_days WHERE tenant = :tenant"
+    "  AND day = (now() AT TIME ZONE 'UTC')::date) AS cpu_ms_today")
 CLAIM = _claim_statement()
 CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
@@ -262,22 +280,36 @@ class JobStore:
 
     def create_row(self, *, spec: dict[str, Any], profile: str, image: str,
                    limits: dict[str, Any], idempotency_key: str | None, label: str | None,
-                   tenant: str = "default", batch_id: str | None = None) -> tuple[JobRow, bool]:
-        """Insert a queued job of ``tenant`` and return its row; with an idempotency key the
-        tenant used before, return that job's row (and False)."""
+                   tenant: str = "default", batch_id: str | None = None,
+                   quota: Quota | None = None) -> tuple[JobRow, bool]:
+        """Insert a waiting job of ``tenant`` and return its row; with an idempotency key the
+        tenant used before, return that job's row (and False). With a ``quota`` that counts,
+        the tenant's submissions are taken one at a time (its row locked) and one over a
+        quota raises QuotaExceeded with nothing stored."""
         params = {"id": uuid.uuid4(), "tenant": tenant, "spec": spec, "profile": profile,
                   "image": image, "limits": limits, "idempotency_key": idempotency_key,
                   "label": label, "batch_id": uuid.UUID(batch_id) if batch_id else None}
-        with self._statement() as conn:
+        counted = quota is not None and quota.counted
+        with self._tx() if counted else self._statement() as conn:
+            if counted and conn.execute(LOCK_TENANT, {"tenant": tenant}).first() is None:
+                raise JobSpecError("tenant", f"no tenant {tenant!r}")
             try:
                 created = conn.execute(CREATE, params).first()
             except sa_exc.IntegrityError as exc:  # the tenants table does not have it
                 raise JobSpecError("tenant", f"no tenant {tenant!r}") from exc
-            if created is not None:
-                return created, True
-            existing = conn.execute(sa.select(*Job.__table__.c).where(
-                Job.tenant == tenant, Job.idempotency_key == idempotency_key)).one()
-            return existing, False
+            if created is None:
+                existing = conn.execute(sa.select(*Job.__table__.c).where(
+                    Job.tenant == tenant, Job.idempotency_key == idempotency_key)).one()
+                return existing, False
+            if counted:
+                assert quota is not None
+                found = conn.execute(COUNT_SUBMISSION, {"tenant": tenant}).one()
+                refused = quotas.refusal(quota, quotas.Counts(
+                    queued=found.queued, this_minute=found.this_minute,
+                    cpu_ms_today=found.cpu_ms_today), datetime.now(UTC))
+                if refused is not None:
+                    raise refused  # the transaction, the job and the count with it, rolls back
+            return created, True
 
     def get(self, job_id: JobId) -> JobRow:
         """The job's row, every column (``airlock.records.JobRecord.from_row`` reads it)."""
@@ -467,12 +499,13 @@ class JobStore:
         return done.rowcount == 1
 
     def stranded(self, older_than_s: float, limit: int = 500) -> list[tuple[str, str]]:
-        """(job id, status) of queued jobs waiting longer than ``older_than_s``, and of running
-        jobs free to take over (lease expired and run deadline passed)."""
+        """(job id, status) of jobs admitted longer than ``older_than_s`` ago and still queued,
+        and of running jobs free to take over (lease expired and run deadline passed). A job
+        not yet admitted waits its turn (tasks/admission.py): it is not stranded."""
         cutoff = now() - _seconds(older_than_s)
         with self._statement() as conn:
             rows = conn.execute(sa.select(Job.id, Job.status).where(sa.or_(
-                sa.and_(Job.status == Status.QUEUED, Job.queued_at < cutoff,
+                sa.and_(Job.status == Status.QUEUED, Job.admitted_at < cutoff,
                         sa.or_(Job.lease_until.is_(None), Job.lease_until < cutoff)),
                 sa.and_(Job.status == Status.RUNNING, Job.lease_until < now(),
                         Job.run_deadline < now()),
@@ -521,7 +554,12 @@ class JobStore:
             conn.execute(ADD_PHASES, _params(job_id=uuid.UUID(job_id), phases=phases))
 
     def purge_finished(self, older_than: timedelta) -> int:
+        """Delete the jobs that ended before ``older_than`` (their usage stays, by day), and
+        the submission counts of past minutes (a rate quota reads the current one)."""
         with self._statement() as conn:
             done = conn.execute(sa.delete(Job).where(
                 Job.status == Status.FINISHED, Job.finished_at < now() - older_than))
+        with self._statement() as conn:
+            conn.execute(sa.text("DELETE FROM submission_counts"
+                                 " WHERE minute < now() - interval '1 hour'"))
         return done.rowcount

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,12 +17,13 @@ from airlock.api.auth import KeyRows, Principal
 from airlock.api.bodies import parse_json
 from airlock.api.problems import Problem
 from airlock.batch import parse_lines
-from airlock.client import Airlock, WaitTimeout, short
+from airlock.client import Airlock, WaitTimeout
 from airlock.records import JobRecord
-from base.errors import JobSpecError
+from base.errors import JobSpecError, QuotaExceeded
 from base.ids import JobId, parse_job_id
 from config.settings import Settings
 from tasks import streams
+from tasks import usage as usage_days
 from tasks.contract import resolve
 from tasks.lookup import Filters, Lookup
 from tasks.store import JobRow
@@ -55,17 +57,12 @@ class Service:
                 raise JobSpecError("idempotency_key", "differs from the Idempotency-Key header")
             raw = raw | {"idempotency_key": header_key}
         spec, job = resolve(raw, self.settings)
-        stored = spec.model_dump(mode="json", exclude_none=True)
-        row, created = self.direct.store.create_row(
-            spec=stored, profile=job.profile, image=job.image, limits=job.limits.as_dict(),
-            idempotency_key=spec.idempotency_key, label=spec.label, tenant=who.tenant,
-            batch_id=batch_id)
+        done = self.direct.submitter.submit(spec, job, who.tenant, batch_id)
+        row, created, enqueued = done.row, done.created, done.enqueued
         job_id = JobId(str(row.id))
-        if not created and row.spec != stored:
+        if not created and row.spec != spec.model_dump(mode="json", exclude_none=True):
             raise Problem(409, "conflict", "Idempotency key in use",
                           "this tenant's idempotency key names another job, with another spec")
-        enqueued = not created or self.direct.queue.enqueue(
-            job_id, f"{who.tenant} {job.profile}: {short(spec.code or ' '.join(job.argv))}")
         record = self._await(job_id, wait_s) if wait_s else JobRecord.from_row(row)
         out = record.to_json() | {"created": created, "enqueued": enqueued}
         return out | ({} if enqueued else {"note": NOT_SENT})
@@ -127,7 +124,11 @@ class Service:
             if item.spec is None:
                 lines.append({"line": item.number, "error": item.error})
                 continue
-            done = self.submit(who, item.spec, None, batch_id=batch_id)
+            try:
+                done = self.submit(who, item.spec, None, batch_id=batch_id)
+            except QuotaExceeded as exc:  # this line refused, nothing stored; the rest go on
+                lines.append({"line": item.number, "error": f"quota: {exc}"})
+                continue
             submitted += 1
             lines.append({"line": item.number, "id": done["id"], "created": done["created"]})
         return {"batch": batch_id, "items": len(items), "submitted": submitted,
@@ -135,6 +136,16 @@ class Service:
 
     def batch_progress(self, who: Principal, batch_id: str) -> dict[str, Any]:
         return self.lookup.batch(batch_id, who.sees)
+
+    def usage(self, who: Principal, since: date | None, until: date | None,
+              tenant: str | None) -> dict[str, Any]:
+        if tenant is not None and who.sees not in (None, tenant):
+            raise Problem(403, "forbidden", "Forbidden", "only an admin key reads another"
+                          " tenant's usage")
+        first = since or datetime.now(UTC).date() - timedelta(days=30)
+        found = usage_days.usage(self.direct.store.engine, tenant=tenant or who.sees, since=first,
+                            until=until)
+        return {"usage": [u.to_json() for u in found]}
 
     # --- health -----------------------------------------------------------------------------
 
