@@ -20,6 +20,7 @@ from base.errors import (
     DatabaseUnavailable,
     JobNotFound,
     JobSpecError,
+    QuotaExceeded,
 )
 from config.settings import Settings, load_settings
 from tasks import streams
@@ -28,14 +29,6 @@ from tasks.streams import Event
 
 WAIT_STEP_S = 30.0  # one long poll's wait; a longer wait is several
 RETRIES = 5
-
-
-class QuotaExceeded(AirlockError):
-    """The tenant's quota refused it (429); ``retry_after_s`` says when to try again."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def error_of(response: httpx.Response) -> AirlockError:

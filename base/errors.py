@@ -38,6 +38,16 @@ class JobSpecError(AirlockError):
         super().__init__(f"{self.field}: {preview(message, 300)}")
 
 
+class QuotaExceeded(AirlockError):
+    """A tenant's quota refused the job (nothing was stored); ``retry_after_s``: when the
+    quota allows it again, if it will by itself (None: only when the tenant's jobs end)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None,
+                 quota: str = "") -> None:
+        super().__init__(message)
+        self.retry_after_s, self.quota = retry_after_s, quota
+
+
 class JobNotFound(AirlockError):
     """No such job."""
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -11,6 +14,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
 from base.errors import AirlockError, JobSpecError
+from config.sections import Tenancy
+from tasks import quotas
 from tasks.keys import KeyRow, NewKey, Scope, key_hash, new_key
 from tasks.models import ApiKey, Tenant
 from tasks.store import connected
@@ -44,6 +49,31 @@ class TenantStore:
         with connected(self.engine.connect) as conn:
             rows = conn.execute(sa.select(Tenant.name, Tenant.created_at).order_by(Tenant.name))
             return [(r.name, r.created_at) for r in rows]
+
+    def row(self, name: str) -> dict[str, Any] | None:
+        """The tenant's row (weight, quotas, max_limits), or None."""
+        with connected(self.engine.connect) as conn:
+            found = conn.execute(sa.select(Tenant.__table__).where(Tenant.name == name)).first()
+        return None if found is None else dict(found._mapping)
+
+    def rows(self) -> list[dict[str, Any]]:
+        with connected(self.engine.connect) as conn:
+            found = conn.execute(sa.select(Tenant.__table__).order_by(Tenant.name)).all()
+        return [dict(r._mapping) for r in found]
+
+    def set_quota(self, name: str, **values: Any) -> bool:
+        """Set the tenant's weight, quotas or per-limit maxima (None: back to the default);
+        False when there is no such tenant."""
+        if "max_limits" in values:
+            values["max_limits"] = quotas.check_max_limits(values["max_limits"] or {})
+        unknown = set(values) - {"weight", "max_limits", *quotas.QUOTAS}
+        if unknown:
+            raise TenantError(f"not a quota: {', '.join(sorted(unknown))}")
+        if not values:
+            return self.exists(name)
+        with connected(self.engine.begin) as conn:
+            done = conn.execute(sa.update(Tenant).where(Tenant.name == name).values(**values))
+        return bool(done.rowcount)
 
     def exists(self, name: str) -> bool:
         with connected(self.engine.connect) as conn:
@@ -85,3 +115,29 @@ class TenantStore:
             rows = conn.execute(query).all()
         return [KeyRow(r.key_id, r.tenant, Scope(r.scope), r.hash, r.created_at, r.expires_at,
                        r.revoked_at) for r in rows]
+
+
+class Quotas:
+    """Tenants' quotas as a submitting client needs them, each read from PostgreSQL at most
+    once per ``ttl_s`` (a change takes effect within it)."""
+
+    def __init__(self, tenants: TenantStore, defaults: Tenancy, ttl_s: float = 5.0) -> None:
+        self.tenants, self.defaults, self.ttl_s = tenants, defaults, ttl_s
+        self._known: dict[str, tuple[quotas.Quota, float]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, tenant: str) -> quotas.Quota:
+        now = time.monotonic()
+        with self._lock:
+            found = self._known.get(tenant)
+        if found is not None and found[1] > now:
+            return found[0]
+        row = self.tenants.row(tenant)
+        if row is None:
+            raise JobSpecError("tenant", f"no tenant {tenant!r}")
+        quota = quotas.effective(tenant, row, self.defaults)
+        with self._lock:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[tenant] = (quota, now + self.ttl_s)
+        return quota

@@ -8,6 +8,7 @@ bare 500 whose text says nothing of the server (it is logged, with its traceback
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from base.errors import (
     DatabaseUnavailable,
     JobNotFound,
     JobSpecError,
+    QuotaExceeded,
     preview,
 )
 
@@ -34,7 +36,8 @@ RETRY_AFTER_S = 5
 
 
 class ProblemOut(BaseModel):
-    """RFC 9457 problem details, plus ``field`` for a job the contract refused."""
+    """RFC 9457 problem details, plus ``field``: the field the contract refused, or the quota
+    that refused (429)."""
 
     type: str
     title: str
@@ -65,6 +68,10 @@ def translate(exc: Exception) -> Problem:
         return exc
     if isinstance(exc, JobSpecError):
         return Problem(422, "invalid-job", "The job is invalid", str(exc), field=exc.field)
+    if isinstance(exc, QuotaExceeded):
+        after = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_S
+        return Problem(429, "quota", "Quota exceeded", str(exc), field=exc.quota or None,
+                       headers={"Retry-After": str(max(1, math.ceil(after)))})
     if isinstance(exc, JobNotFound):
         return Problem(404, "not-found", "Not found", str(exc))
     if isinstance(exc, DatabaseUnavailable):
