@@ -7,7 +7,7 @@ import sys
 import click
 
 from airlock.cli_kit import AirlockGroup, settings
-from airlock.commands import fleet, jobs, ops, tenants
+from airlock.commands import fleet, jobs, ops, shares, tenants
 
 
 @click.group(cls=AirlockGroup)
@@ -24,8 +24,10 @@ def main() -> None:
 
 for command in (jobs.run, jobs.result, jobs.logs, jobs.cancel, jobs.submit, ops.worker,
                 ops.flower, ops.doctor, ops.dead_letters, ops.db, tenants.tenant, tenants.key,
-                tenants.api, fleet.fleet):
+                tenants.api, fleet.fleet, shares.usage):
     main.add_command(command)
+for command in (shares.set_quota, shares.show):
+    tenants.tenant.add_command(command)
 
 
 if __name__ == "__main__":

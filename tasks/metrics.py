@@ -18,9 +18,13 @@ forks; until it has, every hook here is a no-op (the CLI, the client, tests).
     airlock_queue_length                       gauge     messages waiting in its queue
     airlock_disk_bytes{store,kind}             gauge     volumes and spool: size, free
     airlock_redis_memory_bytes{kind}           gauge     Redis's used and maxmemory
+    airlock_tenant_jobs{tenant,state}          gauge     waiting, in_flight (the fleet's)
+    airlock_tenant_usage_today{tenant,kind}    gauge     jobs, cpu_seconds, wall_seconds,
+                                                         memory_gib_seconds, egress_bytes
 
 Labels are bounded: verdicts, phases, roles, reasons and checks are Airlock's own words, a
-store is "volumes" or "spool", a kind one of two; a worker has one host, version and engine.
+store is "volumes" or "spool", a kind one of two; a worker has one host, version and engine;
+tenants are the busiest ``AIRLOCK_METRICS_TENANTS`` (20) by name, the rest "other".
 """
 
 from __future__ import annotations
@@ -182,7 +186,69 @@ def serve(port: int, address: str) -> None:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(TENANTS)
     start_http_server(port, addr=address, registry=registry)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantFigures:
+    """One tenant's figures as the housekeeping last read them (the fleet's, from PostgreSQL:
+    every worker says the same; take any one, e.g. max by tenant)."""
+
+    waiting: int = 0
+    in_flight: int = 0
+    jobs_today: int = 0
+    cpu_s_today: float = 0.0
+    wall_s_today: float = 0.0
+    memory_gib_s_today: float = 0.0
+    egress_bytes_today: int = 0
+
+
+def top_tenants(figures: Mapping[str, TenantFigures], most: int) -> dict[str, TenantFigures]:
+    """Pure: the ``most`` busiest tenants by name (jobs today, then in flight and waiting),
+    the rest added up as "other": the tenant label's values stay bounded."""
+    ranked = sorted(figures, key=lambda t: (-figures[t].jobs_today, -figures[t].in_flight,
+                                            -figures[t].waiting, t))
+    out = {t: figures[t] for t in ranked[:most]}
+    rest = [figures[t] for t in ranked[most:]]
+    if rest:
+        out["other"] = TenantFigures(*(sum(getattr(f, name) for f in rest)
+                                       for name in TenantFigures.__dataclass_fields__))
+    return out
+
+
+class TenantCollector:
+    """airlock_tenant_jobs{tenant,state} (waiting, in_flight) and
+    airlock_tenant_usage_today{tenant,kind} (jobs, cpu_seconds, wall_seconds,
+    memory_gib_seconds, egress_bytes): each scrape shows the last snapshot, so a tenant that
+    left the top leaves the output (no stale series)."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, TenantFigures] = {}
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        jobs = GaugeMetricFamily("airlock_tenant_jobs", "A tenant's jobs now: waiting their"
+                                 " turn, or in flight (admitted or running).", labels=["tenant", "state"])
+        used = GaugeMetricFamily("airlock_tenant_usage_today", "What a tenant's jobs that ended"
+                                 " today (UTC) used.", labels=["tenant", "kind"])
+        for tenant, f in self.snapshot.items():
+            jobs.add_metric([tenant, "waiting"], f.waiting)
+            jobs.add_metric([tenant, "in_flight"], f.in_flight)
+            for kind, value in (("jobs", f.jobs_today), ("cpu_seconds", f.cpu_s_today),
+                                ("wall_seconds", f.wall_s_today),
+                                ("memory_gib_seconds", f.memory_gib_s_today),
+                                ("egress_bytes", f.egress_bytes_today)):
+                used.add_metric([tenant, kind], value)
+        return [jobs, used]
+
+
+TENANTS = TenantCollector()
+
+
+def tenants(figures: Mapping[str, TenantFigures], most: int) -> None:
+    TENANTS.snapshot = top_tenants(figures, most)
 
 
 def job_finished(verdict: str, phases: Mapping[str, Any] | None) -> None:

@@ -3,7 +3,7 @@ the job contract's own model (``tasks.contract.JobSpec``): no second copy of tho
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -97,6 +97,21 @@ class BatchProgressOut(Out):
     jobs: int
     by_status: dict[str, int]
     by_verdict: dict[str, int]
+
+
+class UsageDayOut(Out):
+    tenant: str
+    day: date
+    jobs: int
+    by_verdict: dict[str, int]
+    cpu_s: float
+    wall_s: float
+    peak_memory_gib_s: float
+    egress_bytes: int
+
+
+class UsageOut(Out):
+    usage: list[UsageDayOut]
 
 
 class HealthOut(Out):

@@ -4,7 +4,7 @@ thread the service's work (airlock/api/service.py)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -20,6 +20,7 @@ from airlock.api.models import (
     JobOut,
     JobPageOut,
     SubmittedOut,
+    UsageOut,
 )
 from airlock.api.problems import Problem, ProblemOut
 from airlock.api.service import Service
@@ -158,3 +159,14 @@ async def batch_progress(request: Request,
     """How far a batch is: its jobs by status and by verdict."""
     who = await caller(request, Scope.READ)
     return await run_in_threadpool(service(request).batch_progress, who, batch_id)
+
+
+@router.get("/usage", response_model=UsageOut, responses=ERRORS)
+async def tenant_usage(request: Request, since: date | None = None, until: date | None = None,
+                       tenant: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+                       ) -> dict[str, Any]:
+    """What the key's tenant used per day (UTC), from ``since`` (default: 30 days ago) to
+    ``until``: jobs by verdict, CPU-, wall- and peak-memory-seconds, egress bytes. An admin
+    key sees every tenant's, or ``tenant``'s."""
+    who = await caller(request, Scope.READ)
+    return await run_in_threadpool(service(request).usage, who, since, until, tenant)
