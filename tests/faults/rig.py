@@ -505,6 +505,16 @@ class Fleet:
             spec["limits"] = limits
         return self.client.submit(spec).id
 
+    def stored_job(self, code: str, timeout_s: float = 30) -> str:
+        """A job recorded and admitted straight in the store, with no message: for tests that
+        claim it themselves, as a worker would."""
+        job, _ = self.client.store.create(spec={"code": code}, profile="python",
+                                          image="airlock/sandbox:latest",
+                                          limits={"timeout_s": timeout_s}, idempotency_key=None,
+                                          label=None)
+        self.sql("UPDATE jobs SET admitted_at = now() WHERE id = :j", j=job)
+        return job
+
     def wait(self, job_id: str, timeout: float = 60.0) -> JobRecord:
         return self.client.wait(job_id, timeout)
 

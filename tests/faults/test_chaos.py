@@ -1,5 +1,7 @@
-"""Chaos: jobs over two workers on two Docker engines, workers SIGKILLed and restarted at
-random, one Redis crash and restart (append-only file on) during the run.
+"""Chaos: jobs of three tenants over two workers on two Docker engines, workers SIGKILLed
+and restarted at random, one Redis crash and restart (append-only file on) during the run.
+One tenant may have one job in flight, another ten waiting: a sampler checks, all along,
+that neither quota is ever exceeded (the feeder waits when a quota refuses).
 
 At the end: every job has exactly one terminal result (one attempt recorded it, and its output
 is the job's own), no job ran in two containers at once (from the attempts table and from both
@@ -24,6 +26,9 @@ from typing import Any
 
 import pytest
 
+from airlock.client import Airlock
+from base.errors import AirlockError, QuotaExceeded
+from tasks.tenancy import TenantStore
 from tests.faults.conftest import MakeRedis
 from tests.faults.rig import (
     ENGINE1,
@@ -41,6 +46,12 @@ from workers import labels as L
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 JOBS = 220
 BUDGET_S = 240.0
+TENANTS = ("chaos-a", "chaos-b", "chaos-c")
+QUOTAS = {"chaos-b": {"max_in_flight": 1}, "chaos-c": {"max_queued": 10}}
+IN_FLIGHT = ("SELECT count(*) FROM jobs WHERE tenant = 'chaos-b' AND (status = 'running'"
+             " OR (status = 'queued' AND admitted_at IS NOT NULL))")
+WAITING = ("SELECT count(*) FROM jobs WHERE tenant = 'chaos-c' AND status = 'queued'"
+           " AND admitted_at IS NULL")
 
 
 def code(i: int) -> str:
@@ -65,14 +76,39 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
     t0 = time.monotonic()
     jobs: dict[str, int] = {}
     submitted = threading.Event()
+    store = TenantStore(fleet.db)
+    for tenant in TENANTS:
+        store.create(tenant)
+        store.set_quota(tenant, **QUOTAS.get(tenant, {}))
+    clients = {t: Airlock(s, tenant=t) for t in TENANTS}
+    refusals = Counter[str]()
+    peaks = {"in_flight": 0, "waiting": 0}
 
     def submit() -> None:
         for i in range(JOBS):
-            jobs[fleet.submit(code(i), timeout_s=10)] = i
+            client = clients[TENANTS[i % len(TENANTS)]]
+            while True:
+                try:
+                    jobs[client.submit(code=code(i), limits={"timeout_s": 10}).id] = i
+                    break
+                except QuotaExceeded as exc:
+                    refusals[exc.quota] += 1
+                    time.sleep(0.5)
+                except AirlockError:  # Redis or PostgreSQL away a moment: as a backend would
+                    time.sleep(0.5)
             if i % 20 == 19:
                 time.sleep(1.5)
         submitted.set()
 
+    def sample() -> None:
+        while not sampled.is_set():
+            peaks["in_flight"] = max(peaks["in_flight"], int(fleet.sql(IN_FLIGHT)[0][0]))
+            peaks["waiting"] = max(peaks["waiting"], int(fleet.sql(WAITING)[0][0]))
+            time.sleep(0.05)
+
+    sampled = threading.Event()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     feeder = threading.Thread(target=submit, daemon=True)
     feeder.start()
     redis_restarted = False
@@ -128,9 +164,17 @@ def test_chaos(fleet: Fleet, make_redis: MakeRedis, engine2: Engine2) -> None:
         elapsed = time.monotonic() - t0
     finally:
         events.close()
+        sampled.set()
+        sampler.join(5)
+        for client in clients.values():
+            client.close()
 
+    assert peaks["in_flight"] <= 1 and peaks["waiting"] <= 10, peaks
     report = check(fleet, jobs, events, kills, workers)
-    line = (f"chaos: {elapsed:.0f} s, jobs {len(jobs)}, kills {len(kills)}"
+    tenants = dict(Counter(str(r[0]) for r in fleet.sql("SELECT tenant FROM jobs")))
+    line = (f"chaos: {elapsed:.0f} s, jobs {len(jobs)} {tenants}, quotas never exceeded"
+            f" (most in flight of chaos-b {peaks['in_flight']}/1, most waiting of chaos-c"
+            f" {peaks['waiting']}/10; refusals {dict(refusals)}), kills {len(kills)}"
             f" ({dict(Counter(k for _, _, k in kills))}), redis restarts 1, worker starts refused"
             f" by the preflight {refused}, {report}")
     print("\n" + line)

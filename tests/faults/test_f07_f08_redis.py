@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
 def busy_then_queued(fleet: Fleet) -> tuple[str, list[str]]:
-    """One job running (the only slot) and three waiting in the broker's queue list."""
+    """One job running (the only slot) and three waiting in the broker's queue list (admitted
+    beyond the free slots: the fleet's admission headroom is set for it)."""
     running = fleet.submit(
         f"import time; time.sleep(max(0, {time.time() + 6} - time.time())); print('r')",
         timeout_s=30)
@@ -41,7 +42,7 @@ def crash_and_restart(redis: RedisServer) -> None:
 
 def test_f7_redis_with_persistence_keeps_queued_jobs(fleet: Fleet, make_redis: MakeRedis) -> None:
     redis = make_redis(appendonly=True)
-    fleet.configure(broker_url=redis.url, redis_url=redis.url)
+    fleet.configure(broker_url=redis.url, redis_url=redis.url, admission_headroom=5)
     w = fleet.worker()
     running, queued = busy_then_queued(fleet)
     crash_and_restart(redis)
@@ -59,7 +60,7 @@ def test_f7_redis_with_persistence_keeps_queued_jobs(fleet: Fleet, make_redis: M
 def test_f8_redis_without_persistence_the_reconciler_re_enqueues(
         fleet: Fleet, make_redis: MakeRedis) -> None:
     redis = make_redis(appendonly=False)
-    fleet.configure(broker_url=redis.url, redis_url=redis.url)
+    fleet.configure(broker_url=redis.url, redis_url=redis.url, admission_headroom=5)
     w = fleet.worker()
     running, queued = busy_then_queued(fleet)
     crash_and_restart(redis)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -69,9 +68,7 @@ def test_f10_two_attempts_writing_at_once(fleet: Fleet) -> None:
     stores = [JobStore(make_engine(fleet.settings.database_url)) for _ in range(2)]
     try:
         for _ in range(20):
-            job, _ = stores[0].create(spec={"code": "print(1)"}, profile="python",
-                                      image="airlock/sandbox:latest", limits={"timeout_s": 1},
-                                      idempotency_key=str(uuid.uuid4()), label=None)
+            job = fleet.stored_job("print(1)", timeout_s=1)
             old = stores[0].claim(job, host="a", lease_s=30, overhead_s=60)
             fleet.expire_deadline(job)
             new = stores[1].claim(job, host="b", lease_s=30, overhead_s=60)
@@ -83,9 +80,7 @@ def test_f10_two_attempts_writing_at_once(fleet: Fleet) -> None:
             assert (record.stdout, record.attempt) == ("right", 2)
             assert [a.outcome for a in fleet.attempts(job)] == ["lost", "finished"]
 
-            job, _ = stores[0].create(spec={"code": "print(1)"}, profile="python",
-                                      image="airlock/sandbox:latest", limits={"timeout_s": 1},
-                                      idempotency_key=str(uuid.uuid4()), label=None)
+            job = fleet.stored_job("print(1)", timeout_s=1)
             assert stores[0].claim(job, host="a", lease_s=30, overhead_s=60)
             results = race([lambda i=i, j=job: stores[i].finish(j, 1, _outcome("once"), 1024)
                             for i in range(2)])

@@ -48,9 +48,7 @@ def start(api: docker.APIClient, made: list[str], labels: dict[str, str]) -> str
 
 
 def new_job(fleet: Fleet, code: str) -> str:
-    job, _ = fleet.client.store.create(spec={"code": code}, profile="python", image=SANDBOX,
-                                       limits={"timeout_s": 30}, idempotency_key=None, label=None)
-    return job
+    return fleet.stored_job(code)
 
 
 def test_f15_reaper_removes_exactly_airlocks_orphans(fleet: Fleet, engine2: Engine2) -> None:

@@ -42,6 +42,7 @@ def finished(fleet: Fleet, w: WorkerProcess, job: str, timeout: float = 90) -> J
 
 
 def test_f19_poison_items_are_set_aside_and_the_jobs_behind_them_run(fleet: Fleet) -> None:
+    fleet.configure(admission_headroom=100)  # each job's message sent at once, behind a poison
     w = fleet.worker()
     pid, r, queue = w.pid, fleet.client.redis, fleet.settings.queue
     kinds = poisons(queue)
@@ -85,7 +86,8 @@ def test_f19_a_poison_entry_among_the_unacknowledged_is_set_aside(
         fleet: Fleet, make_redis: MakeRedis) -> None:
     # kombu's unacknowledged hash is one per Redis database: this poison gets a Redis of its own.
     server = make_redis(appendonly=False)
-    fleet.configure(broker_url=server.url, redis_url=server.url, reconcile_after_s=3600.0)
+    fleet.configure(broker_url=server.url, redis_url=server.url, reconcile_after_s=3600.0,
+                    admission_headroom=1)  # its message sent before any worker runs
     r, queue = fleet.client.redis, fleet.settings.queue
     # Given a job's message delivered to a worker that died (kombu restores it once past the
     # visibility timeout), and beside it, newer, an entry that is not kombu's.

@@ -207,9 +207,7 @@ def test_f6_cold_shutdown_mid_job_on_a_pooled_container(pool_fleet: Fleet) -> No
 
 
 def new_job(fleet: Fleet, code: str) -> str:
-    job, _ = fleet.client.store.create(spec={"code": code}, profile="python", image=SANDBOX,
-                                       limits={"timeout_s": 30}, idempotency_key=None, label=None)
-    return job
+    return fleet.stored_job(code)
 
 
 def test_reaper_maps_pooled_containers_to_their_jobs(pool_fleet: Fleet) -> None:

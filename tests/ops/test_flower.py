@@ -159,7 +159,8 @@ def test_flower_in_a_browser_shows_the_worker_online_and_the_finished_job(
     chromium.get(f"{flower.url}/tasks?worker={node}")
     row = _wait_for(chromium, f"//table[@id='tasks-table']//tr[contains(., '{job.id}')]")
     assert "airlock.run_job" in row.text and "SUCCESS" in row.text, row.text
-    assert "python: print(6*7)" in row.text, row.text  # readable: job id and shortened code
+    # readable: job id, its tenant and shortened code
+    assert f"{record.tenant} python: print(6*7)" in row.text, row.text
     assert SECRET not in chromium.page_source
     chromium.save_screenshot(str(artifacts / "flower-tasks.png"))
 

@@ -77,7 +77,9 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 def fleet(broker: Broker, artifacts: Path) -> Iterator[Fleet]:
     logs = artifacts / "faults"
     logs.mkdir(parents=True, exist_ok=True)
-    base = Settings(concurrency=1, reaper_interval_s=1.0, reconcile_after_s=2.0, pool_size=0)
+    # Headroom: a job's message is sent before any worker runs (the client's role, tested).
+    base = Settings(concurrency=1, reaper_interval_s=1.0, reconcile_after_s=2.0, pool_size=0,
+                    admission_headroom=10)
     client_url = broker.url("airlock-client")
     # The queue is "airlock", as the documented key patterns say: this Redis is the test's alone.
     with fleet_for(base, logs, broker_url=client_url, redis_url=client_url, queue="airlock") as f:
