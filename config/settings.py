@@ -21,10 +21,12 @@ from config.sections import (
     FLAT,
     SECTIONS,
     Caps,
+    Collect,
     Egress,
     Flower,
     Holders,
     Metrics,
+    Objects,
     Pool,
     Sandbox,
     Streams,
@@ -149,6 +151,8 @@ class Settings(BaseSettings):
     metrics: Metrics = Field(default_factory=Metrics.default)
     flower: Flower = Field(default_factory=Flower.default)
     egress: Egress = Field(default_factory=Egress.default)
+    collect: Collect = Field(default_factory=Collect.default)
+    objects: Objects = Field(default_factory=Objects.default)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
