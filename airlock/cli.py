@@ -7,7 +7,7 @@ import sys
 import click
 
 from airlock.cli_kit import AirlockGroup, settings
-from airlock.commands import jobs, ops
+from airlock.commands import files, jobs, ops
 
 
 @click.group(cls=AirlockGroup)
@@ -22,7 +22,7 @@ def main() -> None:
         sys.exit(2)
 
 
-for command in (jobs.run, jobs.result, jobs.logs, jobs.cancel, jobs.submit, ops.worker,
+for command in (jobs.run, jobs.result, jobs.logs, jobs.cancel, jobs.submit, files.files, ops.worker,
                 ops.flower, ops.doctor, ops.dead_letters, ops.db):
     main.add_command(command)
 

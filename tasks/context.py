@@ -12,6 +12,7 @@ import redis
 from config.seccomp import profile_sha256
 from config.settings import Settings
 from tasks import planning, streams
+from tasks.outputs import Outputs
 from tasks.planning import HostFacts
 from tasks.relay import Relay
 from tasks.store import JobStore, make_engine
@@ -38,6 +39,14 @@ class WorkerContext:
     relay: Relay | None = None  # live output: made, and its thread started, on first use
     _runtime: str | None = None
     _slots: Slots | None = None
+    _outputs: Outputs | None = None
+
+    @property
+    def outputs(self) -> Outputs:
+        """Where outputs kept whole go (PostgreSQL, or the object store): made on first use."""
+        if self._outputs is None:
+            self._outputs = Outputs.for_settings(self.store, self.settings)
+        return self._outputs
 
     @property
     def api(self) -> docker.APIClient:

@@ -9,12 +9,13 @@ from typing import Any
 
 import structlog
 
-from base.errors import AirlockError, DatabaseUnavailable
+from base.errors import AirlockError, DatabaseUnavailable, ObjectStoreUnavailable
 from tasks import blobs, metrics, planning
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob
 from tasks.relay import Publisher
 from tasks.store import Claim, Outcome
+from workers.collecting import Collection
 from workers.runner import RunOutcome
 from workers.spool import STREAMS, Spool
 from workers.verdict import classify
@@ -23,8 +24,8 @@ log = structlog.get_logger(__name__)
 
 
 def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
-               phases: dict[str, Any]) -> Outcome:
-    """The result to store for a job that ran to its end."""
+               phases: dict[str, Any], files: Collection | None = None) -> Outcome:
+    """The result to store for a job that ran to its end (and what it collected)."""
     return Outcome(
         verdict=classify(run.evidence), exit_code=run.evidence.exit_code,
         signal=run.evidence.signal, stdout=run.stdout, stderr=run.stderr,
@@ -33,17 +34,19 @@ def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
         stdout_dropped=run.stdout_dropped, stderr_dropped=run.stderr_dropped,
         evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
         phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job, run.uid),
+        files=files.summary() if files is not None else None,
     )
 
 
 def record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publisher, *,
-           container_removed: bool = False, spool: Spool | None = None) -> None:
-    """Store the result (the output whole, from ``spool``, past the row's head), then end the
-    job's live stream with its verdict."""
+           container_removed: bool = False, spool: Spool | None = None,
+           files: Collection | None = None) -> None:
+    """Store the result (the output whole, from ``spool``, past the row's head, and the
+    collected ``files`` there), then end the job's live stream with its verdict."""
     t = time.monotonic()
     if spool is not None:
         outcome = replace(outcome, kept_whole=True)
-    if not _finish_patiently(ctx, claim, outcome, container_removed, spool):
+    if not _finish_patiently(ctx, claim, outcome, container_removed, spool, files):
         log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
         return
     persist_ms = int((time.monotonic() - t) * 1000)
@@ -58,17 +61,21 @@ def record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publis
         pass  # a timing figure is not worth failing a finished job for
 
 
-def _store_whole(ctx: WorkerContext, claim: Claim, spool: Spool) -> None:
-    """Each stream longer than the row's head, whole, as frames of the attempt."""
+def _store_whole(ctx: WorkerContext, claim: Claim, spool: Spool,
+                 files: Collection | None) -> None:
+    """Each stream longer than the row's head, whole, and the collected files, as frames of
+    the attempt (the files' manifest after their frames)."""
     keep = ctx.settings.caps.keep_output_bytes
     for stream in STREAMS:
         if spool.sizes[stream] > keep:
-            ctx.store.put_blobs(claim.job_id, claim.attempt,
-                                blobs.frames(stream, spool.chunks(stream)))
+            ctx.outputs.put(claim.job_id, claim.attempt, blobs.frames(stream, spool.chunks(stream)))
+    if files is not None and files.entries:
+        ctx.outputs.put_files(claim.job_id, claim.attempt, files, spool)
 
 
 def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
-                      container_removed: bool, spool: Spool | None = None) -> bool:
+                      container_removed: bool, spool: Spool | None = None,
+                      files: Collection | None = None) -> bool:
     """Write the result, waiting out a database outage for as long as the attempt would keep
     its container from the reaper (``lease_s + lease_grace_s``). A retried write is idempotent
     (a COMMIT whose reply was lost counts as done); past the patience the error propagates and
@@ -79,15 +86,24 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
     while True:
         try:
             if spool is not None:
-                _store_whole(ctx, claim, spool)
+                _store_whole(ctx, claim, spool, files)
             wrote = ctx.store.finish(claim.job_id, claim.attempt, outcome,
                                      s.caps.keep_output_bytes, container_removed=container_removed)
             if wrote and spool is not None:
-                ctx.store.drop_other_blobs(claim.job_id, claim.attempt)
+                _drop_others(ctx, claim)
             return wrote
-        except DatabaseUnavailable as exc:
+        except (DatabaseUnavailable, ObjectStoreUnavailable) as exc:
             if time.monotonic() + delay > give_up:
                 raise
             log.warning("job.result_write_retry", job_id=claim.job_id, error=str(exc))
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _drop_others(ctx: WorkerContext, claim: Claim) -> None:
+    """What earlier attempts of the job stored (never visible: fenced by the attempt); what
+    stays goes with the job."""
+    try:
+        ctx.outputs.drop_other_attempts(claim.job_id, claim.attempt)
+    except AirlockError as exc:
+        log.warning("job.drop_other_attempts_failed", job_id=claim.job_id, error=str(exc))
