@@ -43,7 +43,7 @@ import psutil  # noqa: E402
 
 from airlock.client import Airlock  # noqa: E402
 from config.settings import MiB, Settings  # noqa: E402
-from tests.services import WorkerProcess, scratch_database  # noqa: E402
+from tests.services import WorkerProcess, scratch_database, tree_rss  # noqa: E402
 from workers import collect  # noqa: E402
 from workers.collecting import CollectCaps  # noqa: E402
 from workers.spool import Spool  # noqa: E402
@@ -67,14 +67,7 @@ class PeakRss:
         threading.Thread(target=self._loop, daemon=True).start()
 
     def rss(self) -> int:
-        total = 0
-        procs = [self.proc, *(self.proc.children(recursive=True) if self.children else [])]
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
+        return tree_rss(self.proc.pid, self.children)
 
     def _loop(self) -> None:
         while not self.stop.wait(self.every_s):

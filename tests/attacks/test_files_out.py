@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -24,7 +23,7 @@ from base.errors import JobSpecError
 from config.settings import Settings
 from tasks import blobs
 from tests.attacks.conftest import Attack
-from tests.services import ROOT, WorkerProcess, job_count, worker_env
+from tests.services import ROOT, WorkerProcess, job_count, tree_rss, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 MiB = 1024**2
@@ -72,11 +71,6 @@ def stored_bytes(settings: Settings, job_id: str) -> bytes:
         engine.dispose()
     inflated = b"".join(blobs.inflate(data, raw) for raw, data in frames if data is not None)
     return row.encode() + manifest.encode() + inflated
-
-
-def worker_rss(worker: WorkerProcess) -> int:
-    main = psutil.Process(worker.pid)
-    return sum(p.memory_info().rss for p in [main, *main.children(recursive=True)])
 
 
 def unharmed(worker: WorkerProcess, log_from: int) -> None:
@@ -191,9 +185,9 @@ print("made", len(os.listdir("out/many")))
 
 def test_a39_a_hundred_thousand_tiny_files_are_capped_counted_and_bounded(
         attack: Attack, client: Airlock, settings: Settings, worker: WorkerProcess) -> None:
-    log_from, rss = len(worker.log()), worker_rss(worker)
+    log_from, rss = len(worker.log()), tree_rss(worker.pid)
     record = attack.job(FLOOD, collect=["out/many/*"], timeout_s=120)
-    growth = worker_rss(worker) - rss
+    growth = tree_rss(worker.pid) - rss
 
     assert record.verdict == "ok" and "made 100000" in record.stdout, record.summary()
     cap = settings.collect.files
