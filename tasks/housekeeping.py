@@ -16,6 +16,7 @@ from base.ids import parse_job_id
 from config.settings import Settings
 from tasks import maintenance, metrics, retention, streams
 from tasks.context import host_slots
+from tasks.outputs import Outputs
 from tasks.queue import JobQueue
 from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
@@ -39,12 +40,20 @@ class Housekeeping:
         self.queue = JobQueue(s)
         self.api: Any = None  # one engine client for the process, remade after a failure
         self._slots: Slots | None = None
+        self._outputs: Outputs | None = None
 
     @property
     def store(self) -> JobStore:
         if self._store is None:
             self._store = JobStore(make_engine(self.s.database_url))
         return self._store
+
+    @property
+    def outputs(self) -> Outputs:
+        """Where outputs kept whole are (retention deletes a job's objects before its rows)."""
+        if self._outputs is None:
+            self._outputs = Outputs.for_settings(self.store, self.s)
+        return self._outputs
 
     @property
     def redis(self) -> redis.Redis:
@@ -87,7 +96,7 @@ class Housekeeping:
         metrics.containers_running(v.role for v in report.left if v.running)
         self._reconcile()
         try:
-            retention.run_if_due(self.store, self.redis, s)
+            retention.run_if_due(self.store, self.redis, s, self.outputs)
         except AirlockError as exc:
             log.warning("retention.failed", error=str(exc))
         if s.upkeep.health_file:

@@ -598,6 +598,20 @@ class JobStore:
         with self._statement() as conn:
             conn.execute(ADD_PHASES, _params(job_id=uuid.UUID(job_id), phases=phases))
 
+    def finished_before(self, older_than: timedelta, limit: int = 500) -> list[str]:
+        """Ids of finished jobs older than ``older_than`` (retention's next batch)."""
+        with self._statement() as conn:
+            rows = conn.execute(sa.select(Job.id).where(
+                Job.status == Status.FINISHED, Job.finished_at < now() - older_than
+            ).limit(limit)).scalars()
+            return [str(r) for r in rows]
+
+    def delete_jobs(self, job_ids: list[str]) -> int:
+        """Delete these jobs (their attempts, outputs and files with them)."""
+        with self._statement() as conn:
+            done = conn.execute(sa.delete(Job).where(Job.id.in_([uuid.UUID(j) for j in job_ids])))
+        return done.rowcount
+
     def purge_finished(self, older_than: timedelta) -> int:
         with self._statement() as conn:
             done = conn.execute(sa.delete(Job).where(
