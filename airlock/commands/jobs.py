@@ -219,8 +219,10 @@ def cancel(job_id: str, wait_s: float | None) -> None:
 @click.option("--on-error", type=click.Choice(["skip", "stop"]), default="skip", show_default=True,
               help="A malformed line: report it and go on, or stop submitting there.")
 @click.option("--batch-id", help="Scope of the idempotency keys (default: the input's path).")
+@click.option("--files-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Fetch each job's collected files into a folder of its own below this one.")
 def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None, on_error: str,
-           batch_id: str | None) -> None:
+           batch_id: str | None, files_dir: Path | None) -> None:
     """Run a batch: SOURCE is JSON Lines (one job per line, the API's fields) or a folder of
     scripts (.py .js .sh .c). Re-running it after an interruption runs nothing twice.
 
@@ -240,6 +242,8 @@ def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None
         with BatchProgress(err, len(todo), f"{source.name}: {len(todo)} jobs") as view:
 
             def on_result(result: ItemResult) -> None:
+                if files_dir is not None:
+                    result = _with_files(client, result, files_dir, err)
                 writer.write(result)
                 view.on_result(result)
 
@@ -268,3 +272,16 @@ def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None
     sys.exit(1 if report.invalid else 0)
 
 
+def _with_files(client: Any, result: Any, files_dir: Path, err: Any) -> Any:
+    """The result, its job's collected files fetched below ``files_dir`` (a failure is said,
+    and the batch goes on: re-running it fetches what is missing)."""
+    from dataclasses import replace
+
+    from airlock.batchfiles import fetch
+
+    files_dir.mkdir(parents=True, exist_ok=True)
+    fetched = fetch(client, result.record.id, result.item, files_dir)
+    for problem in fetched.problems:
+        err.print(f"airlock: {one_line(result.item.source)}: files not fetched: {one_line(problem)}",
+                  markup=False, highlight=False)
+    return replace(result, files_dir=str(fetched.folder) if fetched.folder else None)

@@ -133,3 +133,25 @@ def test_run_with_files_in_and_collect_through_the_cli(settings: Settings, worke
 def test_a_job_without_collect_keeps_no_files(run_job: RunJob, client: Airlock) -> None:
     record = run_job("open('x', 'w').write('x')")
     assert record.files is None and client.files(record.id) == []
+
+
+def test_a_batch_fetches_each_jobs_files_into_a_folder_of_its_own(
+        settings: Settings, worker: object, tmp_path: Path) -> None:
+    lines = [json.dumps({"code": f"import os\nos.makedirs('out', exist_ok=True)\n"
+                                 f"open('out/n.txt', 'w').write('{n}')\n", "collect": ["out/*"]})
+             for n in range(3)]
+    lines.insert(1, json.dumps({"code": "print('no files')"}))
+    (tmp_path / "jobs.jsonl").write_text("\n".join(lines) + "\n")
+    got = tmp_path / "files"
+    cmd = ["submit", str(tmp_path / "jobs.jsonl"), "--files-dir", str(got), "--out",
+           str(tmp_path / "results.jsonl")]
+    done = airlock(settings, *cmd)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(got)) == ["line-1", "line-3", "line-4"]
+    assert [(got / f"line-{i}" / "out/n.txt").read_text() for i in (1, 3, 4)] == ["0", "1", "2"]
+    rows = {json.loads(r)["item"]: json.loads(r) for r in
+            (tmp_path / "results.jsonl").read_text().splitlines()}
+    assert rows[1]["files_dir"] == str(got / "line-1") and "files_dir" not in rows[2]
+    again = airlock(settings, *cmd)  # resumed: fetched, not run; the folders left as they are
+    assert again.returncode == 0, again.stderr
+    assert sorted(os.listdir(got)) == ["line-1", "line-3", "line-4"]
