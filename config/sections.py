@@ -70,7 +70,7 @@ class Collect(Section):
     # The walk of /workspace stops after this many entries or seconds (inode floods): the
     # rest is said to be not looked at. Within Celery's soft margin (Timeouts.soft_margin_s).
     walk_entries: int = Field(1_000_000, ge=1, alias="collect_walk_entries")
-    time_s: float = Field(20.0, gt=0, le=60.0, alias="collect_time_s")
+    time_s: float = Field(10.0, gt=0, le=60.0, alias="collect_time_s")
 
 
 class Objects(Section):

@@ -155,3 +155,27 @@ def test_a_batch_fetches_each_jobs_files_into_a_folder_of_its_own(
     again = airlock(settings, *cmd)  # resumed: fetched, not run; the folders left as they are
     assert again.returncode == 0, again.stderr
     assert sorted(os.listdir(got)) == ["line-1", "line-3", "line-4"]
+
+
+def test_a_worker_whose_volumes_are_in_memory_refuses_collect_clearly(
+        settings: Settings, artifacts: Path) -> None:
+    """The client's fleet settings say btrfs, the worker's tmpfs: the host cannot read a
+    tmpfs once its container is gone, so the worker ends the job unrun, saying why."""
+    import uuid
+
+    from tests.services import WorkerProcess
+
+    tag = uuid.uuid4().hex[:8]
+    s = settings.but(fleet=f"tmpfs-{tag}", queue=f"airlock-tmpfs-{tag}")
+    worker = WorkerProcess(s.but(storage="tmpfs"), artifacts / f"worker-tmpfs-{tag}.log").start()
+    client = Airlock(s)
+    try:
+        record = client.submit(code="print('never')", collect=["out/**"]).wait(60)
+        assert record.verdict == "error" and record.stdout == "", record.summary()
+        assert record.error is not None and "AIRLOCK_STORAGE=tmpfs" in record.error
+        assert "collecting files needs btrfs storage" in record.error
+        plain = client.submit(code="print('fine')").wait(60)  # without collect it runs
+        assert plain.verdict == "ok" and plain.stdout == "fine\n"
+    finally:
+        client.close()
+        worker.stop()
