@@ -69,7 +69,8 @@ class Collect(Section):
     refusals_listed: int = Field(100, ge=0, le=100_000, alias="collect_refusals_listed")
     # The walk of /workspace stops after this many entries or seconds (inode floods): the
     # rest is said to be not looked at. Within Celery's soft margin (Timeouts.soft_margin_s).
-    walk_entries: int = Field(1_000_000, ge=1, alias="collect_walk_entries")
+    # A folder's names are held (sorted) while it is walked: about 100 bytes each at most.
+    walk_entries: int = Field(200_000, ge=1, le=2_000_000, alias="collect_walk_entries")
     time_s: float = Field(10.0, gt=0, le=60.0, alias="collect_time_s")
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
+import zstandard
 
 from base.errors import AirlockError, DatabaseUnavailable, ObjectStoreUnavailable
 from tasks import blobs, metrics, planning
@@ -70,7 +71,22 @@ def _store_whole(ctx: WorkerContext, claim: Claim, spool: Spool,
         if spool.sizes[stream] > keep:
             ctx.outputs.put(claim.job_id, claim.attempt, blobs.frames(stream, spool.chunks(stream)))
     if files is not None and files.entries:
-        ctx.outputs.put_files(claim.job_id, claim.attempt, files, spool)
+        try:
+            ctx.outputs.put_files(claim.job_id, claim.attempt, files, spool)
+        except (OSError, zstandard.ZstdError) as exc:  # the spool, on the host's disk
+            raise _FilesUnkept(f"the worker could not read them back from its spool: {exc}") \
+                from exc
+
+
+class _FilesUnkept(Exception):
+    """The collected files cannot be stored (the worker's own disk); the result still can."""
+
+
+def _without_files(ctx: WorkerContext, claim: Claim, outcome: Outcome, why: str) -> Outcome:
+    """The result, saying its files were lost, with no frame of them left to read."""
+    log.error("job.files_unkept", job_id=claim.job_id, attempt=claim.attempt, error=why)
+    ctx.store.drop_blobs(claim.job_id, claim.attempt, "file:")
+    return replace(outcome, files={"collected": 0, "bytes": 0, "refused": 0, "stopped": why})
 
 
 def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
@@ -86,7 +102,11 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
     while True:
         try:
             if spool is not None:
-                _store_whole(ctx, claim, spool, files)
+                try:
+                    _store_whole(ctx, claim, spool, files)
+                except _FilesUnkept as exc:
+                    files, outcome = None, _without_files(ctx, claim, outcome, str(exc))
+                    continue
             wrote = ctx.store.finish(claim.job_id, claim.attempt, outcome,
                                      s.caps.keep_output_bytes, container_removed=container_removed)
             if wrote and spool is not None:

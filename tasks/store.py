@@ -523,6 +523,13 @@ class JobStore:
                 conn.execute(stmt, rows)
             conn.commit()
 
+    def drop_blobs(self, job_id: str, attempt: int, prefix: str) -> None:
+        """An attempt's frames of the blobs named ``prefix...`` (files it could not keep)."""
+        with self._statement() as conn:
+            conn.execute(sa.delete(Blob).where(Blob.job_id == uuid.UUID(job_id),
+                                               Blob.attempt == attempt,
+                                               Blob.blob.startswith(prefix, autoescape=True)))
+
     def drop_other_blobs(self, job_id: str, attempt: int) -> None:
         """What earlier attempts stored and never made the job's (their worker died): their
         frames and their manifests."""

@@ -82,8 +82,11 @@ class Spool:
     def file_chunks(self, offset: int, size: int) -> Iterator[bytes]:
         """A collected file's bytes, CHUNK_BYTES at a time."""
         end = offset + size
+        fd = self._fds.get(FILES)
         while offset < end:
-            data = os.pread(self._fds[FILES], min(CHUNK_BYTES, end - offset), offset)
+            if fd is None:
+                raise OSError(f"the spool has no {FILES}")
+            data = os.pread(fd, min(CHUNK_BYTES, end - offset), offset)
             if not data:
                 raise OSError(f"the spool's {FILES} ends before the file does")
             offset += len(data)

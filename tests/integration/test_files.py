@@ -179,3 +179,37 @@ def test_a_worker_whose_volumes_are_in_memory_refuses_collect_clearly(
     finally:
         client.close()
         worker.stop()
+
+
+def test_files_the_worker_cannot_read_back_are_said_lost_and_the_result_still_stored(
+        client: Airlock, settings: Settings, tmp_path: Path) -> None:
+    """The spool on the worker's own disk fails between collecting and storing: the job keeps
+    its verdict, its record says its files were not kept and why, no frame of them is left."""
+    from tasks import results
+    from tasks.context import build_context
+    from tasks.store import Outcome
+    from workers.collecting import Collection, Entry, Status
+    from workers.spool import Spool
+
+    job_id, _ = client.store.create(spec={"code": "1"}, profile="python", image="x", limits={},
+                                    idempotency_key=None, label=None)
+    ctx = build_context(settings)
+    claim = ctx.store.claim(job_id, host="t", lease_s=30, overhead_s=60)
+    assert claim is not None
+    spool = Spool(str(tmp_path), "airlock-spool-test").open()
+    size = 40 * MiB  # incompressible: 32 MiB of its frames are committed before the failure
+    spool.write_at(0, memoryview(os.urandom(size)))
+    spool.keep(size)
+    files = Collection([Entry(b"out/a", Status.COLLECTED, None, size, 0o644, "0" * 64, 0),
+                        Entry(b"out/b", Status.COLLECTED, None, 10, 0o644, "0" * 64, size)])
+    os.truncate(os.path.join(spool.folder, "files"), 36 * MiB)  # the disk lost part of it
+    try:
+        results.record(ctx, claim, Outcome(verdict="ok", exit_code=0, files=files.summary()),
+                       ctx.live_relay().publisher(job_id), spool=spool, files=files)
+        record = client.result(job_id)
+        assert record.verdict == "ok" and record.files is not None
+        assert record.files["collected"] == 0 and "could not read them back" in record.files["stopped"]
+        assert client.files(job_id) == [] and list(client.outputs.read(job_id, "file:0")) == []
+    finally:
+        spool.remove()
+        ctx.store.engine.dispose()
