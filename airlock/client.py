@@ -20,9 +20,10 @@ from base.ids import JobId, parse_job_id
 from config.settings import Settings, load_settings
 from tasks import streams
 from tasks.contract import JobSpec, resolve
+from tasks.output_rows import FileRow
 from tasks.outputs import Outputs
 from tasks.queue import JobQueue
-from tasks.store import FileRow, JobStore, make_engine
+from tasks.store import JobStore, make_engine
 from tasks.streams import Event
 
 log = structlog.get_logger(__name__)
@@ -69,7 +70,7 @@ class Airlock:
         self.settings = settings or load_settings()
         self.tenant = tenant or self.settings.default_tenant
         self.store = JobStore(make_engine(self.settings.database_url))
-        self.outputs = Outputs.for_settings(self.store, self.settings)
+        self.outputs = Outputs.for_settings(self.store.engine, self.settings)
         self.redis = streams.connect(self.settings.redis_url)
         self.queue = JobQueue(self.settings)
 
@@ -151,7 +152,7 @@ class Airlock:
         """The manifest of a finished job's collected files: each taken (its size, sha256,
         mode) or refused (why), in the order found; empty while the job runs. A path is
         relative to /workspace, as printable text (base/names.py)."""
-        return self.store.files(self._known(job_id))
+        return self.outputs.files(self._known(job_id))
 
     def file(self, job_id: str, name: str) -> FileRow:
         """The collected file called ``name`` (a manifest entry's path), or NoSuchFile."""

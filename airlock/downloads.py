@@ -19,7 +19,7 @@ from pathlib import Path
 
 from base import names
 from base.errors import AirlockError
-from tasks.store import FileRow
+from tasks.output_rows import FileRow
 
 NAME_MAX = 255
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -45,7 +45,7 @@ class WorkerContext:
     def outputs(self) -> Outputs:
         """Where outputs kept whole go (PostgreSQL, or the object store): made on first use."""
         if self._outputs is None:
-            self._outputs = Outputs.for_settings(self.store, self.settings)
+            self._outputs = Outputs.for_settings(self.store.engine, self.settings)
         return self._outputs
 
     @property

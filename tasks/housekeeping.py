@@ -52,7 +52,7 @@ class Housekeeping:
     def outputs(self) -> Outputs:
         """Where outputs kept whole are (retention deletes a job's objects before its rows)."""
         if self._outputs is None:
-            self._outputs = Outputs.for_settings(self.store, self.s)
+            self._outputs = Outputs.for_settings(self.store.engine, self.s)
         return self._outputs
 
     @property

@@ -14,31 +14,33 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
+from sqlalchemy.engine import Engine
+
 from base.ids import JobId
 from config.settings import Settings
 from tasks import blobs, objects
 from tasks.blobs import Frame
 from tasks.objects import ObjectStore
-from tasks.store import FileRow, JobStore
+from tasks.output_rows import FileRow, OutputRows
 from workers.collecting import Collection, Status
 from workers.spool import Spool
 
 
 class Outputs:
-    def __init__(self, store: JobStore, store_objects: ObjectStore | None = None,
+    def __init__(self, engine: Engine, store_objects: ObjectStore | None = None,
                  prefix: str = "") -> None:
-        self.store = store
+        self.rows = OutputRows(engine)
         self.objects = store_objects
         self.prefix = prefix
 
     @classmethod
-    def for_settings(cls, store: JobStore, s: Settings) -> Outputs:
-        return cls(store, objects.objects_for(s.objects), s.objects.prefix)
+    def for_settings(cls, engine: Engine, s: Settings) -> Outputs:
+        return cls(engine, objects.objects_for(s.objects), s.objects.prefix)
 
     # --- writing (the worker) -----------------------------------------------------------
 
     def put(self, job_id: str, attempt: int, frames: Iterable[Frame]) -> None:
-        self.store.put_blobs(job_id, attempt, self._placed(job_id, attempt, frames))
+        self.rows.put_blobs(job_id, attempt, self._placed(job_id, attempt, frames))
 
     def _placed(self, job_id: str, attempt: int, frames: Iterable[Frame]) -> Iterator[Frame]:
         """Each frame's data into the object store, its row without it; or as it is."""
@@ -52,7 +54,7 @@ class Outputs:
     def put_files(self, job_id: str, attempt: int, files: Collection, spool: Spool) -> None:
         """The collected files' frames, then their manifest; nothing when this attempt's
         manifest is stored already (a retried write)."""
-        if self.store.files_stored(job_id, attempt):
+        if self.rows.files_stored(job_id, attempt):
             return
         rows = manifest(files)
         frames = itertools.chain.from_iterable(
@@ -60,13 +62,17 @@ class Outputs:
             for row, entry in zip(rows, files.entries, strict=True)
             if entry.status is Status.COLLECTED)
         self.put(job_id, attempt, frames)
-        self.store.put_files(job_id, attempt, rows)
+        self.rows.put_files(job_id, attempt, rows)
 
     def drop_other_attempts(self, job_id: str, attempt: int) -> None:
-        self.store.drop_other_blobs(job_id, attempt)
+        self.rows.drop_other_blobs(job_id, attempt)
         if self.objects is not None:
             self.objects.delete_where(objects.job_prefix(self.prefix, job_id),
                                       lambda k: objects.attempt_of(k, self.prefix) != attempt)
+
+    def drop_files(self, job_id: str, attempt: int) -> None:
+        """An attempt's frames of collected files (it could not keep them all)."""
+        self.rows.drop_blobs(job_id, attempt, "file:")
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Every object of these jobs (retention, before their rows go)."""
@@ -76,19 +82,23 @@ class Outputs:
 
     # --- reading (the client) -----------------------------------------------------------
 
+    def files(self, job_id: JobId) -> list[FileRow]:
+        """The manifest of the job's result (empty while it runs, or when nothing was named)."""
+        return self.rows.files(job_id)
+
     def kept(self, job_id: JobId, blob: str) -> bool:
-        return bool(self.store.blob_sizes(job_id, blob))
+        return bool(self.rows.blob_sizes(job_id, blob))
 
     def read(self, job_id: JobId, blob: str, start: int = 0,
              end: int | None = None) -> Iterator[bytes]:
         """Bytes [start, end) of the job's ``blob``, a frame at a time; only the frames that
         hold them are fetched and inflated."""
-        span = blobs.window(self.store.blob_sizes(job_id, blob), start, end)
+        span = blobs.window(self.rows.blob_sizes(job_id, blob), start, end)
         if span is None:
             return
         first, last, offset = span
         chunks = (blobs.inflate(self._data(job_id, blob, f.attempt, f.seq, f.data), f.raw_bytes)
-                  for f in self.store.blob_frames(job_id, blob, first, last))
+                  for f in self.rows.blob_frames(job_id, blob, first, last))
         yield from blobs.cut(chunks, offset, start, end)
 
     def _data(self, job_id: str, blob: str, attempt: int, seq: int, data: bytes | None) -> bytes:

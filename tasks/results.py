@@ -85,7 +85,7 @@ class _FilesUnkept(Exception):
 def _without_files(ctx: WorkerContext, claim: Claim, outcome: Outcome, why: str) -> Outcome:
     """The result, saying its files were lost, with no frame of them left to read."""
     log.error("job.files_unkept", job_id=claim.job_id, attempt=claim.attempt, error=why)
-    ctx.store.drop_blobs(claim.job_id, claim.attempt, "file:")
+    ctx.outputs.drop_files(claim.job_id, claim.attempt)
     return replace(outcome, files={"collected": 0, "bytes": 0, "refused": 0, "stopped": why})
 
 

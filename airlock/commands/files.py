@@ -13,7 +13,7 @@ from airlock.cli_kit import client as _client
 from airlock.records import JobRecord
 from airlock.terminal import one_line
 from base.errors import AirlockError
-from tasks.store import FileRow
+from tasks.output_rows import FileRow
 
 
 def _line(row: FileRow) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from airlock.downloads import local_path, save
-from tasks.store import FileRow
+from tasks.output_rows import FileRow
 
 
 def row(n: int, path: str, data: bytes, mode: int = 0o644) -> FileRow:
