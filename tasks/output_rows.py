@@ -76,14 +76,15 @@ class OutputRows(Repository):
                                                Blob.attempt == attempt,
                                                Blob.blob.startswith(prefix, autoescape=True)))
 
-    def drop_other_blobs(self, job_id: str, attempt: int) -> None:
-        """What earlier attempts stored and never made the job's (their worker died): their
-        frames and their manifests."""
+    def drop_attempts(self, job_id: str, attempt: int, *, others: bool) -> None:
+        """Frames and manifests of the attempts but ``attempt`` (``others``: what earlier
+        attempts stored and never made the job's, their worker dead), or of ``attempt`` alone
+        (one whose result was fenced out: another attempt's is the job's)."""
         key = uuid.UUID(job_id)
         with self._tx() as conn:
-            conn.execute(sa.delete(Blob).where(Blob.job_id == key, Blob.attempt != attempt))
-            conn.execute(sa.delete(FileEntry).where(FileEntry.job_id == key,
-                                                    FileEntry.attempt != attempt))
+            for table in (Blob, FileEntry):
+                which = table.attempt != attempt if others else table.attempt == attempt
+                conn.execute(sa.delete(table).where(table.job_id == key, which))
 
     def _current(self, key: uuid.UUID) -> Any:
         """The attempt whose result is the job's (none while it runs)."""

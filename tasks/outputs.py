@@ -65,10 +65,19 @@ class Outputs:
         self.rows.put_files(job_id, attempt, rows)
 
     def drop_other_attempts(self, job_id: str, attempt: int) -> None:
-        self.rows.drop_other_blobs(job_id, attempt)
+        """What attempts but this one stored (fenced out: never seen), once its result is in."""
+        self._drop(job_id, attempt, others=True)
+
+    def drop_attempt(self, job_id: str, attempt: int) -> None:
+        """What this attempt stored, once another attempt's result is the job's."""
+        self._drop(job_id, attempt, others=False)
+
+    def _drop(self, job_id: str, attempt: int, *, others: bool) -> None:
+        self.rows.drop_attempts(job_id, attempt, others=others)
         if self.objects is not None:
-            self.objects.delete_where(objects.job_prefix(self.prefix, job_id),
-                                      lambda k: objects.attempt_of(k, self.prefix) != attempt)
+            self.objects.delete_where(
+                objects.job_prefix(self.prefix, job_id),
+                lambda k: (objects.attempt_of(k, self.prefix) != attempt) == others)
 
     def drop_files(self, job_id: str, attempt: int) -> None:
         """An attempt's frames of collected files (it could not keep them all)."""

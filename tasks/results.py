@@ -4,6 +4,7 @@ the attempt (patiently through a database outage), then announced to the job's r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -49,6 +50,8 @@ def record(ctx: WorkerContext, claim: Claim, outcome: Outcome, publisher: Publis
         outcome = replace(outcome, kept_whole=True)
     if not _finish_patiently(ctx, claim, outcome, container_removed, spool, files):
         log.warning("job.result_fenced", job_id=claim.job_id, attempt=claim.attempt)
+        if spool is not None:
+            _drop(ctx, claim, ctx.outputs.drop_attempt)
         return
     persist_ms = int((time.monotonic() - t) * 1000)
     publisher.end({"verdict": str(outcome.verdict), "exit_code": outcome.exit_code,
@@ -110,7 +113,7 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
             wrote = ctx.store.finish(claim.job_id, claim.attempt, outcome,
                                      s.caps.keep_output_bytes, container_removed=container_removed)
             if wrote and spool is not None:
-                _drop_others(ctx, claim)
+                _drop(ctx, claim, ctx.outputs.drop_other_attempts)
             return wrote
         except (DatabaseUnavailable, ObjectStoreUnavailable) as exc:
             if time.monotonic() + delay > give_up:
@@ -120,10 +123,10 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
             delay = min(delay * 2, 5.0)
 
 
-def _drop_others(ctx: WorkerContext, claim: Claim) -> None:
-    """What earlier attempts of the job stored (never visible: fenced by the attempt); what
-    stays goes with the job."""
+def _drop(ctx: WorkerContext, claim: Claim, drop: Callable[[str, int], None]) -> None:
+    """Rows and objects no reader will see (fenced by the attempt): a failure to drop them
+    now leaves them to go with the job."""
     try:
-        ctx.outputs.drop_other_attempts(claim.job_id, claim.attempt)
+        drop(claim.job_id, claim.attempt)
     except AirlockError as exc:
-        log.warning("job.drop_other_attempts_failed", job_id=claim.job_id, error=str(exc))
+        log.warning("job.drop_outputs_failed", job_id=claim.job_id, error=str(exc))

@@ -12,15 +12,23 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from airlock.client import Airlock
 from base.errors import NoSuchFile
 from config.settings import Settings
+from tasks import results
+from tasks.context import WorkerContext, build_context
+from tasks.store import Claim, Outcome
 from tests.conftest import RunJob
 from tests.services import ROOT, worker_env
+from workers.collecting import Collection, Entry, Status
+from workers.spool import Spool
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leftovers")]
 MiB = 1024**2
@@ -181,35 +189,71 @@ def test_a_worker_whose_volumes_are_in_memory_refuses_collect_clearly(
         worker.stop()
 
 
-def test_files_the_worker_cannot_read_back_are_said_lost_and_the_result_still_stored(
-        client: Airlock, settings: Settings, tmp_path: Path) -> None:
-    """The spool on the worker's own disk fails between collecting and storing: the job keeps
-    its verdict, its record says its files were not kept and why, no frame of them is left."""
-    from tasks import results
-    from tasks.context import build_context
-    from tasks.store import Outcome
-    from workers.collecting import Collection, Entry, Status
-    from workers.spool import Spool
+@dataclass
+class Stored:
+    """An attempt at the results' end: claimed, its spool holding one file, collected."""
 
+    ctx: WorkerContext
+    claim: Claim
+    spool: Spool
+    files: Collection
+
+    def record(self) -> None:
+        outcome = Outcome(verdict="ok", exit_code=0, files=self.files.summary())
+        results.record(self.ctx, self.claim, outcome, self.ctx.live_relay().publisher(
+            self.claim.job_id), spool=self.spool, files=self.files)
+
+
+@pytest.fixture
+def stored(client: Airlock, settings: Settings, tmp_path: Path) -> Iterator[Stored]:
     job_id, _ = client.store.create(spec={"code": "1"}, profile="python", image="x", limits={},
                                     idempotency_key=None, label=None)
     ctx = build_context(settings)
     claim = ctx.store.claim(job_id, host="t", lease_s=30, overhead_s=60)
     assert claim is not None
     spool = Spool(str(tmp_path), "airlock-spool-test").open()
-    size = 40 * MiB  # incompressible: 32 MiB of its frames are committed before the failure
+    size = 40 * MiB  # incompressible: 32 MiB of its frames are committed along the way
     spool.write_at(0, memoryview(os.urandom(size)))
     spool.keep(size)
-    files = Collection([Entry(b"out/a", Status.COLLECTED, None, size, 0o644, "0" * 64, 0),
-                        Entry(b"out/b", Status.COLLECTED, None, 10, 0o644, "0" * 64, size)])
-    os.truncate(os.path.join(spool.folder, "files"), 36 * MiB)  # the disk lost part of it
+    files = Collection([Entry(b"out/a", Status.COLLECTED, None, size, 0o644, "0" * 64, 0)])
     try:
-        results.record(ctx, claim, Outcome(verdict="ok", exit_code=0, files=files.summary()),
-                       ctx.live_relay().publisher(job_id), spool=spool, files=files)
-        record = client.result(job_id)
-        assert record.verdict == "ok" and record.files is not None
-        assert record.files["collected"] == 0 and "could not read them back" in record.files["stopped"]
-        assert client.files(job_id) == [] and list(client.outputs.read(job_id, "file:0")) == []
+        yield Stored(ctx, claim, spool, files)
     finally:
         spool.remove()
         ctx.store.engine.dispose()
+
+
+def frames_of(client: Airlock, job_id: str) -> int:
+    with client.store.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM job_blobs WHERE job_id = :j"),
+                                {"j": job_id}).scalar_one())
+
+
+def test_files_the_worker_cannot_read_back_are_said_lost_and_the_result_still_stored(
+        client: Airlock, stored: Stored) -> None:
+    """The spool on the worker's own disk fails between collecting and storing: the job keeps
+    its verdict, its record says its files were not kept and why, no frame of them is left."""
+    job_id = stored.claim.job_id
+    os.truncate(os.path.join(stored.spool.folder, "files"), 36 * MiB)  # the disk lost a part
+    stored.record()
+    record = client.result(job_id)
+    assert record.verdict == "ok" and record.files is not None
+    assert record.files["collected"] == 0 and "could not read them back" in record.files["stopped"]
+    assert client.files(job_id) == [] and frames_of(client, job_id) == 0
+
+
+def test_an_attempt_fenced_out_drops_what_it_stored(client: Airlock, stored: Stored,
+                                                    settings: Settings) -> None:
+    """A stale attempt stores its files, then finds another attempt's result is the job's:
+    what it stored goes at once (nobody could ever read it)."""
+    job_id = stored.claim.job_id
+    with client.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET lease_until = now() - interval '1 hour',"
+                             " run_deadline = now() - interval '1 hour' WHERE id = :j"),
+                     {"j": job_id})
+    newer = client.store.claim(job_id, host="u", lease_s=30, overhead_s=60)
+    assert newer is not None and newer.attempt == 2
+    assert client.store.finish(job_id, 2, Outcome(verdict="ok", exit_code=0), 1024)
+    stored.record()  # attempt 1: fenced
+    assert client.result(job_id).attempt == 2
+    assert frames_of(client, job_id) == 0 and client.files(job_id) == []
