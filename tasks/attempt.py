@@ -85,7 +85,7 @@ def _collect_files(ctx: WorkerContext, job: ResolvedJob, sandbox: Sandbox, run: 
     else:
         try:
             files = collect.from_volume(sandbox.volume.path, job.collect,
-                                        CollectCaps.of(ctx.settings.collect), spool)
+                                        CollectCaps(**ctx.settings.collect.model_dump()), spool)
         except Exception as exc:
             log.warning("job.collect_failed", container=sandbox.plan.name, error=repr(exc))
             files = refused_all(job.collect, f"collecting failed: {type(exc).__name__}")

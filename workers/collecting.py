@@ -42,18 +42,14 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class CollectCaps:
+    """The settings' ``collect`` section (config/sections.py Collect), field for field."""
+
     files: int
     file_bytes: int
     total_bytes: int
     refusals_listed: int
     walk_entries: int
     time_s: float
-
-    @classmethod
-    def of(cls, section: Any) -> CollectCaps:
-        """From the settings' ``collect`` section (config/sections.py Collect)."""
-        return cls(section.files, section.file_bytes, section.total_bytes,
-                   section.refusals_listed, section.walk_entries, section.time_s)
 
 
 KINDS = {stat.S_IFLNK: "a symbolic link (never followed)", stat.S_IFIFO: "a FIFO",

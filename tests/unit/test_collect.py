@@ -279,3 +279,11 @@ def test_a_folder_named_by_a_literal_pattern_says_how_to_name_its_files(ws: Path
     (ws / "out" / "x").write_bytes(b"x")
     out, _ = run(ws, "out")
     assert reasons(out) == {b"out": "not a regular file: a folder: name its files (as in out/**)"}
+
+
+def test_the_caps_are_the_settings_collect_section_field_for_field() -> None:
+    from config.settings import Settings
+
+    s = Settings(collect_max_files=7, collect_time_s=3.0)
+    caps = CollectCaps(**s.collect.model_dump())
+    assert (caps.files, caps.time_s, caps.walk_entries) == (7, 3.0, 200_000)
