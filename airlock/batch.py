@@ -171,10 +171,12 @@ class ItemResult:
     item: BatchItem
     record: JobRecord
     reused: bool  # it had finished before this run: fetched, not run
+    files_dir: str | None = None  # where its collected files were fetched (--files-dir)
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"files_dir": self.files_dir} if self.files_dir is not None else {}
         return {"item": self.item.number, "source": self.item.source, "reused": self.reused,
-                **self.record.to_json()}
+                **self.record.to_json(), **extra}
 
 
 @dataclass

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
 import structlog
 
+from airlock import downloads
+from airlock.downloads import Saved
 from airlock.records import JobRecord
-from base.errors import AirlockError, BrokerUnavailable
+from base.errors import AirlockError, BrokerUnavailable, NoSuchFile
 from base.ids import JobId, parse_job_id
 from config.settings import Settings, load_settings
-from tasks import blobs, streams
+from tasks import streams
 from tasks.contract import JobSpec, resolve
+from tasks.output_rows import FileRow
+from tasks.outputs import Outputs
 from tasks.queue import JobQueue
 from tasks.store import JobStore, make_engine
 from tasks.streams import Event
@@ -79,6 +83,7 @@ class Airlock:
         self.tenant = tenant or self.settings.default_tenant
         pool = {} if db_pool is None else {"pool": db_pool, "overflow": db_pool}
         self.store = JobStore(make_engine(self.settings.database_url, **pool))
+        self.outputs = Outputs.for_settings(self.store.engine, self.settings)
         self.redis = streams.connect(self.settings.redis_url, self.settings.sentinel_master)
         self.queue = JobQueue(self.settings)
         self.submitter = Submitter(self.store, self.queue, self.settings)
@@ -169,14 +174,43 @@ class Airlock:
             raise AirlockError(f"no output stream {stream!r}: stdout or stderr")
         known = parse_job_id(job_id)
         record = self.result(known)
-        frames = iter(self.store.blob_frames(known, stream))
-        first = next(frames, None)
-        if first is None:
+        if not self.outputs.kept(known, stream):
             head = (record.stdout_bytes if stream == "stdout" else record.stderr_bytes)[start:]
             if head:
                 yield head
             return
-        yield from blobs.read_from(itertools.chain([first], frames), start)
+        yield from self.outputs.read(known, stream, start)
+
+    def files(self, job_id: str) -> list[FileRow]:
+        """The manifest of a finished job's collected files: each taken (its size, sha256,
+        mode) or refused (why), in the order found; empty while the job runs. A path is
+        relative to /workspace, as printable text (base/names.py)."""
+        return self.outputs.files(self._known(job_id))
+
+    def file(self, job_id: str, name: str) -> FileRow:
+        """The collected file called ``name`` (a manifest entry's path), or NoSuchFile."""
+        for row in self.files(job_id):
+            if row.path == name and row.status == "collected":
+                return row
+        raise NoSuchFile(f"job {job_id} kept no file {name!r}")
+
+    def download(self, job_id: str, name: str, start: int = 0,
+                 end: int | None = None) -> Iterator[bytes]:
+        """The bytes [start, end) of the collected file ``name``, a frame at a time (a ranged
+        read fetches only the frames that hold the range)."""
+        yield from self.read_file(job_id, self.file(job_id, name), start, end)
+
+    def read_file(self, job_id: str, row: FileRow, start: int = 0,
+                  end: int | None = None) -> Iterator[bytes]:
+        """A manifest entry's bytes [start, end) (its size and sha256 are in ``row``)."""
+        if start < 0 or (end is not None and end < start):
+            raise AirlockError(f"bad range {start}-{end}")
+        yield from self.outputs.read(parse_job_id(job_id), row.blob, start, end)
+
+    def save_files(self, job_id: str, folder: Path) -> list[Saved]:
+        """Every collected file of the job, written below ``folder`` and never outside it
+        (airlock/downloads.py), each checked against its sha256."""
+        return downloads.save(folder, self.files(job_id), lambda row: self.read_file(job_id, row))
 
     def events(self, job_id: str, offset: str = streams.START, follow: bool = True,
                heartbeat_s: float | None = None) -> Iterator[Event]:

@@ -50,6 +50,7 @@ class JobRecord:
     evidence: dict[str, Any] | None
     phases: dict[str, Any] | None
     provenance: dict[str, Any] | None
+    files: dict[str, Any] | None  # what was collected: counts (the files: Airlock.files)
     worker_host: str | None
     container_id: str | None
     error: str | None
@@ -70,7 +71,8 @@ class JobRecord:
             stdout_total=row.stdout_bytes, stderr_total=row.stderr_bytes, wall_ms=row.wall_ms,
             cpu_ms=row.cpu_ms, peak_memory_bytes=row.peak_memory_bytes, attempt=row.attempt,
             profile=row.profile, image=row.image, limits=row.limits, evidence=row.evidence,
-            phases=row.phases, provenance=row.provenance, worker_host=row.worker_host,
+            phases=row.phases, provenance=row.provenance, files=row.files,
+            worker_host=row.worker_host,
             container_id=row.container_id, error=row.error,
             idempotency_key=row.idempotency_key, label=row.label, queued_at=row.queued_at,
             started_at=row.started_at, finished_at=row.finished_at,
@@ -99,7 +101,8 @@ class JobRecord:
             cpu_ms=data.get("cpu_ms"), peak_memory_bytes=data.get("peak_memory_bytes"),
             attempt=data["attempt"], profile=data["profile"], image=data["image"],
             limits=data["limits"], evidence=data.get("evidence"), phases=data.get("phases"),
-            provenance=data.get("provenance"), worker_host=data.get("worker_host"),
+            provenance=data.get("provenance"), files=data.get("files"),
+            worker_host=data.get("worker_host"),
             container_id=data.get("container_id"), error=data.get("error"),
             idempotency_key=data.get("idempotency_key"), label=data.get("label"),
             queued_at=queued, started_at=when("started_at"), finished_at=when("finished_at"),
@@ -133,6 +136,18 @@ class JobRecord:
             parts.append(f"error={self.error}")
         return " ".join(parts)
 
+    def files_note(self) -> str | None:
+        """One line saying the job kept files (or refused some), and how to get them."""
+        files = self.files or {}
+        if not files:
+            return None
+        said = f"{files.get('collected', 0)} files collected ({files.get('bytes', 0)} bytes)"
+        if files.get("refused"):
+            said += f", {files['refused']} refused"
+        if files.get("unmatched"):
+            said += f", {len(files['unmatched'])} patterns matched nothing"
+        return f"airlock: {said}: airlock files {self.id} [--out DIR]"
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id, "tenant": self.tenant, "status": self.status,
@@ -147,6 +162,7 @@ class JobRecord:
             "peak_memory_bytes": self.peak_memory_bytes, "attempt": self.attempt,
             "profile": self.profile, "image": self.image, "limits": self.limits,
             "evidence": self.evidence, "phases": self.phases, "provenance": self.provenance,
+            "files": self.files,
             "worker_host": self.worker_host, "container_id": self.container_id,
             "error": self.error, "idempotency_key": self.idempotency_key, "label": self.label,
             "queued_at": self.queued_at.isoformat(),

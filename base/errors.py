@@ -3,10 +3,12 @@
     AirlockError                 every error Airlock raises on purpose
     ├── JobSpecError             the caller's job is invalid (names the field); nothing was queued
     ├── JobNotFound              no job with that id
+    ├── NoSuchFile               the job kept no file of that name
     ├── InfrastructureError      Docker, Redis or PostgreSQL failed; safe to retry
     │   ├── DockerUnavailable
     │   ├── DatabaseUnavailable
-    │   └── BrokerUnavailable
+    │   ├── BrokerUnavailable
+    │   └── ObjectStoreUnavailable
     └── HostNotSafe              the host cannot enforce a configured bound (fail closed)
 
 A job's own failure (timeout, OOM, non-zero exit) is never an exception: it is a verdict.
@@ -52,6 +54,10 @@ class JobNotFound(AirlockError):
     """No such job."""
 
 
+class NoSuchFile(AirlockError):
+    """The job kept no such file."""
+
+
 class InfrastructureError(AirlockError):
     """A backing service failed; the operation may be retried."""
 
@@ -66,6 +72,10 @@ class DatabaseUnavailable(InfrastructureError):
 
 class BrokerUnavailable(InfrastructureError):
     """Redis did not answer."""
+
+
+class ObjectStoreUnavailable(InfrastructureError):
+    """The object store (S3) did not answer, or refused."""
 
 
 class HostNotSafe(AirlockError):

@@ -39,7 +39,12 @@ class Caps(Section):
 
     code_bytes: int = Field(256 * 1024, alias="max_code_bytes")
     stdin_bytes: int = Field(4 * MiB, alias="max_stdin_bytes")
-    files_bytes: int = Field(4 * MiB, alias="max_files_bytes")
+    # The job's files in all (files, files_b64 and an archive's members, the code's file
+    # aside): how many, the bytes of one, the bytes of all. Every file travels in the
+    # launcher's frame (64 MiB at most, workers/launcher.py), and must fit the job's disk bound.
+    files_count: int = Field(1000, ge=1, le=65535, alias="max_files")
+    file_bytes: int = Field(4 * MiB, gt=0, le=48 * MiB, alias="max_file_bytes")
+    files_bytes: int = Field(4 * MiB, gt=0, le=48 * MiB, alias="max_files_bytes")
     env_entries: int = Field(64, alias="max_env_entries")
     # One value; 64 of them and the argv stay under the kernel's 2 MiB for execve's strings.
     env_value_bytes: int = Field(16 * 1024, gt=0, alias="max_env_value_bytes")
@@ -49,6 +54,42 @@ class Caps(Section):
     # files a third larger.
     spec_bytes: int = Field(16 * MiB, gt=0, alias="max_spec_bytes")
     keep_output_bytes: int = MiB  # stored in PostgreSQL per stream; the rest is streamed
+
+
+class Collect(Section):
+    """Files a job names to collect (``collect``: globs under /workspace), read from its volume
+    once it has ended (workers/collect.py) and kept with its result. Past a cap a file is
+    refused, with its reason; the job's verdict never depends on it."""
+
+    files: int = Field(1000, ge=1, le=100_000, alias="collect_max_files")
+    file_bytes: int = Field(256 * MiB, gt=0, alias="collect_max_file_bytes")
+    total_bytes: int = Field(512 * MiB, gt=0, alias="collect_max_bytes")
+    # Refusals kept one by one in the manifest; past this, only counted (100,000 tiny files
+    # over the count cap make 100 rows and a number, not 99,000 rows).
+    refusals_listed: int = Field(100, ge=0, le=100_000, alias="collect_refusals_listed")
+    # The walk of /workspace stops after this many entries or seconds (inode floods): the
+    # rest is said to be not looked at. Within Celery's soft margin (Timeouts.soft_margin_s).
+    # A folder's names are held (sorted) while it is walked: about 100 bytes each at most.
+    walk_entries: int = Field(200_000, ge=1, le=2_000_000, alias="collect_walk_entries")
+    time_s: float = Field(10.0, gt=0, le=60.0, alias="collect_time_s")
+
+
+class Objects(Section):
+    """An S3-compatible bucket for the outputs kept whole (stdout, stderr and collected files,
+    as zstd frames), for fleets that outgrow PostgreSQL; off (PostgreSQL keeps them) while
+    ``url`` is unset. PostgreSQL keeps the index either way (job_blobs, job_files), so what
+    is visible, and when, does not change. The keys are never logged nor stored in a record."""
+
+    url: str | None = Field(None, pattern=r"^https?://", alias="s3_url")
+    bucket: str = Field("airlock", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", alias="s3_bucket")
+    prefix: str = Field("outputs/", pattern=r"^([A-Za-z0-9._-]+/)*$", alias="s3_prefix")
+    region: str = Field("us-east-1", alias="s3_region")
+    access_key: SecretStr | None = Field(None, alias="s3_access_key")
+    secret_key: SecretStr | None = Field(None, alias="s3_secret_key")
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
 
 
 class Sandbox(Section):
@@ -290,6 +331,7 @@ SECTIONS: dict[str, type[Section]] = {
     "caps": Caps, "sandbox": Sandbox, "timeouts": Timeouts, "streams": Streams,
     "upkeep": Upkeep, "membership": Membership, "pool": Pool, "holders": Holders,
     "metrics": Metrics, "flower": Flower, "egress": Egress, "api": Api, "tenancy": Tenancy,
+    "collect": Collect, "objects": Objects,
 }
 # Each section field's own variable name (AIRLOCK_<name>), as (section, field).
 FLAT: dict[str, tuple[str, str]] = {

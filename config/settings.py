@@ -22,11 +22,13 @@ from config.sections import (
     SECTIONS,
     Api,
     Caps,
+    Collect,
     Egress,
     Flower,
     Holders,
     Membership,
     Metrics,
+    Objects,
     Pool,
     Sandbox,
     Streams,
@@ -158,6 +160,8 @@ class Settings(BaseSettings):
     egress: Egress = Field(default_factory=Egress.default)
     api: Api = Field(default_factory=Api.default)
     tenancy: Tenancy = Field(default_factory=Tenancy.default)
+    collect: Collect = Field(default_factory=Collect.default)
+    objects: Objects = Field(default_factory=Objects.default)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from base.errors import InfrastructureError
 from tasks import planning
 from tasks.context import WorkerContext
@@ -15,10 +17,13 @@ from tasks.contract import ResolvedJob
 from tasks.lease import LeaseKeeper
 from tasks.relay import Publisher
 from tasks.store import Claim
+from workers import collect, runner
 from workers import labels as L
-from workers import runner
+from workers.collecting import CollectCaps, Collection, refused_all
 from workers.runner import RunOutcome, Sandbox
 from workers.spool import Spool
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,7 @@ class AttemptResult:
     removed: bool = False
     failure: BaseException | None = None
     spool: Spool | None = None  # the output, whole, until the result is written; then removed
+    files: Collection | None = None  # what the job named to collect (its bytes in the spool)
 
 
 def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
@@ -43,6 +49,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
     failure: BaseException | None = None
     removed = False
     spool: Spool | None = None
+    files: Collection | None = None
     try:
         sandbox = _acquire(ctx, claim, job)
         phases["pooled"] = sandbox.plan.labels.get(L.ROLE) == L.ROLE_POOL
@@ -56,12 +63,34 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
                          spool=spool)
         phases["run_ms"] = run.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - run.wall_ms
+        files = _collect_files(ctx, job, sandbox, run, spool, phases)
     except BaseException as exc:  # a shutdown's SystemExit too: the caller decides, re-raises
         failure = exc
     finally:
         if sandbox is not None:  # removed before the result is written, pooled or cold
             removed = _destroy(ctx, sandbox, phases)
-    return AttemptResult(run if failure is None else None, phases, removed, failure, spool)
+    return AttemptResult(run if failure is None else None, phases, removed, failure, spool, files)
+
+
+def _collect_files(ctx: WorkerContext, job: ResolvedJob, sandbox: Sandbox, run: RunOutcome,
+                   spool: Spool, phases: dict[str, Any]) -> Collection | None:
+    """The files the job named, read from its volume once its container has stopped and
+    before the volume goes. Whatever happens here, the job's verdict stays its own."""
+    if not job.collect:
+        return None
+    t = time.monotonic()
+    if not run.stopped:
+        files = refused_all(job.collect, "the job's container was not seen to stop: nothing"
+                                         " was read from it")
+    else:
+        try:
+            files = collect.from_volume(sandbox.volume.path, job.collect,
+                                        CollectCaps(**ctx.settings.collect.model_dump()), spool)
+        except Exception as exc:
+            log.warning("job.collect_failed", container=sandbox.plan.name, error=repr(exc))
+            files = refused_all(job.collect, f"collecting failed: {type(exc).__name__}")
+    phases["files_ms"] = int((time.monotonic() - t) * 1000)
+    return files
 
 
 def _fence(ctx: WorkerContext, claim: Claim, job: ResolvedJob, sandbox: Sandbox) -> None:

@@ -14,6 +14,7 @@ from base.errors import AirlockError
 from config.seccomp import profile_sha256
 from config.settings import Settings
 from tasks import admission, planning, streams
+from tasks.outputs import Outputs
 from tasks.planning import HostFacts
 from tasks.queue import JobQueue
 from tasks.relay import Relay
@@ -43,6 +44,14 @@ class WorkerContext:
     _runtime: str | None = None
     _slots: Slots | None = None
     _queue: JobQueue | None = None
+    _outputs: Outputs | None = None
+
+    @property
+    def outputs(self) -> Outputs:
+        """Where outputs kept whole go (PostgreSQL, or the object store): made on first use."""
+        if self._outputs is None:
+            self._outputs = Outputs.for_settings(self.store.engine, self.settings)
+        return self._outputs
 
     @property
     def api(self) -> docker.APIClient:

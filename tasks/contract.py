@@ -28,6 +28,8 @@ from pydantic_core import ErrorDetails
 from base.errors import JobSpecError, preview
 from base.limits import LIMITS, LimitInfo, Limits
 from config.settings import Profile, Settings
+from tasks import archive
+from workers import globs
 
 # PostgreSQL text cannot hold a NUL, and the launcher's strings are C strings.
 NO_NUL = r"^[^\x00]*$"
@@ -36,13 +38,14 @@ BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
 # Set by Airlock (the egress proxy's variables win over a job's own: tasks/egress.py).
 RESERVED_ENV = re.compile(r"^(AIRLOCK_|(HTTPS?|ALL|NO)_PROXY$|PIP_PROXY$|NPM_CONFIG_(HTTPS_)?PROXY$)",
                           re.IGNORECASE)
-MAX_FILES = 100
+MAX_FILES = 65535  # in each of files and files_b64 (the launcher's 65536, the code's file aside)
 NAME_MAX = 255  # bytes, one part of a path (the launcher refuses a longer one)
 
 # A string as PostgreSQL and the launcher can hold it (a lone surrogate fails as not Unicode).
 Text = Annotated[str, StringConstraints(strict=True, pattern=NO_NUL)]
 EnvName = Annotated[str, StringConstraints(strict=True, pattern=ENV_NAME)]
 FileName = Annotated[str, StringConstraints(strict=True, pattern=NO_NUL, max_length=255)]
+Glob = Annotated[str, StringConstraints(strict=True, pattern=NO_NUL, max_length=globs.PATTERN_MAX)]
 Base64 = Annotated[str, StringConstraints(strict=True, pattern=BASE64)]
 TOO_LARGE = 2**63 - 1  # an int limit's ceiling: a refusal never prints a number's 5,000 digits
 
@@ -84,7 +87,10 @@ else:
 
 class JobSpec(BaseModel):
     """A job as a caller submits it: ``code`` or ``argv``. ``stdin`` and ``files`` are
-    UTF-8 text; bytes that are not go base64-encoded in ``stdin_b64`` and ``files_b64``."""
+    UTF-8 text; bytes that are not go base64-encoded in ``stdin_b64`` and ``files_b64``; a
+    tar archive (plain or gzip) goes base64-encoded in ``archive_b64``, unpacked into
+    /workspace. ``collect`` names the files to keep once the job has ended: globs under
+    /workspace (``out/**``, ``report.pdf``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, revalidate_instances="always")
 
@@ -95,6 +101,8 @@ class JobSpec(BaseModel):
     stdin_b64: Base64 | None = None
     files: dict[FileName, Text] = Field(default_factory=dict, max_length=MAX_FILES)
     files_b64: dict[FileName, Base64] = Field(default_factory=dict, max_length=MAX_FILES)
+    archive_b64: Base64 | None = None
+    collect: list[Glob] = Field(default_factory=list, max_length=globs.MAX_PATTERNS)
     env: dict[EnvName, Text] = Field(default_factory=dict)
     idempotency_key: Text | None = Field(default=None, max_length=200)
     network: Literal["none", "egress"] = "none"
@@ -114,6 +122,8 @@ class ResolvedJob:
     stdin: bytes
     limits: Limits
     network: str
+    collect: tuple[str, ...] = ()
+    executable: frozenset[str] = frozenset()  # files written 0755 (an archive's, by their bits)
 
 
 def parse_spec(raw: object) -> JobSpec:
@@ -201,8 +211,11 @@ def _check_path(field: str, name: str) -> None:
         raise JobSpecError(field, f"has a part over {NAME_MAX} bytes")
 
 
-def _contents(spec: JobSpec, profile: Profile, s: Settings) -> list[tuple[str, str, bytes]]:
-    """(field, path, bytes) of every file the job gets, its code first."""
+Content = tuple[str, str, bytes]  # (field, path, bytes)
+
+
+def _contents(spec: JobSpec, profile: Profile, s: Settings) -> tuple[list[Content], set[str]]:
+    """Every file the job gets, its code first; and the paths written executable."""
     out = []
     if spec.code is not None:
         code = spec.code.encode()
@@ -211,14 +224,35 @@ def _contents(spec: JobSpec, profile: Profile, s: Settings) -> list[tuple[str, s
     out += [(f"files.{name}", name, text.encode()) for name, text in spec.files.items()]
     out += [(f"files_b64.{name}", name, _b64(f"files_b64.{name}", text))
             for name, text in spec.files_b64.items()]
-    return out
+    executable: set[str] = set()
+    if spec.archive_b64 is not None:
+        c = s.caps
+        members = archive.read(_b64(archive.FIELD, spec.archive_b64), count=c.files_count,
+                               each=c.file_bytes, total=c.files_bytes)
+        out += [(f"{archive.FIELD}: member '{preview(m.name, 100)}'", m.name, m.data)
+                for m in members]
+        executable = {m.name for m in members if m.executable}
+    return out, executable
 
 
-def _files(spec: JobSpec, profile: Profile, s: Settings) -> dict[str, bytes]:
+def _within_caps(contents: list[Content], s: Settings, disk_bytes: int) -> None:
+    """The caps on the job's own files (its code aside): count, each, total, and the disk."""
+    files = [c for c in contents if not c[0].startswith("code")]
+    _over("files", len(files), s.caps.files_count, "files")
+    for field, _, data in files:
+        _over(field, len(data), s.caps.file_bytes)
+    total = sum(len(data) for _, _, data in files)
+    _over("files", total, s.caps.files_bytes)
+    if total > disk_bytes:
+        raise JobSpecError("files", f"{total} bytes do not fit the job's disk bound of {disk_bytes}")
+
+
+def _files(spec: JobSpec, profile: Profile, s: Settings,
+           disk_bytes: int) -> tuple[dict[str, bytes], frozenset[str]]:
     """The job's files by path: no path twice, and none both a file and a folder."""
-    _over("files", len(spec.files) + len(spec.files_b64), MAX_FILES, "files")
-    contents = _contents(spec, profile, s)
-    _over("files", sum(len(c) for f, _, c in contents if f.startswith("files")), s.caps.files_bytes)
+    _over("files", len(spec.files) + len(spec.files_b64), s.caps.files_count, "files")
+    contents, executable = _contents(spec, profile, s)
+    _within_caps(contents, s, disk_bytes)
     fields: dict[str, str] = {}
     for field, name, _ in contents:
         _check_path(field, name)
@@ -231,7 +265,21 @@ def _files(spec: JobSpec, profile: Profile, s: Settings) -> dict[str, bytes]:
                      None)
         if clash is not None:
             raise JobSpecError(field, f"needs a folder where {fields[clash]} is a file")
-    return {name: content for _, name, content in contents}
+    return {name: content for _, name, content in contents}, frozenset(executable)
+
+
+def _collect(spec: JobSpec, s: Settings) -> tuple[str, ...]:
+    """The globs to collect, each checked (workers/globs.py); not where the host cannot read
+    the job's volume."""
+    for i, pattern in enumerate(spec.collect):
+        why = globs.problem(pattern)
+        if why is not None:
+            raise JobSpecError(f"collect[{i}]", f"'{preview(pattern, 100)}' {why}")
+    if spec.collect and s.storage != "btrfs":
+        raise JobSpecError("collect", f"this fleet keeps job volumes in memory (AIRLOCK_STORAGE="
+                                      f"{s.storage}), which its workers cannot read once the job"
+                                      " has ended: collecting files needs btrfs storage")
+    return tuple(dict.fromkeys(spec.collect))
 
 
 def _stdin(spec: JobSpec, s: Settings) -> bytes:
@@ -256,9 +304,11 @@ def resolve(raw: object, s: Settings) -> tuple[JobSpec, ResolvedJob]:
     spec = parse_spec(raw)
     name, profile = _profile(spec, s)
     argv = _argv(spec, profile, s)
-    files = _files(spec, profile, s)
+    limits = resolve_limits(spec.limits, s)
+    files, executable = _files(spec, profile, s, limits.disk_bytes)
     stdin = _stdin(spec, s)
     env = _env(spec, s)
-    limits = resolve_limits(spec.limits, s)
+    collect = _collect(spec, s)
     _over("job", len(spec.model_dump_json(exclude_none=True).encode()), s.caps.spec_bytes)
-    return spec, ResolvedJob(name, profile.image, argv, files, env, stdin, limits, spec.network)
+    return spec, ResolvedJob(name, profile.image, argv, files, env, stdin, limits, spec.network,
+                             collect, executable)

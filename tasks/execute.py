@@ -86,8 +86,8 @@ def _conclude(ctx: WorkerContext, claim: Claim, job: ResolvedJob, attempt: Attem
         _note_removed(ctx, claim, attempt)
         return "stale"
     # Still under the lease: a database outage during the write is waited out.
-    record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases), publisher,
-           container_removed=attempt.removed, spool=attempt.spool)
+    record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases, attempt.files),
+           publisher, container_removed=attempt.removed, spool=attempt.spool, files=attempt.files)
     return "finished"
 
 

@@ -18,6 +18,7 @@ from config.settings import Settings
 from tasks import admission, hosts, maintenance, metrics, retention, streams, usage
 from tasks.context import host_slots
 from tasks.heartbeat import Heartbeat
+from tasks.outputs import Outputs
 from tasks.queue import JobQueue
 from tasks.store import JobStore, Outcome, make_engine
 from workers import engine, holders, pool
@@ -42,12 +43,20 @@ class Housekeeping:
         self.api: Any = None  # one engine client for the process, remade after a failure
         self._slots: Slots | None = None
         self.heartbeat = Heartbeat(s)
+        self._outputs: Outputs | None = None
 
     @property
     def store(self) -> JobStore:
         if self._store is None:
             self._store = JobStore(make_engine(self.s.database_url))
         return self._store
+
+    @property
+    def outputs(self) -> Outputs:
+        """Where outputs kept whole are (retention deletes a job's objects before its rows)."""
+        if self._outputs is None:
+            self._outputs = Outputs.for_settings(self.store.engine, self.s)
+        return self._outputs
 
     @property
     def redis(self) -> redis.Redis:
@@ -97,7 +106,7 @@ class Housekeeping:
         metrics.tenants(usage.figures(self.store.engine, datetime.now(UTC).date()),
                         s.tenancy.metrics_tenants)
         try:
-            retention.run_if_due(self.store, self.redis, s)
+            retention.run_if_due(self.store, self.redis, s, self.outputs)
         except AirlockError as exc:
             log.warning("retention.failed", error=str(exc))
         if s.upkeep.health_file:

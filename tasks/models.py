@@ -149,6 +149,8 @@ class Job(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     phases: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # What was collected (counts, bytes, patterns that named nothing); the files: job_files.
+    files: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     error: Mapped[str | None] = mapped_column(Text)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Given a place in the queue (tasks/admission.py): a queued job without it waits its turn.
@@ -186,10 +188,12 @@ class Attempt(Base):
 
 
 class Blob(Base):
-    """A job's output kept whole beyond the row's head (its stdout, its stderr), in chunks of
-    zstd frames, each of ``raw_bytes`` at most 1 MiB before compression. Written by one
-    attempt and read only once that attempt's result is the job's (``jobs.attempt``); a set
-    an attempt left half-written is never read and goes with the next result or the job."""
+    """A job's output kept whole beyond the row's head (its stdout, its stderr) and its
+    collected files (``file:<n>``, n its entry in job_files), in chunks of zstd frames, each
+    of ``raw_bytes`` at most 1 MiB before compression. Written by one attempt and read only
+    once that attempt's result is the job's (``jobs.attempt``); a set an attempt left
+    half-written is never read and goes with the next result or the job. ``data`` is NULL
+    where the frame is in the object store (tasks/objects.py) instead."""
 
     __tablename__ = "job_blobs"
 
@@ -199,7 +203,28 @@ class Blob(Base):
     blob: Mapped[str] = mapped_column(String(300), primary_key=True)  # stdout, stderr
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     raw_bytes: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class FileEntry(Base):
+    """One entry of a job's manifest of collected files: taken (its bytes in job_blobs as
+    ``file:<n>``) or refused, with why. ``path`` is relative to /workspace as printable text
+    (base/names.py: a newline or a byte that is not UTF-8 escaped, reversibly). Written by
+    one attempt after all its frames, and read, as its frames are, only once that attempt's
+    result is the job's."""
+
+    __tablename__ = "job_files"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[int | None] = mapped_column(Integer)
 
 
 class Host(Base):

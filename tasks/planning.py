@@ -83,7 +83,7 @@ def payload_for(job: ResolvedJob, s: Settings) -> bytes:
     """The launcher's frame for the job, then the job's stdin. The network's variables (the
     proxy) win over the job's own."""
     env = BASE_ENV | job.env | dict(egress.job_network(s, job.network).env)
-    return encode_payload(argv=job.argv, env=env, files=job.files,
+    return encode_payload(argv=job.argv, env=env, files=job.files, executable=job.executable,
                           deadline_s=job.limits.timeout_s + s.timeouts.backstop_s) + job.stdin
 
 

@@ -1,4 +1,6 @@
-"""Retention: finished jobs (their rows, output and attempts) go after ``result_retention_days``.
+"""Retention: finished jobs (their rows, output, collected files and attempts) go after
+``result_retention_days``. Where outputs are in an object store (tasks/objects.py), a job's
+objects go first and its rows after, so no object outlives the rows that index it.
 
 Scheduled without Celery beat: every worker's maintenance thread calls ``run_if_due`` on each
 pass, and a Redis key set with NX and an expiry lets exactly one of them purge per
@@ -21,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from base.errors import BrokerUnavailable
 from config.settings import Settings
+from tasks.outputs import Outputs
 from tasks.store import JobStore
 
 log = structlog.get_logger(__name__)
@@ -53,18 +56,31 @@ def expire_orphan_streams(r: redis.Redis, ttl_s: int, scan_count: int = 500) -> 
     return fixed
 
 
-def purge(store: JobStore, r: redis.Redis, s: Settings) -> RetentionReport:
-    jobs = store.purge_finished(timedelta(days=s.upkeep.result_retention_days))
+def purge_jobs(store: JobStore, older_than: timedelta, outputs: Outputs | None = None,
+               batch: int = 500) -> int:
+    if outputs is None or outputs.objects is None:
+        return store.purge_finished(older_than)
+    purged = 0
+    while ids := store.finished_before(older_than, batch):
+        outputs.forget(ids)  # a failure stops here: the rows stay, and the next pass retries
+        purged += store.delete_jobs(ids)
+    return purged
+
+
+def purge(store: JobStore, r: redis.Redis, s: Settings,
+          outputs: Outputs | None = None) -> RetentionReport:
+    jobs = purge_jobs(store, timedelta(days=s.upkeep.result_retention_days), outputs)
     streams = expire_orphan_streams(r, s.streams.ttl_s)
     log.info("retention.purged", jobs=jobs, streams_given_ttl=streams,
              retention_days=s.upkeep.result_retention_days)
     return RetentionReport(jobs, streams)
 
 
-def run_if_due(store: JobStore, r: redis.Redis, s: Settings) -> RetentionReport | None:
+def run_if_due(store: JobStore, r: redis.Redis, s: Settings,
+               outputs: Outputs | None = None) -> RetentionReport | None:
     """Purge if no worker sharing this database did so in the last interval."""
     try:
         due = r.set(due_key(s.database_url), s.hostname, nx=True, ex=int(s.upkeep.retention_interval_s))
     except redis.exceptions.RedisError as exc:
         raise BrokerUnavailable(f"Redis: {exc}") from exc
-    return purge(store, r, s) if due else None
+    return purge(store, r, s, outputs) if due else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,14 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as UUID_T
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
 from base.errors import DatabaseUnavailable, JobNotFound, JobSpecError
 from base.ids import JobId
 from tasks import quotas
-from tasks.blobs import Frame
-from tasks.models import Attempt, Blob, Job, Status
+from tasks.models import Attempt, Job, Status
 from tasks.quotas import Quota
 
 now = sa.func.now
@@ -67,6 +65,7 @@ class Outcome:
     kept_whole: bool = False  # the output past the row's head is in job_blobs (tasks/blobs.py)
     stdout_dropped: int = 0  # printed past the output cap: kept nowhere
     stderr_dropped: int = 0
+    files: dict[str, Any] | None = None  # what was collected (workers/collecting.Collection)
 
 
 PING_AFTER_IDLE_S = 2.0  # a pooled connection idle this long is checked before it is used
@@ -174,7 +173,7 @@ def _container_started_statement() -> Any:
 
 RESULT_COLUMNS = ("verdict", "exit_code", "signal", "stdout", "stderr", "stdout_bytes",
                   "stderr_bytes", "stdout_truncated", "stderr_truncated", "wall_ms", "cpu_ms",
-                  "peak_memory_bytes", "evidence", "phases", "provenance", "error")
+                  "peak_memory_bytes", "evidence", "phases", "provenance", "files", "error")
 
 
 def _finish_statements() -> tuple[Any, Any]:
@@ -258,7 +257,9 @@ def _truncated(dropped: int, kept_whole: bool, total: int, head: int, keep: int)
     return dropped > 0 or (not kept_whole and total > min(head, keep))
 
 
-class JobStore:
+class Repository:
+    """Statements over one engine: in a transaction, or one statement on its own."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
@@ -273,6 +274,8 @@ class JobStore:
         single statements whose parts are data-modifying CTEs)."""
         return connected(self._autocommit.connect)
 
+
+class JobStore(Repository):
     def create(self, **job: Any) -> tuple[JobId, bool]:
         """Insert a queued job (``create_row``'s arguments); its id, and whether it is new."""
         row, created = self.create_row(**job)
@@ -384,7 +387,8 @@ class JobStore:
                                         outcome.stderr_bytes, len(outcome.stderr), keep_bytes),
             wall_ms=outcome.wall_ms, cpu_ms=outcome.cpu_ms,
             peak_memory_bytes=outcome.peak_memory_bytes, evidence=outcome.evidence,
-            phases=outcome.phases, provenance=outcome.provenance, error=outcome.error,
+            phases=outcome.phases, provenance=outcome.provenance, files=outcome.files,
+            error=outcome.error,
         )
         with self._statement() as conn:
             row = conn.execute(FINISH, params).one()
@@ -512,46 +516,23 @@ class JobStore:
             )).order_by(Job.queued_at).limit(limit)).all()
         return [(str(r.id), r.status) for r in rows]
 
-    def put_blobs(self, job_id: str, attempt: int, frames: Iterable[Frame],
-                  batch: int = 8) -> None:
-        """Store an attempt's output frames (idempotent: a retried write adds nothing). They
-        are read only once this attempt's result is the job's."""
-        key = uuid.UUID(job_id)
-        stmt = pg_insert(Blob).on_conflict_do_nothing()
-        with self._tx() as conn:
-            rows: list[dict[str, Any]] = []
-            for f in frames:
-                rows.append({"job_id": key, "attempt": attempt, "blob": f.blob, "seq": f.seq,
-                             "raw_bytes": f.raw_bytes, "data": f.data})
-                if len(rows) >= batch:  # a few MiB in memory at most
-                    conn.execute(stmt, rows)
-                    rows = []
-            if rows:
-                conn.execute(stmt, rows)
-
-    def drop_other_blobs(self, job_id: str, attempt: int) -> None:
-        """What earlier attempts stored and never made the job's (their worker died)."""
-        with self._statement() as conn:
-            conn.execute(sa.delete(Blob).where(Blob.job_id == uuid.UUID(job_id),
-                                               Blob.attempt != attempt))
-
-    def blob_frames(self, job_id: JobId, blob: str) -> Iterator[tuple[int, bytes]]:
-        """(raw size, frame) of the job's ``blob``, in order, from its result's attempt; none
-        when it was not kept beyond the row's head. Streamed: a frame at a time in memory."""
-        key = uuid.UUID(job_id)
-        current = sa.select(Job.attempt).where(Job.id == key,
-                                               Job.status == Status.FINISHED).scalar_subquery()
-        query = (sa.select(Blob.raw_bytes, Blob.data)
-                 .where(Blob.job_id == key, Blob.blob == blob, Blob.attempt == current)
-                 .order_by(Blob.seq))
-        with self._tx() as conn:  # a server-side cursor lives in a transaction
-            result = conn.execution_options(stream_results=True, yield_per=4).execute(query)
-            for row in result:
-                yield row.raw_bytes, row.data
-
     def add_phases(self, job_id: str, phases: dict[str, Any]) -> None:
         with self._statement() as conn:
             conn.execute(ADD_PHASES, _params(job_id=uuid.UUID(job_id), phases=phases))
+
+    def finished_before(self, older_than: timedelta, limit: int = 500) -> list[str]:
+        """Ids of finished jobs older than ``older_than`` (retention's next batch)."""
+        with self._statement() as conn:
+            rows = conn.execute(sa.select(Job.id).where(
+                Job.status == Status.FINISHED, Job.finished_at < now() - older_than
+            ).limit(limit)).scalars()
+            return [str(r) for r in rows]
+
+    def delete_jobs(self, job_ids: list[str]) -> int:
+        """Delete these jobs (their attempts, outputs and files with them)."""
+        with self._statement() as conn:
+            done = conn.execute(sa.delete(Job).where(Job.id.in_([uuid.UUID(j) for j in job_ids])))
+        return done.rowcount
 
     def purge_finished(self, older_than: timedelta) -> int:
         """Delete the jobs that ended before ``older_than`` (their usage stays, by day), and

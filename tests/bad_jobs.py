@@ -75,8 +75,8 @@ OVER_A_CAP: list[Case] = [
     ({"code": "x" * (257 * KiB)}, "code"),
     (job(stdin="x" * (4 * MiB + 1)), "stdin"),
     (job(files={"a": "x" * (3 * MiB), "b": "x" * (1 * MiB + 1)}), "files"),
-    (job(files={f"f{i}": "" for i in range(101)}), "files"),
-    (job(files={f"f{i}": "" for i in range(60)}, files_b64={f"g{i}": "" for i in range(41)}), "files"),
+    (job(files={f"f{i}": "" for i in range(1001)}), "files"),
+    (job(files={f"f{i}": "" for i in range(600)}, files_b64={f"g{i}": "" for i in range(401)}), "files"),
     # each part under its cap, the whole over 16 MiB: escaped control bytes grow sixfold in JSON
     (job(stdin="\x01" * (3 * MiB), files={"a": "\x01" * (3 * MiB)}), "job"),
 ]

@@ -14,7 +14,8 @@ class Frame:
     argv: list[str]
     env: dict[str, str]
     files: dict[str, bytes]
-    rest: bytes  # what follows the frame: the job's stdin
+    rest: bytes
+    modes: dict[str, int]  # what follows the frame: the job's stdin
 
     @property
     def deadline_s(self) -> float:
@@ -49,9 +50,10 @@ def decode(payload: bytes) -> Frame:
     deadline_ms, cwd = u32(), text()
     argv = [text() for _ in range(u32())]
     env = dict(text().split("=", 1) for _ in range(u32()))
-    files = {}
+    files, modes = {}, {}
     for _ in range(u32()):
         name = text()
+        modes[name] = u32()
         files[name] = raw(u32())
     assert at == len(body), "bytes after the last file"
-    return Frame(deadline_ms, cwd, argv, env, files, rest)
+    return Frame(deadline_ms, cwd, argv, env, files, rest, modes)

@@ -188,6 +188,18 @@ class ApiProcess:
                 self.proc.wait(5)
 
 
+def tree_rss(pid: int, children: bool = True) -> int:
+    """The RSS of a process and (with ``children``) all its descendants, together."""
+    main = psutil.Process(pid)
+    total = 0
+    for p in [main, *(main.children(recursive=True) if children else [])]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
 def airlock_containers(fleet: str, base_url: str | None = None) -> list[dict[str, object]]:
     client = docker.APIClient(base_url=base_url or "unix:///var/run/docker.sock", version="auto")
     try:

@@ -269,6 +269,10 @@ struct job {
     size_t nfiles;
 };
 
+/* A file's mode: 0644, or 0755 for an executable one (an archive member with an execute bit). */
+#define FILE_MODE 0644u
+#define EXEC_MODE 0755u
+
 static void parse(unsigned char *body, size_t size, struct job *job)
 {
     struct cursor c = {body, size};
@@ -287,11 +291,14 @@ static void parse(unsigned char *body, size_t size, struct job *job)
         if (eq == NULL || eq == job->env[i])
             malformed();
     }
-    job->nfiles = take_count(&c, 9);
+    job->nfiles = take_count(&c, 13);
     job->files = c;
     for (size_t i = 0; i < job->nfiles; i++) {
         size_t n;
         if (!good_name(take_str(&c)))
+            malformed();
+        uint32_t mode = take_u32(&c);
+        if (mode != FILE_MODE && mode != EXEC_MODE)
             malformed();
         (void)take_bytes(&c, &n);
     }
@@ -315,7 +322,8 @@ static int write_all(int fd, const unsigned char *data, size_t size)
     return 0;
 }
 
-static void write_file(int base, const char *name, const unsigned char *data, size_t size)
+static void write_file(int base, const char *name, mode_t mode, const unsigned char *data,
+                       size_t size)
 {
     char part[NAME_MAX + 1];
     int dir = base;
@@ -336,7 +344,7 @@ static void write_file(int base, const char *name, const unsigned char *data, si
         dir = next;
         p = slash + 1;
     }
-    int fd = openat(dir, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int fd = openat(dir, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     int err = errno;
     if (dir != base)
         close(dir);
@@ -357,8 +365,9 @@ static void write_files(const struct job *job)
     for (size_t i = 0; i < job->nfiles; i++) {
         size_t size;
         const char *name = take_str(&c);
+        mode_t mode = (mode_t)take_u32(&c);
         const unsigned char *data = take_bytes(&c, &size);
-        write_file(base, name, data, size);
+        write_file(base, name, mode, data, size);
     }
     close(base);
 }

@@ -29,8 +29,9 @@ The frame (``encode_payload``)::
             str cwd                   absolute; the job's files go under it, the job runs in it
             u32 argc, argc x str      argv; argc >= 1; argv[0] is looked up on the env's PATH
             u32 envc, envc x str      "NAME=value", exactly the job's environment
-            u32 filec, filec x (str name, u32 size, size raw bytes)
-                                      name relative, no empty, "." or ".." parts
+            u32 filec, filec x (str name, u32 mode, u32 size, size raw bytes)
+                                      name relative, no empty, "." or ".." parts;
+                                      mode 0644, or 0755 (executable)
     then    the job's stdin, untouched, to its end
 
 Every integer is unsigned 32-bit big-endian. A ``str`` is its u32 length, its bytes (UTF-8, no
@@ -48,7 +49,7 @@ import hashlib
 import math
 import os
 import struct
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Collection, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,7 @@ BUILD_FIX = "run: sudo bash scripts/build-launcher.sh"
 MAGIC = b"AIRLOCK1 "
 MAX_BODY = 64 * 1024 * 1024  # also launcher.c's
 MAX_COUNT = 65536  # argv entries, env entries, files: each (also launcher.c's)
+FILE_MODE, EXEC_MODE = 0o644, 0o755  # the only modes a file is written with (launcher.c's)
 _U32 = struct.Struct(">I")
 
 
@@ -171,8 +173,10 @@ def encode_payload(
     files: Mapping[str, bytes],
     deadline_s: float,
     cwd: str = "/workspace",
+    executable: Collection[str] = (),
 ) -> bytes:
-    """Frame a job for the launcher (the module's docstring); the job's stdin follows it."""
+    """Frame a job for the launcher (the module's docstring); the job's stdin follows it.
+    The files named in ``executable`` are written 0755, the others 0644."""
     if not argv:
         raise ValueError("argv is empty")
     if not cwd.startswith("/"):
@@ -190,7 +194,8 @@ def encode_payload(
     for name, data in files.items():
         if len(data) > MAX_BODY:
             raise ValueError(f"file {name!r} is over {MAX_BODY} bytes")
-        parts += [_text(name, "file name"), _U32.pack(len(data)), bytes(data)]
+        mode = EXEC_MODE if name in executable else FILE_MODE
+        parts += [_text(name, "file name"), _U32.pack(mode), _U32.pack(len(data)), bytes(data)]
     body = b"".join(parts)
     if len(body) > MAX_BODY:
         raise ValueError(f"payload of {len(body)} bytes is over {MAX_BODY}")

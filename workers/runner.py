@@ -65,6 +65,7 @@ class RunOutcome:
     uid: int
     stdout_dropped: int = 0  # past the output cap
     stderr_dropped: int = 0
+    stopped: bool = True  # the engine said the container exited (nothing of the job runs)
 
 
 def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
@@ -171,7 +172,7 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     )
     return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total,
                       seen.wall_ms, usage.cpu_ms, usage.peak_memory_bytes, disk, sandbox.plan.uid,
-                      out.dropped, err.dropped)
+                      out.dropped, err.dropped, status is not None)
 
 
 def _wait_exit(api: docker.APIClient, cid: str) -> int | None:

@@ -51,6 +51,7 @@ class JobOut(JobSummaryOut):
     evidence: dict[str, Any] | None
     phases: dict[str, Any] | None
     provenance: dict[str, Any] | None
+    files: dict[str, Any] | None  # what was collected, counted (GET the files: not yet)
     worker_host: str | None
     container_id: str | None
     error: str | None

@@ -3,6 +3,7 @@ script uses them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ def _read_text(path: Path, what: str) -> str:
         raise click.UsageError(f"{what} {path} is not valid UTF-8") from exc
 
 
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
 def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
                **opts: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {}
@@ -39,9 +44,13 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
     if "code" not in spec and "argv" not in spec:
         raise click.UsageError("nothing to run: give -c CODE, a script file, or --argv")
     if opts.get("stdin_file") is not None:
-        import base64
-
-        spec["stdin_b64"] = base64.b64encode(opts["stdin_file"].read_bytes()).decode()
+        spec["stdin_b64"] = _b64(opts["stdin_file"])
+    if opts.get("files"):
+        spec["files_b64"] = {name: _b64(path) for name, path in opts["files"].items()}
+    if opts.get("archive") is not None:
+        spec["archive_b64"] = _b64(opts["archive"])
+    if opts.get("collect"):
+        spec["collect"] = list(opts["collect"])
     limits = {info.name: opts[info.name] for info in LIMITS if opts.get(info.name) is not None}
     if limits:
         spec["limits"] = limits
@@ -66,11 +75,31 @@ def _env_option(ctx: click.Context, param: click.Parameter, items: tuple[str, ..
     return env
 
 
+def _file_option(ctx: click.Context, param: click.Parameter,
+                 items: tuple[str, ...]) -> dict[str, Path]:
+    """``PATH`` (named as its base name in /workspace) or ``NAME=PATH``."""
+    files: dict[str, Path] = {}
+    for item in items:
+        name, equals, path = item.rpartition("=")
+        local = Path(path)
+        if not local.is_file():
+            raise click.BadParameter(f"'{preview(path)}' is not a file", ctx, param)
+        files[name if equals else local.name] = local
+    return files
+
+
 @click.command()
 @click.option("-c", "code", help="Code to run (in the profile's language).")
 @click.argument("script", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--argv", multiple=True, help="Run this command instead (repeat per argument).")
 @click.option("--stdin", "stdin_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--file", "files", multiple=True, callback=_file_option, metavar="[NAME=]PATH",
+              help="A file for /workspace (repeatable), named NAME there or as PATH's base name.")
+@click.option("--archive", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A tar archive (or .tar.gz) unpacked into /workspace.")
+@click.option("--collect", multiple=True, metavar="GLOB",
+              help="Keep these files once the job has ended (repeatable; globs under "
+                   "/workspace, e.g. 'out/**'); then: airlock files ID --out DIR.")
 @limit_options
 @click.option("--image", "--profile", "image", help="Image profile name (see settings).")
 @click.option("--network", type=click.Choice(["none", "egress"]))
@@ -101,6 +130,9 @@ def run(code: str | None, script: Path | None, argv: tuple[str, ...], as_json: b
         click.echo(json.dumps(record.to_json(), indent=2))
         sys.exit(EXIT_AIRLOCK_FAILED if record.verdict == "error" else 0)
     output.say(record.summary())
+    note = record.files_note()
+    if note is not None:
+        output.say(note)
     if record.verdict in ("error", None):
         sys.exit(EXIT_AIRLOCK_FAILED)
     sys.exit(record.exit_code if record.exit_code is not None else EXIT_AIRLOCK_FAILED)
@@ -125,6 +157,9 @@ def result(job_id: str, as_json: bool, raw: bool) -> None:
     except AirlockError as exc:
         raise click.ClickException(visible(str(exc))) from exc
     output.say(record.summary())
+    note = record.files_note()
+    if note is not None:
+        output.say(note)
 
 
 @click.command()
@@ -184,8 +219,10 @@ def cancel(job_id: str, wait_s: float | None) -> None:
 @click.option("--on-error", type=click.Choice(["skip", "stop"]), default="skip", show_default=True,
               help="A malformed line: report it and go on, or stop submitting there.")
 @click.option("--batch-id", help="Scope of the idempotency keys (default: the input's path).")
+@click.option("--files-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Fetch each job's collected files into a folder of its own below this one.")
 def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None, on_error: str,
-           batch_id: str | None) -> None:
+           batch_id: str | None, files_dir: Path | None) -> None:
     """Run a batch: SOURCE is JSON Lines (one job per line, the API's fields) or a folder of
     scripts (.py .js .sh .c). Re-running it after an interruption runs nothing twice.
 
@@ -205,6 +242,8 @@ def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None
         with BatchProgress(err, len(todo), f"{source.name}: {len(todo)} jobs") as view:
 
             def on_result(result: ItemResult) -> None:
+                if files_dir is not None:
+                    result = _with_files(client, result, files_dir, err)
                 writer.write(result)
                 view.on_result(result)
 
@@ -233,3 +272,16 @@ def submit(source: Path, in_flight: int, out: Path | None, csv_path: Path | None
     sys.exit(1 if report.invalid else 0)
 
 
+def _with_files(client: Any, result: Any, files_dir: Path, err: Any) -> Any:
+    """The result, its job's collected files fetched below ``files_dir`` (a failure is said,
+    and the batch goes on: re-running it fetches what is missing)."""
+    from dataclasses import replace
+
+    from airlock.batchfiles import fetch
+
+    files_dir.mkdir(parents=True, exist_ok=True)
+    fetched = fetch(client, result.record.id, result.item, files_dir)
+    for problem in fetched.problems:
+        err.print(f"airlock: {one_line(result.item.source)}: files not fetched: {one_line(problem)}",
+                  markup=False, highlight=False)
+    return replace(result, files_dir=str(fetched.folder) if fetched.folder else None)

@@ -60,6 +60,16 @@ NOTES = """
 
 ## Decisions
 
+- **Files out (A39) are read by the worker, never through the engine.** Once a job's container
+  has stopped (its launcher killed every process of the job first), the worker reads the files
+  the job named from its volume on the host: each open goes through openat2 with
+  `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV` from the
+  workspace's fd (an `O_NOFOLLOW` walk where openat2 is missing), only entries the listing says
+  are regular files are opened (with `O_NONBLOCK`) and `fstat` checks the fd again; nothing is
+  ever read through `docker cp` or `docker exec`. The A39 rows above, and
+  `tests/unit/test_collect.py` for what the kernel refuses (a folder swapped for a link after the
+  listing, `..` out of the workspace) and for a file that changes while read.
+
 - **Disk bound.** `/workspace`, `/opt/venv` and `/home/appuser` are three folders of one btrfs
   subvolume per job, under a quota group limited to the job's disk bound (default 5 GiB);
   `/tmp` (1 GiB), `/var/tmp` (512 MiB) and `/dev/shm` (64 MiB) are sized tmpfs whose pages
@@ -120,6 +130,10 @@ def _figures(rec: dict[str, Any]) -> str:
                      f"(alone {rec['canary_baseline_s']} s)")
     if rec.get("files_created"):
         parts.append(f"{rec['files_created']} files")
+    if rec.get("files_ms") is not None:
+        parts.append(f"collected in {_seconds(rec['files_ms'])}")
+    if rec.get("worker_rss_growth_mib") is not None:
+        parts.append(f"worker +{rec['worker_rss_growth_mib']} MiB")
     if rec.get("preflight_s"):
         parts.append(f"preflight {rec['preflight_s']} s")
     if rec.get("flags"):

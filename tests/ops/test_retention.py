@@ -42,6 +42,10 @@ def _job(client: Airlock, status: str, age_days: float | None) -> str:
              "age": timedelta(days=age_days or 0), "id": job_id})
         conn.execute(sa.text("INSERT INTO attempts (job_id, attempt, worker_host, outcome)"
                              " VALUES (:id, 1, 'h', 'finished')"), {"id": job_id})
+        conn.execute(sa.text("INSERT INTO job_files (job_id, attempt, n, path, status, size)"
+                             " VALUES (:id, 1, 0, 'out/a', 'collected', 1)"), {"id": job_id})
+        conn.execute(sa.text("INSERT INTO job_blobs (job_id, attempt, blob, seq, raw_bytes, data)"
+                             " VALUES (:id, 1, 'file:0', 0, 1, 'x')"), {"id": job_id})
     return job_id
 
 
@@ -80,6 +84,8 @@ def test_maintenance_purges_old_finished_jobs_once_per_interval(
         ids = [old, recent, old_queued]
         assert _rows(client, "jobs", "id", ids) == {recent, old_queued}
         assert _rows(client, "attempts", "job_id", ids) == {recent, old_queued}
+        assert _rows(client, "job_files", "job_id", ids) == {recent, old_queued}  # files too
+        assert _rows(client, "job_blobs", "job_id", ids) == {recent, old_queued}
         assert 0 < client.redis.ttl(leaked) <= s.streams.ttl_s
         assert 0 < client.redis.ttl(expiring) <= 100  # an expiry already set is left alone
         assert 0 < client.redis.ttl(key) <= s.upkeep.retention_interval_s

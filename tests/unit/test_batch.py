@@ -144,3 +144,14 @@ def test_csv_row_has_the_fixed_columns() -> None:
     row = csv_row({"item": 3, "source": "line 3", "verdict": "ok", "extra": 1})
     assert row["item"] == 3 and row["verdict"] == "ok" and "extra" not in row
     assert row["exit_code"] is None
+
+
+def test_an_items_files_folder_is_a_safe_name() -> None:
+    from airlock.batch import BatchItem
+    from airlock.batchfiles import item_folder
+
+    assert item_folder(BatchItem(7, "line 7", None)) == "line-7"
+    assert item_folder(BatchItem(2, "plot.py", None)) == "plot.py"
+    assert item_folder(BatchItem(3, "../../etc", None)) == "etc"
+    assert item_folder(BatchItem(4, "..", None)) == "item-4"
+    assert item_folder(BatchItem(5, "a\nb\x1b[1m/c", None)) == "a-b-1m-c"

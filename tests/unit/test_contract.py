@@ -146,7 +146,8 @@ def test_the_schema_declares_the_contract() -> None:
     assert props["code"]["anyOf"][0]["pattern"] == "^[^\\x00]*$"
     assert props["argv"]["anyOf"][0]["items"]["pattern"] == "^[^\\x00]*$"
     assert list(props["env"]["patternProperties"]) == ["^[A-Za-z_][A-Za-z0-9_]{0,127}$"]
-    assert props["files_b64"]["maxProperties"] == 100
+    assert props["files_b64"]["maxProperties"] == 65535  # the fleet's cap is a setting
+    assert props["collect"]["maxItems"] == 64
     assert schema["additionalProperties"] is False
 
 
@@ -154,3 +155,19 @@ def test_preview_keeps_one_short_printable_line() -> None:
     assert preview("a\x00b\nc\x1b[1m\ud800") == "a\\x00b\\nc\\x1b[1m\\ud800"
     assert preview("x" * 100, 10) == "x" * 10 + "…"
     assert preview("é ok") == "é ok"
+
+
+@pytest.mark.parametrize(("pattern", "says"), [
+    ("../etc/passwd", "must not go up"), ("out/../../x", "must not go up"),
+    ("/etc/shadow", "absolute"), ("a//b", "empty"), ("a**", "whole part")])
+def test_a_collect_glob_out_of_the_workspace_is_refused_at_submit(pattern: str, says: str) -> None:
+    error = refused({"code": "1", "collect": ["out/**", pattern]})
+    assert error.field == "collect[1]" and says in str(error), str(error)
+
+
+def test_collect_is_kept_in_order_once_each_and_refused_where_volumes_are_in_memory() -> None:
+    _, done = resolve({"code": "1", "collect": ["out/**", "report.pdf", "out/**"]}, S)
+    assert done.collect == ("out/**", "report.pdf")
+    error = refused({"code": "1", "collect": ["out/**"]}, Settings(storage="tmpfs"))
+    assert error.field == "collect" and "AIRLOCK_STORAGE=tmpfs" in str(error)
+    resolve({"code": "1"}, Settings(storage="tmpfs"))  # without collect: fine

@@ -88,6 +88,10 @@ def test_the_frame_round_trips() -> None:
     assert got.env == {"PATH": "/bin", "EMPTY": "", "EQ": "a=b"}
     assert got.files == {"main.py": b"print(1)\n", "d/e/bin": bytes(range(256))}
     assert (got.deadline_ms, got.cwd, got.rest) == (605_000, "/workspace", b"the job's stdin")
+    assert got.modes == {"main.py": 0o644, "d/e/bin": 0o644}
+    marked = decode(encode_payload(argv=["true"], env={}, files={"run.sh": b"", "x": b""},
+                                   executable={"run.sh"}, deadline_s=1.0))
+    assert marked.modes == {"run.sh": 0o755, "x": 0o644}
 
 
 @pytest.mark.parametrize(("change", "error"), [
@@ -120,6 +124,28 @@ def test_files_land_under_cwd_with_fixed_modes_whatever_the_umask(init: Path, cw
         assert (cwd / name).stat().st_mode & 0o7777 == 0o644
     assert (cwd / "a").stat().st_mode & 0o7777 == 0o755
     assert (cwd / "a" / "b").stat().st_mode & 0o7777 == 0o755
+
+
+def test_an_executable_file_is_written_0755_and_runs(init: Path, cwd: Path) -> None:
+    files = {"bin/hello": b"#!/bin/sh\necho hello from $0\n", "data": b"x"}
+    payload = encode_payload(argv=["./bin/hello"], env={"PATH": PATH}, files=files,
+                             executable={"bin/hello"}, deadline_s=20.0, cwd=str(cwd))
+    done = run(init, payload, umask=0o077)
+    assert done.returncode == 0 and done.stdout == b"hello from ./bin/hello\n", done.stderr
+    assert (cwd / "bin/hello").stat().st_mode & 0o7777 == 0o755
+    assert (cwd / "data").stat().st_mode & 0o7777 == 0o644
+
+
+@pytest.mark.parametrize("mode", [0o4755, 0o777, 0o600, 0])
+def test_a_file_mode_other_than_0644_or_0755_is_a_malformed_frame(init: Path, cwd: Path,
+                                                                  mode: int) -> None:
+    payload = bytearray(encode_payload(argv=["/bin/true"], env={}, files={"f": b"x"},
+                                       executable={"f"}, deadline_s=5.0, cwd=str(cwd)))
+    at = payload.rindex(struct.pack(">I", 0o755))
+    payload[at:at + 4] = struct.pack(">I", mode)
+    done = run(init, bytes(payload))
+    assert done.returncode == launcher.EXIT_BAD_PAYLOAD, done.stderr
+    assert not (cwd / "f").exists()
 
 
 def test_the_jobs_stdin_follows_the_frame_intact(init: Path, cwd: Path) -> None:
