@@ -7,7 +7,7 @@ import sys
 import click
 
 from airlock.cli_kit import AirlockGroup, settings
-from airlock.commands import files, fleet, jobs, ops, shares, tenants
+from airlock.commands import files, fleet, jobs, ops, secrets, shares, tenants
 
 
 @click.group(cls=AirlockGroup)
@@ -24,7 +24,7 @@ def main() -> None:
 
 for command in (jobs.run, jobs.result, jobs.logs, jobs.cancel, jobs.submit, files.files,
                 ops.worker, ops.flower, ops.doctor, ops.dead_letters, ops.db, tenants.tenant,
-                tenants.key, tenants.api, fleet.fleet, shares.usage):
+                tenants.key, tenants.api, fleet.fleet, shares.usage, secrets.secret):
     main.add_command(command)
 for command in (shares.set_quota, shares.show):
     tenants.tenant.add_command(command)

@@ -7,6 +7,9 @@ from ``AIRLOCK_<FIELD>``. Nested spellings (``AIRLOCK_POOL__SIZE``) work too.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import json
 import re
 from typing import Annotated, Literal, Self
@@ -27,7 +30,7 @@ RLIMITS: dict[Rlimit, int] = {"nofile": 8192, "nproc": 1024, "msgqueue": 819200,
 
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True,
-                              extra="forbid")
+                              extra="forbid", hide_input_in_errors=True)
 
     @classmethod
     def default(cls) -> Self:
@@ -54,6 +57,9 @@ class Caps(Section):
     # files a third larger.
     spec_bytes: int = Field(16 * MiB, gt=0, alias="max_spec_bytes")
     keep_output_bytes: int = MiB  # stored in PostgreSQL per stream; the rest is streamed
+    # The tenant's secrets a job may name (``secrets``), and one secret's value at most.
+    secret_entries: int = Field(16, ge=0, alias="max_secrets")
+    secret_value_bytes: int = Field(16 * 1024, gt=0, alias="max_secret_value_bytes")
 
 
 class Collect(Section):
@@ -299,6 +305,10 @@ class Egress(Section):
         alias="egress_allowlist")
     # e.g. each tenant's Bedrock endpoint; merged in
     tenant_endpoints: Domains = Field((), alias="egress_tenant_endpoints")
+    # Names the proxy resolves itself (its /etc/hosts), name -> IPv4 address, e.g. an endpoint
+    # the host's resolver does not know (the test suite's stand-in of the Messages API).
+    # Squid still refuses private, link-local and metadata addresses, whatever the name.
+    proxy_hosts: dict[str, str] = Field(default_factory=dict)
     proxy_image: str = "airlock/proxy:latest"
     proxy_ip: str = "172.29.0.2"  # on the workspace network, below its job address range
     proxy_port: int = 3128
@@ -326,12 +336,48 @@ class Egress(Section):
                 raise ValueError(f"not lower-case domain names: {bad}")
         return value
 
+    @field_validator("proxy_hosts")
+    @classmethod
+    def _hosts(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            if not DOMAIN.match(name) or name.startswith("."):
+                raise ValueError(f"proxy_hosts: {name!r} is not a lower-case domain name")
+            if not isinstance(ipaddress.ip_address(address), ipaddress.IPv4Address):
+                raise ValueError(f"proxy_hosts: {address!r} is not an IPv4 address")
+        return value
+
+
+SECRET_KEY_BYTES = 32  # AES-256-GCM
+
+
+class Secrets(Section):
+    """Tenants' job secrets (tasks/secrets.py): encrypted at rest with ``key``, 32 random
+    bytes, base64-encoded (``python3 -c 'import os,base64; print(base64.b64encode(
+    os.urandom(32)).decode())'``). Without a key, ``airlock secret`` refuses and a job that
+    names a secret ends with an error, unrun. Clients and workers need the same key."""
+
+    key: SecretStr | None = Field(None, alias="secrets_key")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("secrets_key is not base64") from exc
+        if len(raw) != SECRET_KEY_BYTES:
+            raise ValueError(f"secrets_key must be {SECRET_KEY_BYTES} bytes, base64-encoded"
+                             f" (got {len(raw)})")
+        return value
+
 
 SECTIONS: dict[str, type[Section]] = {
     "caps": Caps, "sandbox": Sandbox, "timeouts": Timeouts, "streams": Streams,
     "upkeep": Upkeep, "membership": Membership, "pool": Pool, "holders": Holders,
     "metrics": Metrics, "flower": Flower, "egress": Egress, "api": Api, "tenancy": Tenancy,
-    "collect": Collect, "objects": Objects,
+    "collect": Collect, "objects": Objects, "secrets": Secrets,
 }
 # Each section field's own variable name (AIRLOCK_<name>), as (section, field).
 FLAT: dict[str, tuple[str, str]] = {

@@ -31,6 +31,7 @@ from config.sections import (
     Objects,
     Pool,
     Sandbox,
+    Secrets,
     Streams,
     Tenancy,
     Timeouts,
@@ -50,6 +51,11 @@ class Profile(BaseModel):
     image: str
     filename: str = "main.py"
     command: tuple[str, ...] = ("python3", "-u", "{file}")
+    # The security design's layer 6: the job runs an agent whose tool commands Claude Code (or
+    # srt) runs in an inner bubblewrap sandbox. Such a profile gets the agent seccomp profile
+    # (config/agent_seccomp.py), an unmasked /proc (a fresh procfs for the inner sandbox), the
+    # sandbox settings Airlock writes (workers/inner_sandbox.py) and the preflight's own canary.
+    inner_sandbox: bool = False
 
 
 def _default_profiles() -> dict[str, Profile]:
@@ -63,6 +69,7 @@ def _default_profiles() -> dict[str, Profile]:
             filename="main.c",
             command=("sh", "-c", "gcc -O2 -o /workspace/.prog {file} && exec /workspace/.prog"),
         ),
+        "agent": Profile(image="airlock/agent:latest", inner_sandbox=True),
     }
 
 
@@ -111,7 +118,8 @@ class Settings(BaseSettings):
     is sit at the top; the rest, in sections (config/sections.py)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix=PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore",
+        hide_input_in_errors=True,  # an error never quotes a secret (a key, a password)
     )
 
     broker_url: str = "redis://127.0.0.1:6379/0"
@@ -162,6 +170,7 @@ class Settings(BaseSettings):
     tenancy: Tenancy = Field(default_factory=Tenancy.default)
     collect: Collect = Field(default_factory=Collect.default)
     objects: Objects = Field(default_factory=Objects.default)
+    secrets: Secrets = Field(default_factory=Secrets.default)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -205,6 +214,9 @@ class Settings(BaseSettings):
         unknown = [p for p in self.pool.profiles if p not in self.profiles]
         if unknown:
             raise ValueError(f"pool_profiles {unknown} are not in profiles")
+        inner = [p for p in self.pool.profiles if self.profiles[p].inner_sandbox]
+        if inner:  # their sandbox settings are written for the job (its allowlist, its secrets)
+            raise ValueError(f"pool_profiles {inner} have an inner sandbox: they are not pooled")
         for name in limits.BY_NAME:
             low, default, high = (
                 getattr(self.minimums, name), getattr(self.defaults, name),
@@ -248,6 +260,19 @@ class Settings(BaseSettings):
         from config.seccomp import for_engine, load_profile
 
         return for_engine(load_profile(self.sandbox.seccomp_profile))
+
+    @cached_property
+    def agent_seccomp_json(self) -> str:
+        """The inner-sandbox profiles' seccomp text as handed to the engine: derived from the
+        base profile (``config.agent_seccomp``); ValueError if the base's shape is unknown."""
+        from config.agent_seccomp import agent_profile
+        from config.seccomp import for_engine, load_profile
+
+        return for_engine(agent_profile(load_profile(self.sandbox.seccomp_profile)))
+
+    @property
+    def inner_sandbox_profiles(self) -> tuple[str, ...]:
+        return tuple(name for name, p in self.profiles.items() if p.inner_sandbox)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -21,7 +21,7 @@ LOG_DIR=/var/log/airlock
 
 # Extension point: images/<name>/Dockerfile is built as airlock/<name>:latest,
 # in this order, if the folder exists. "sandbox" is required.
-IMAGES=(sandbox proxy worker)
+IMAGES=(sandbox proxy worker agent)
 
 # The legacy builder works with both Debian's docker.io client and newer
 # clients without buildx, and never tries to pull a dockerfile frontend.

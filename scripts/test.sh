@@ -32,6 +32,10 @@ if (($# == 0)); then
     # The whole run: the attack suite once more with the worker's warm pool on (the first pass
     # runs its jobs cold): a job handed a pooled container is held to the same containment.
     step attacks-pooled env AIRLOCK_TEST_POOL_SIZE=1 "$PY" -m pytest -q tests/attacks
+    # And once more under the agent profile (layer 6): every profile of the fleet gets its
+    # image, its seccomp profile, its unmasked /proc; the rows expected to differ are said in
+    # docs/attacks.md and by the tests (tests/conftest.py AGENT_RUN).
+    step attacks-agent env AIRLOCK_TEST_PROFILES=agent "$PY" -m pytest -q tests/attacks
     # And the fault suite with a warm pool in its fleets (the pool is on by default; the first
     # pass runs the faults cold, test_pool_faults.py pooled in both).
     step faults-pooled env AIRLOCK_TEST_FAULT_POOL_SIZE=1 "$PY" -m pytest -q tests/faults \

@@ -5,6 +5,7 @@ what that means for the job (a result, a retry, a hand-back) is ``tasks.execute`
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,8 @@ class AttemptResult:
 
 
 def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
-                lease: LeaseKeeper) -> AttemptResult:
+                lease: LeaseKeeper, secrets: Mapping[str, str] | None = None) -> AttemptResult:
+    """``secrets``: the values of the job's secrets, for its payload only."""
     t0 = time.monotonic()
     phases: dict[str, Any] = {
         "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
@@ -57,7 +59,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         spool = Spool(ctx.settings.sandbox.spool_dir, sandbox.plan.name).open()
         t1 = time.monotonic()
         phases["container_ready_ms"] = int((t1 - t0) * 1000)
-        run = runner.run(sandbox, planning.payload_for(job, ctx.settings), job.limits,
+        run = runner.run(sandbox, planning.payload_for(job, ctx.settings, secrets), job.limits,
                          keep_bytes=ctx.settings.caps.keep_output_bytes, sink=publisher.chunk,
                          hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes,
                          spool=spool)
@@ -114,11 +116,20 @@ def _destroy(ctx: WorkerContext, sandbox: Sandbox, phases: dict[str, Any]) -> bo
     return removed
 
 
+def from_pool(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox | None:
+    """A warm container for the job, if one is ready; never for an inner sandbox, whose
+    container is made for its job (its settings, its seccomp profile, its /proc), even where
+    its image is a pooled one's."""
+    if ctx.pool is None or job.inner_sandbox:
+        return None
+    pooled: Sandbox | None = ctx.pool.take(job, claim.job_id, claim.attempt)
+    return pooled
+
+
 def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
-    if ctx.pool is not None:
-        pooled: Sandbox | None = ctx.pool.take(job, claim.job_id, claim.attempt)
-        if pooled is not None:
-            return pooled
+    pooled = from_pool(ctx, claim, job)
+    if pooled is not None:
+        return pooled
     now = time.time()
     name = f"airlock-{claim.job_id[:8]}-{claim.attempt}-{int(now * 1000) % 100000}"
     uid = ctx.slots.take(name, now).uid  # prepare gives it back on a failure, destroy after

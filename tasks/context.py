@@ -18,6 +18,7 @@ from tasks.outputs import Outputs
 from tasks.planning import HostFacts
 from tasks.queue import JobQueue
 from tasks.relay import Relay
+from tasks.secrets import SecretBox, SecretStore
 from tasks.store import JobStore, make_engine
 from workers import engine
 from workers.holders import HolderPlan, Holders
@@ -37,6 +38,7 @@ class WorkerContext:
     volumes: Volumes = field(default_factory=TmpfsVolumes)
     seccomp_json: str = ""
     seccomp_sha256: str = ""
+    agent_seccomp_json: str = ""  # the inner-sandbox profiles' (empty: not derivable here)
     engine_info: dict[str, str] = field(default_factory=dict)
     pool: WarmPool | None = None
     holders: Holders | None = None
@@ -52,6 +54,7 @@ class WorkerContext:
         if self._outputs is None:
             self._outputs = Outputs.for_settings(self.store.engine, self.settings)
         return self._outputs
+    _secrets: SecretStore | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -80,9 +83,16 @@ class WorkerContext:
         return self._slots
 
     @property
+    def secrets(self) -> SecretStore:
+        """The tenants' secrets, opened with this host's key (SecretError without one)."""
+        if self._secrets is None:
+            self._secrets = SecretStore(self.store.engine, SecretBox.from_settings(self.settings))
+        return self._secrets
+
+    @property
     def host(self) -> HostFacts:
         return HostFacts(self.seccomp_json, self.seccomp_sha256, self.runtime, self.engine_info,
-                         applied_apparmor(self.settings))
+                         applied_apparmor(self.settings), self.agent_seccomp_json)
 
     def reset_engine(self) -> None:
         self._api = None
@@ -135,6 +145,7 @@ def build_context(settings: Settings) -> WorkerContext:
         volumes=volumes_for(s.storage, s.sandbox.volumes_root),
         seccomp_json=s.seccomp_json,
         seccomp_sha256=profile_sha256(s.seccomp_json),
+        agent_seccomp_json=planning.agent_seccomp(s),
     )
 
 

@@ -35,9 +35,10 @@ from workers import globs
 NO_NUL = r"^[^\x00]*$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 BASE64 = r"^[A-Za-z0-9+/]*={0,2}$"
-# Set by Airlock (the egress proxy's variables win over a job's own: tasks/egress.py).
-RESERVED_ENV = re.compile(r"^(AIRLOCK_|(HTTPS?|ALL|NO)_PROXY$|PIP_PROXY$|NPM_CONFIG_(HTTPS_)?PROXY$)",
-                          re.IGNORECASE)
+# Set by Airlock (the egress proxy's variables win over a job's own: tasks/egress.py; so does
+# the inner sandbox's scrub of secrets from an agent's tool commands: workers/inner_sandbox.py).
+RESERVED_ENV = re.compile(r"^(AIRLOCK_|(HTTPS?|ALL|NO)_PROXY$|PIP_PROXY$|NPM_CONFIG_(HTTPS_)?PROXY$"
+                          r"|CLAUDE_CODE_SUBPROCESS_ENV_SCRUB$)", re.IGNORECASE)
 MAX_FILES = 65535  # in each of files and files_b64 (the launcher's 65536, the code's file aside)
 NAME_MAX = 255  # bytes, one part of a path (the launcher refuses a longer one)
 
@@ -104,6 +105,11 @@ class JobSpec(BaseModel):
     archive_b64: Base64 | None = None
     collect: list[Glob] = Field(default_factory=list, max_length=globs.MAX_PATTERNS)
     env: dict[EnvName, Text] = Field(default_factory=dict)
+    # The tenant's secrets (``airlock secret set``) the job gets in its environment, by name:
+    # their values are never in the spec, the record, the logs or the stream. None, not [],
+    # when there are none: a stored spec without secrets is what workers before them read.
+    secrets: list[EnvName] | None = Field(
+        default=None, description="Names of the tenant's secrets the job gets in its environment.")
     idempotency_key: Text | None = Field(default=None, max_length=200)
     network: Literal["none", "egress"] = "none"
     limits: JobLimits = JobLimits()
@@ -124,6 +130,8 @@ class ResolvedJob:
     network: str
     collect: tuple[str, ...] = ()
     executable: frozenset[str] = frozenset()  # files written 0755 (an archive's, by their bits)
+    secrets: tuple[str, ...] = ()  # names; the worker fetches the values at the job's start
+    inner_sandbox: bool = False  # the profile's (config.settings.Profile.inner_sandbox)
 
 
 def parse_spec(raw: object) -> JobSpec:
@@ -299,6 +307,28 @@ def _env(spec: JobSpec, s: Settings) -> dict[str, str]:
     return dict(spec.env)
 
 
+def check_secret_name(field: str, name: str) -> None:
+    """A secret's name as a job's environment can take it (also ``airlock secret set``'s)."""
+    if not re.match(ENV_NAME, name):
+        raise JobSpecError(field, PATTERNS[ENV_NAME])
+    if RESERVED_ENV.match(name):
+        raise JobSpecError(field, "is reserved: Airlock sets it")
+
+
+def _secrets(spec: JobSpec, s: Settings) -> tuple[str, ...]:
+    names = spec.secrets or []
+    _over("secrets", len(names), s.caps.secret_entries, "secrets")
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        check_secret_name(f"secrets[{i}]", name)
+        if name in spec.env:
+            raise JobSpecError(f"secrets[{i}]", f"{name} is also in env: name it once")
+        if name in seen:
+            raise JobSpecError(f"secrets[{i}]", f"names {name} twice")
+        seen.add(name)
+    return tuple(names)
+
+
 def resolve(raw: object, s: Settings) -> tuple[JobSpec, ResolvedJob]:
     """Validate a job against the fleet's settings; raise ``JobSpecError`` naming the field."""
     spec = parse_spec(raw)
@@ -309,6 +339,7 @@ def resolve(raw: object, s: Settings) -> tuple[JobSpec, ResolvedJob]:
     stdin = _stdin(spec, s)
     env = _env(spec, s)
     collect = _collect(spec, s)
+    secrets = _secrets(spec, s)
     _over("job", len(spec.model_dump_json(exclude_none=True).encode()), s.caps.spec_bytes)
     return spec, ResolvedJob(name, profile.image, argv, files, env, stdin, limits, spec.network,
-                             collect, executable)
+                             collect, executable, secrets, profile.inner_sandbox)

@@ -29,12 +29,15 @@ VERIFY_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class JobNetwork:
-    """What a job's container (mode, DNS options, read-only binds) and payload (env) get."""
+    """What a job's container (mode, DNS options, read-only binds) and payload (env) get, and
+    the domains the proxy lets it reach (what an agent's inner sandbox allows: its tool
+    commands reach those through its own proxy, chained to this one)."""
 
     mode: str = "none"
     dns_options: tuple[str, ...] = ()
     ro_binds: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    domains: tuple[str, ...] = ()
 
 
 NO_NETWORK = JobNetwork()
@@ -57,12 +60,17 @@ def job_network(s: Settings, network: str) -> JobNetwork:
         dns_options=networks.WORKSPACE_DNS_OPTIONS,
         ro_binds={networks.CA_VOLUME: networks.CA_DIR},
         env=networks.proxy_env(s.egress.proxy_ip, s.egress.proxy_port),
+        domains=domains(s),
     )
 
 
-def allowlist(s: Settings) -> str:
+def domains(s: Settings) -> tuple[str, ...]:
     """The proxy's allowlist: the fleet's domains and its tenants' endpoints, in order, once."""
-    return ",".join(dict.fromkeys((*s.egress.allowlist, *s.egress.tenant_endpoints)))
+    return tuple(dict.fromkeys((*s.egress.allowlist, *s.egress.tenant_endpoints)))
+
+
+def allowlist(s: Settings) -> str:
+    return ",".join(domains(s))
 
 
 def network_plans(s: Settings) -> tuple[NetworkPlan, NetworkPlan, NetworkPlan]:
@@ -85,7 +93,7 @@ def prepare_host(s: Settings, client: docker.APIClient | docker.DockerClient) ->
     cid = networks.ensure_proxy(
         client, image=s.egress.proxy_image, ip=s.egress.proxy_ip, port=s.egress.proxy_port,
         allowlist=allowlist(s), workspace=workspace, egress=egress,
-        upstream_ca=s.egress.proxy_upstream_ca,
+        upstream_ca=s.egress.proxy_upstream_ca, hosts=s.egress.proxy_hosts,
     )
     networks.wait_proxy(client, cid)
     return cid

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import structlog
 
-from base.errors import AirlockError, InfrastructureError
+from base.errors import AirlockError, HostNotSafe, InfrastructureError
 from base.ids import JobId
-from tasks import egress
+from tasks import egress, preflight
 from tasks.attempt import AttemptResult, run_attempt
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob, resolve
@@ -37,16 +37,32 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
     try:
         _, job = resolve(claim.spec, s)
         egress.check_allowed(job.network, s)
+        check_inner_sandbox(job)
+        secrets = ctx.secrets.values(claim.tenant, job.secrets) if job.secrets else {}
+    except InfrastructureError:  # PostgreSQL, reading the secrets: the job goes back
+        _release_quietly(ctx, claim, "infra_error")
+        raise
     except AirlockError as exc:
         record(ctx, claim, Outcome(verdict=Verdict.ERROR, error=str(exc)), publisher)
         return "invalid"
     with LeaseKeeper(ctx.store, ctx.redis, job_id, claim.attempt, s.timeouts.lease_s) as lease:
-        attempt = run_attempt(ctx, claim, job, publisher, lease)
+        attempt = run_attempt(ctx, claim, job, publisher, lease, secrets)
         try:
             return _conclude(ctx, claim, job, attempt, publisher, lease)
         finally:
             if attempt.spool is not None:
                 attempt.spool.remove()
+
+
+def check_inner_sandbox(job: ResolvedJob) -> None:
+    """A job of an inner-sandbox profile runs only where this worker's preflight proved the
+    inner sandbox holds (tasks/inner_canary.py)."""
+    if not job.inner_sandbox:
+        return
+    why = preflight.inner_refusal(job.profile)
+    if why is not None:
+        raise HostNotSafe(f"profile {job.profile!r}: the inner sandbox (layer 6) does not hold on"
+                          f" this host, so its jobs are refused here: {why}")
 
 
 def _unclaimed(ctx: WorkerContext, job_id: JobId) -> str:

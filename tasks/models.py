@@ -171,6 +171,22 @@ class Job(Base):
     )
 
 
+class Secret(Base):
+    """A tenant's job secret, sealed (AES-256-GCM, tasks/secrets.py): its value is never stored
+    in the clear, and its ciphertext opens only as this tenant's secret of this name."""
+
+    __tablename__ = "secrets"
+
+    tenant: Mapped[str] = mapped_column(
+        String(64), ForeignKey("tenants.name", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16))  # which key sealed it (not the key)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Attempt(Base):
     __tablename__ = "attempts"
 

@@ -20,28 +20,26 @@ fails at once, naming the fix (scripts/build-launcher.sh), and no canary runs.
 
 from __future__ import annotations
 
-import json
+import re
+import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from config.seccomp import profile_sha256
 from config.settings import Settings
-from tasks import planning
+from tasks import inner_canary, planning
 from tasks.context import host_slots
 from tasks.contract import resolve
 from tasks.host_checks import check_engine, check_runc
 from tasks.planning import HostFacts
+from tasks.preflight_kit import Canary, CanaryResult, PreflightResult, Seen, last_json
 from workers import engine, launcher, runner
-from workers.runner import RunOutcome
 from workers.slots import Slots
 from workers.storage import Volumes, volumes_for
-from workers.verdict import Verdict, classify
+from workers.verdict import Verdict
 
 log = structlog.get_logger(__name__)
 MiB = 1024**2
@@ -50,7 +48,8 @@ CANARY_TIMEOUT_S = 20.0
 
 # --- the canaries' code (runs inside the job container) -------------------------------------
 
-SYSCALLS = r"""
+# A raw system call's errno (0: it ran), for the canaries' code (and the attack suite's).
+ERRNO_OF = r"""
 import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -58,18 +57,22 @@ def errno_of(nr, *args):
     ctypes.set_errno(0)
     a = [ctypes.c_long(x) if isinstance(x, int) else x for x in args]
     return 0 if libc.syscall(ctypes.c_long(nr), *a) != -1 else ctypes.get_errno()
+"""
+
+SYSCALLS = ERRNO_OF + r"""
 fd = os.open("/workspace", os.O_RDONLY)
 arg = ctypes.create_string_buffer(b"airlock-preflight", 4096)
+# Read first: a user namespace made below (the agent profile admits one) holds every capability.
+status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
 refused = {
-    "unshare_newuser": errno_of(272, 0x10000000),
     "mount": errno_of(165, b"none", b"/tmp", b"tmpfs", 0, None),
     "io_uring_setup": errno_of(425, 1, None),
     "bpf": errno_of(321, 0, None, 0),
     "keyctl": errno_of(250, 0, -1, 0),
     "socket_af_alg": errno_of(41, 38, 5, 0),
     "btrfs_subvol_create": errno_of(16, fd, 0x5000940E, arg),
+    "unshare_newuser": errno_of(272, 0x10000000),
 }
-status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
 print(json.dumps({"refused": refused, "seccomp": status["Seccomp"].strip(),
                   "no_new_privs": status["NoNewPrivs"].strip(), "cap_eff": status["CapEff"].strip()}))
 """
@@ -138,38 +141,16 @@ EGRESS_TARGETS = {  # metadata services, private ranges (stand-ins own these in 
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """What the runner saw of one canary: the judges' only input."""
-
-    verdict: Verdict
-    stdout: str
-    evidence: dict[str, Any]
-    peak_memory_bytes: int | None = None
-    disk_used_bytes: int | None = None
-
-    @classmethod
-    def from_outcome(cls, run: RunOutcome) -> Seen:
-        return cls(classify(run.evidence), run.stdout.decode("utf-8", "replace"),
-                   run.evidence.as_dict(), run.peak_memory_bytes, run.disk_used_bytes)
+# What the agent seccomp profile admits of the canary's calls (config/agent_seccomp.py): a fleet
+# whose default profile has an inner sandbox runs its canaries under that profile.
+INNER_ADMITS = frozenset({"unshare_newuser"})
 
 
-Judge = Callable[[Seen], "str | None"]  # None: contained; otherwise why not
-
-
-def _json(seen: Seen) -> dict[str, Any] | None:
-    try:
-        value = json.loads(seen.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def judge_syscalls(seen: Seen) -> str | None:
-    got = _json(seen)
+def judge_syscalls(seen: Seen, admitted: frozenset[str] = frozenset()) -> str | None:
+    got = last_json(seen)
     if seen.verdict is not Verdict.OK or got is None:
         return f"the probe did not report ({seen.verdict}): {seen.stdout[-200:]!r}"
-    allowed = {k: v for k, v in got["refused"].items() if v != EPERM}
+    allowed = {k: v for k, v in got["refused"].items() if v != EPERM and k not in admitted}
     if allowed:
         return f"not refused with EPERM (errno, 0 = it ran): {allowed}"
     if got["seccomp"] != "2" or got["no_new_privs"] != "1":
@@ -201,7 +182,7 @@ def judge_fork(seen: Seen, limit: int) -> str | None:
 
 
 def judge_read_only(seen: Seen) -> str | None:
-    got = _json(seen)
+    got = last_json(seen)
     if got is None:
         return f"verdict {seen.verdict}, no report: {seen.stdout[-200:]!r}"
     writable = {path: errno for path, errno in got.items() if errno != EROFS}
@@ -220,18 +201,13 @@ def judge_disk(seen: Seen, limit: int, storage: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Canary:
-    name: str
-    spec: dict[str, Any]
-    judge: Judge
-
-
 def canaries(s: Settings) -> list[Canary]:
     memory, pids, disk = 64 * MiB, 32, max(16 * MiB, s.minimums.disk_bytes)
+    admitted = INNER_ADMITS if s.profiles[s.default_profile].inner_sandbox else frozenset()
     limits = {"timeout_s": CANARY_TIMEOUT_S}
     return [
-        Canary("denied_syscalls", {"code": SYSCALLS, "limits": limits}, judge_syscalls),
+        Canary("denied_syscalls", {"code": SYSCALLS, "limits": limits},
+               lambda seen: judge_syscalls(seen, admitted)),
         Canary("memory_bomb", {"code": MEMORY_BOMB, "limits": limits | {"memory_bytes": memory}},
                lambda seen: judge_memory(seen, memory)),
         Canary("fork_bomb", {"code": FORK_BOMB, "limits": limits | {"pids": pids}},
@@ -261,8 +237,17 @@ def egress_canaries(s: Settings) -> list[Canary]:
     return [Canary("egress_blocked", spec, judge_egress)]
 
 
+def inner_canaries(s: Settings) -> dict[str, Canary]:
+    """Where profiles have an inner sandbox: one canary for each of their images
+    (tasks/inner_canary.py), by the profiles it stands for."""
+    by_image = {s.profiles[name].image: name for name in reversed(s.inner_sandbox_profiles)}
+    made = {image: inner_canary.canary(name, secrets.token_urlsafe(24), CANARY_TIMEOUT_S)
+            for image, name in by_image.items()}
+    return {name: made[s.profiles[name].image] for name in s.inner_sandbox_profiles}
+
+
 def judge_egress(seen: Seen) -> str | None:
-    got = _json(seen)
+    got = last_json(seen)
     if seen.verdict is not Verdict.OK or got is None:
         return f"the probe did not report ({seen.verdict}): {seen.stdout[-200:]!r}"
     if got.get("proxy") != "connected":
@@ -272,39 +257,6 @@ def judge_egress(seen: Seen) -> str | None:
 
 
 # --- results ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class CanaryResult:
-    name: str
-    contained: bool
-    detail: str
-    verdict: str
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class PreflightResult:
-    ok: bool
-    canaries: tuple[CanaryResult, ...]
-    runtime: dict[str, str] = field(default_factory=dict)  # name -> "status: detail"
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[str]:
-        out = [f"{c.name}: {c.detail}" for c in self.canaries if not c.contained]
-        return out + [f"{k}: {v}" for k, v in self.runtime.items() if v.startswith("refuse")]
-
-    def summary(self) -> str:
-        parts = [f"{c.name} {'ok' if c.contained else 'NOT CONTAINED'} {c.seconds:.1f}s"
-                 for c in self.canaries]
-        return f"preflight {'ok' if self.ok else 'FAILED'} in {self.seconds:.1f}s: " + ", ".join(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "seconds": round(self.seconds, 3), "runtime": self.runtime,
-                "canaries": [{"name": c.name, "contained": c.contained, "detail": c.detail,
-                              "verdict": c.verdict, "seconds": round(c.seconds, 3)}
-                             for c in self.canaries]}
-
 
 def judge_runtime(status: str, detail: str, policy: str) -> str:
     """The runtime check's line: a failed check refuses only under the ``refuse`` policy."""
@@ -332,14 +284,15 @@ def _run_canary(s: Settings, host: HostFacts, volumes: Volumes, slots: Slots,
         _, job = resolve(canary.spec, s)
         api = engine.connect(s.docker_host)
         try:
-            name = f"airlock-preflight-{canary.name.replace('_', '')}-{uuid.uuid4().hex[:6]}"
+            name = f"airlock-preflight-{re.sub('[^a-z0-9]', '', canary.name)}-{uuid.uuid4().hex[:6]}"
             now = time.time()
             plan = planning.plan_for(s, host, job, name=name, uid=slots.take(name, now).uid,
                                      now=now, role="preflight")
             sandbox = runner.prepare(api, plan, volumes, slots)
             try:
-                outcome = runner.run(sandbox, planning.payload_for(job, s), job.limits,
-                                     keep_bytes=64 * 1024, volumes=volumes)
+                payload = planning.payload_for(job, s, canary.secrets)
+                outcome = runner.run(sandbox, payload, job.limits, keep_bytes=64 * 1024,
+                                     volumes=volumes)
             finally:
                 runner.destroy(sandbox, volumes)
         finally:
@@ -387,11 +340,13 @@ def run(s: Settings) -> PreflightResult:
     init = launcher_check(s)
     if init["launcher"].startswith("refuse"):
         return _remember(PreflightResult(False, (), init, time.monotonic() - t0))
-    host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json), s.runtime)
+    host = HostFacts(s.seccomp_json, profile_sha256(s.seccomp_json), s.runtime,
+                     agent_seccomp_json=planning.agent_seccomp(s))
     volumes = volumes_for(s.storage, s.sandbox.volumes_root)
     slots = _slots(s)
     results: dict[str, CanaryResult] = {}
-    todo = canaries(s)
+    inner = inner_canaries(s)
+    todo = canaries(s) + list({id(c): c for c in inner.values()}.values())
 
     def one(canary: Canary) -> None:
         results[canary.name] = _run_canary(s, host, volumes, slots, canary)
@@ -402,10 +357,20 @@ def run(s: Settings) -> PreflightResult:
     runtime = init | runtime_check(s) | _firewall(s)
     for t in threads:
         t.join()
-    done = tuple(results[c.name] for c in todo)
+    done = tuple(results[c.name] for c in todo if c not in inner.values())
+    held = {profile: results[c.name] for profile, c in inner.items()}
     return _remember(PreflightResult(all(c.contained for c in done) and
                                      not any(v.startswith("refuse") for v in runtime.values()),
-                                     done, runtime, time.monotonic() - t0))
+                                     done, runtime, time.monotonic() - t0, held))
+
+
+def inner_refusal(profile: str) -> str | None:
+    """Why this worker refuses jobs of an inner-sandbox profile (its preflight's canary was not
+    contained, or never ran here); None when the inner sandbox held."""
+    result = last_result()
+    if result is None:
+        return "no preflight ran in this worker"
+    return result.inner_refusal(profile)
 
 
 def _slots(s: Settings) -> Slots:
@@ -422,6 +387,6 @@ def _remember(result: PreflightResult) -> PreflightResult:
         _last = result
     log.info("preflight", ok=result.ok, seconds=round(result.seconds, 2),
              canaries={c.name: c.detail if not c.contained else round(c.seconds, 2)
-                       for c in result.canaries},
+                       for c in (*result.canaries, *result.inner.values())},
              runtime=result.runtime)
     return result

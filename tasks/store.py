@@ -42,6 +42,7 @@ class Claim:
     queued_at: datetime
     claimed_at: datetime
     unfinished: int  # earlier attempts that never ended cleanly (their worker died)
+    tenant: str = "default"  # whose job: its secrets are this tenant's
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ def _claim_statement() -> Any:
         .values(status=Status.RUNNING, attempt=Job.attempt + 1,
                 worker_host=P("host", type_=sa.Text), lease_until=now() + _secs("lease_s"),
                 run_deadline=run_deadline, started_at=now(), container_id=None)
-        .returning(Job.id, Job.attempt, Job.spec, Job.queued_at, Job.started_at)
+        .returning(Job.id, Job.attempt, Job.spec, Job.queued_at, Job.started_at, Job.tenant)
         .cte("claimed")
     )
     # One statement, one snapshot: the count sees the attempts before the two writes.
@@ -154,7 +155,8 @@ def _claim_statement() -> Any:
         Attempt.job_id == claimed.c.id,
         sa.or_(Attempt.outcome.is_(None), Attempt.outcome == "lost")).scalar_subquery()
     return sa.select(claimed.c.attempt, claimed.c.spec, claimed.c.queued_at,
-                     claimed.c.started_at, unfinished.label("unfinished")).add_cte(lost, added)
+                     claimed.c.started_at, unfinished.label("unfinished"),
+                     claimed.c.tenant).add_cte(lost, added)
 
 
 def _container_started_statement() -> Any:
@@ -338,7 +340,8 @@ class JobStore(Repository):
             row = conn.execute(CLAIM, params).first()
         if row is None:
             return None
-        return Claim(job_id, row.attempt, row.spec, row.queued_at, row.started_at, row.unfinished)
+        return Claim(job_id, row.attempt, row.spec, row.queued_at, row.started_at, row.unfinished,
+                     row.tenant)
 
     def _fenced(self, job_id: str, attempt: int) -> Any:
         return sa.and_(Job.id == uuid.UUID(job_id), Job.attempt == attempt,

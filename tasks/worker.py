@@ -67,11 +67,16 @@ def _preflight(s: Settings) -> None:
     """Canary jobs through the runner: is a job contained on this host?"""
     checked = preflight.run(s)
     metrics.set_preflight(checked.ok)
-    for canary in checked.canaries:
+    for canary in (*checked.canaries, *checked.inner.values()):
         metrics.set_preflight(canary.contained, canary.name)
     if not checked.ok:
         refuse(f"preflight: {'; '.join(checked.failures)}")
     print(f"airlock worker: {checked.summary()}", file=sys.stderr)
+    for profile in s.inner_sandbox_profiles:
+        why = checked.inner_refusal(profile)
+        if why is not None:
+            print(f"airlock worker: profile {profile}: the inner sandbox does not hold here;"
+                  f" its jobs will be refused: {why}", file=sys.stderr)
     for name, line in checked.runtime.items():
         if not line.startswith("ok"):
             print(f"airlock worker: {name}: {line}", file=sys.stderr)

@@ -3,6 +3,7 @@ sessions running side by side never see each other's jobs or containers."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 import uuid
@@ -14,7 +15,7 @@ import pytest
 
 from airlock.client import Airlock
 from airlock.records import JobRecord
-from config.settings import Settings
+from config.settings import Profile, Settings
 from tests.services import WorkerProcess, airlock_containers, scratch_database, wait_no_containers
 from workers import labels as L
 
@@ -34,15 +35,34 @@ def database_url() -> Iterator[str]:
         yield url
 
 
+# AIRLOCK_TEST_PROFILES=agent: every profile of the session's fleet runs as the agent profile
+# does (its image, its seccomp profile, its unmasked /proc, its sandbox settings), so the attack
+# suite holds the agent profile to the same containment (scripts/test.sh, docs/attacks.md).
+AGENT_RUN = os.environ.get("AIRLOCK_TEST_PROFILES") == "agent"
+
+
+def session_profiles() -> dict[str, Profile]:
+    defaults = Settings().profiles
+    if not AGENT_RUN:
+        return defaults
+    agent = defaults["agent"]
+    return {name: p.model_copy(update={"image": agent.image, "inner_sandbox": True})
+            for name, p in defaults.items()}
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     tag = uuid.uuid4().hex[:8]
     return Settings(
         database_url=database_url, fleet=f"test-{tag}", queue=f"airlock-test-{tag}",
         concurrency=int(os.environ.get("AIRLOCK_TEST_CONCURRENCY", "2")),
-        pool_size=int(os.environ.get("AIRLOCK_TEST_POOL_SIZE", "0")),
+        pool_size=0 if AGENT_RUN else int(os.environ.get("AIRLOCK_TEST_POOL_SIZE", "0")),
+        pool_profiles=() if AGENT_RUN else ("python",),
+        profiles=session_profiles(),
         netns_holders=os.environ.get("AIRLOCK_TEST_NETNS_HOLDERS", "egress"),
         reaper_interval_s=5.0,
+        # The session's own key: its workers open the secrets its clients store.
+        secrets_key=base64.b64encode(os.urandom(32)).decode(),
     )
 
 

@@ -6,6 +6,7 @@ the run (set-up is .ci/run's job, through scripts/setup-host.sh).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -68,11 +69,16 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "AIRLOCK_CONCURRENCY": str(settings.concurrency),
         "AIRLOCK_REAPER_INTERVAL_S": str(settings.upkeep.reaper_interval_s),
         "AIRLOCK_POOL_SIZE": str(settings.pool.size),
+        "AIRLOCK_POOL_PROFILES": json.dumps(list(settings.pool.profiles)),
+        "AIRLOCK_PROFILES": json.dumps({name: p.model_dump(mode="json")
+                                        for name, p in settings.profiles.items()}),
         "AIRLOCK_RUNTIME": settings.runtime,
         "AIRLOCK_LAUNCHER_PATH": settings.sandbox.launcher_path,
     })
     if settings.docker_host:
         env["AIRLOCK_DOCKER_HOST"] = settings.docker_host
+    if settings.secrets.key is not None:
+        env["AIRLOCK_SECRETS_KEY"] = settings.secrets.key.get_secret_value()
     env.update(extra)
     return env
 

@@ -166,18 +166,21 @@ def ensure_proxy(
     workspace: NetworkPlan = WORKSPACE,
     egress: NetworkPlan = EGRESS,
     upstream_ca: str | None = None,
+    hosts: Mapping[str, str] | None = None,
 ) -> str:
     """Start the egress proxy unless it already runs with this configuration; its id.
 
     ``upstream_ca``: a host path to extra CA certificates the proxy trusts for upstream TLS
     (only where the host's own egress intercepts TLS); public CAs are trusted anyway.
+    ``hosts``: names the proxy resolves itself (its /etc/hosts), name -> address.
     """
     api = _api(client)
     _check_proxy_ip(ip, workspace)
     with translated(f"inspect image {image}"):
         image_id = api.inspect_image(image)["Id"]
+    extra_hosts = [f"{name}:{address}" for name, address in sorted((hosts or {}).items())]
     config = _digest(image_id, ip, allowlist, str(port), workspace.name, egress.name,
-                     upstream_ca or "")
+                     upstream_ca or "", *extra_hosts)
     current = _find_container(api, name)
     if current and current["Config"]["Labels"].get(CONFIG_LABEL) == config:
         if not current["State"]["Running"]:
@@ -191,7 +194,7 @@ def ensure_proxy(
         api.create_volume(CA_VOLUME, labels={L.MANAGED: "true", L.ROLE: ROLE_PROXY})
     kwargs = proxy_create_kwargs(
         api, image=image, ip=ip, allowlist=allowlist, name=name, port=port,
-        workspace=workspace, upstream_ca=upstream_ca, config=config,
+        workspace=workspace, upstream_ca=upstream_ca, config=config, extra_hosts=extra_hosts,
     )
     with translated(f"create {name}"):
         cid = str(api.create_container(**kwargs)["Id"])
@@ -223,6 +226,7 @@ def wait_proxy(client: docker.APIClient | docker.DockerClient, cid: str,
 def proxy_create_kwargs(
     api: docker.APIClient, *, image: str, ip: str, allowlist: str, name: str, port: int,
     workspace: NetworkPlan, upstream_ca: str | None, config: str,
+    extra_hosts: list[str] | None = None,
 ) -> dict[str, Any]:
     binds = [f"{CA_VOLUME}:{CA_DIR}:rw"]
     if upstream_ca:
@@ -242,6 +246,7 @@ def proxy_create_kwargs(
         mem_limit="512m",
         pids_limit=256,
         log_config={"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
+        extra_hosts=extra_hosts or None,
     )
     return {
         "image": image,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from base.errors import InfrastructureError
-from workers import dirs, identity
+from workers import dirs, identity, inner_sandbox
 
 IN, OUT, ERR, STATUS = "in", "out", "err", "status"
 FIFOS = (IN, OUT, ERR, STATUS)
@@ -196,10 +196,10 @@ def launcher_gone(pipes: Pipes) -> bool:
 
 def remove(host_folder: str) -> None:
     """Remove a container's folder (never raises; missing is fine). Only what Airlock puts
-    there is unlinked (its FIFOs, its identity files): anything else is not ours and stays,
-    with the folder."""
+    there is unlinked (its FIFOs, its identity files, an agent's sandbox settings): anything
+    else is not ours and stays, with the folder."""
     ours = [(which, stat.S_ISFIFO) for which in FIFOS] + [
-        (which, stat.S_ISREG) for which in identity.TARGETS]
+        (which, stat.S_ISREG) for which in (*identity.TARGETS, *inner_sandbox.TARGETS)]
     try:
         with dirs.opened(host_folder) as dir_fd:
             for which, kind in ours:

@@ -20,7 +20,7 @@ import structlog
 
 from base.errors import AirlockError, InfrastructureError
 from base.limits import Limits
-from workers import cgroup, dirs, identity, pipes, spool
+from workers import cgroup, dirs, identity, inner_sandbox, pipes, spool
 from workers.capper import OutputCapper
 from workers.engine import call, job_calls, translated
 from workers.pipes import Pipes
@@ -101,9 +101,12 @@ def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
 
 
 def _write_identity(plan: LaunchPlan) -> None:
+    """The job's passwd and group, and an agent job's sandbox settings, in its folder."""
     try:
         with dirs.opened(plan.io_folder) as dir_fd:
             identity.write(dir_fd, plan.uid, plan.uid)
+            if plan.inner_sandbox is not None:
+                inner_sandbox.write(dir_fd, plan.inner_sandbox)
     except OSError as exc:
         raise InfrastructureError(f"cannot write the job's identity in {plan.io_folder}: {exc}") from exc
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from base.limits import Limits
-from workers import identity, pipes
+from workers import identity, inner_sandbox, pipes
 from workers import labels as L
+from workers.inner_sandbox import InnerSandbox
 from workers.launcher import INIT_PATH, launcher_command
 
 CAPABILITIES_KEPT = ("CHOWN", "SETUID", "SETGID")
@@ -51,6 +52,11 @@ class LaunchPlan:
     hostname: str = "sandbox"
     runtime: str = ""  # the OCI runtime (engine.runtime_for); empty: the engine's default
     apparmor: str = ""  # the AppArmor profile (workers/apparmor.py); empty: none named
+    # An agent job's inner sandbox (layer 6): its settings files (and, without a network, an
+    # /etc/hosts naming localhost) bound read-only, and /proc without the engine's masks, which
+    # the kernel requires before it mounts a fresh procfs in a user namespace. The plan's
+    # seccomp_json is then the agent profile.
+    inner_sandbox: InnerSandbox | None = None
 
     @property
     def user(self) -> str:
@@ -145,6 +151,11 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         del host_config["Binds"]
     if plan.dns_options:
         host_config["DnsOptions"] = list(plan.dns_options)
+    if plan.inner_sandbox is not None:
+        # Empty, not absent (absent means the engine's defaults): docker-py has no parameter
+        # for these, and sends the dict as it is (engine API >= 1.40).
+        host_config |= {"MaskedPaths": [], "ReadonlyPaths": []}
+        host_config["Mounts"] += inner_sandbox.mounts(plan.io_folder, plan.network_mode == "none")
     return {
         "image": plan.image,
         "command": launcher_command(plan.max_wait_s, pipes.launcher_stdio()),

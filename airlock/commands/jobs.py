@@ -60,6 +60,8 @@ def build_spec(code: str | None, script: Path | None, argv: tuple[str, ...],
         spec["network"] = opts["network"]
     if opts.get("env"):
         spec["env"] = opts["env"]
+    if opts.get("secrets"):
+        spec["secrets"] = list(opts["secrets"])
     if opts.get("key"):
         spec["idempotency_key"] = opts["key"]
     return spec
@@ -104,6 +106,8 @@ def _file_option(ctx: click.Context, param: click.Parameter,
 @click.option("--image", "--profile", "image", help="Image profile name (see settings).")
 @click.option("--network", type=click.Choice(["none", "egress"]))
 @click.option("--env", multiple=True, callback=_env_option, help="NAME=VALUE (non-secret).")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="A secret of the tenant's (airlock secret set) in the job's environment.")
 @click.option("--key", help="Idempotency key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON.")
 @raw_option

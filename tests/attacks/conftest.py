@@ -26,7 +26,7 @@ import pytest
 from airlock.client import Airlock
 from airlock.records import JobRecord
 from config.settings import Settings
-from tests.conftest import RunJob
+from tests.conftest import AGENT_RUN, RunJob
 from tests.services import wait_no_containers
 
 Records = dict[str, dict[str, Any]]
@@ -78,7 +78,8 @@ def workspace_on_host(client: Airlock, job_id: str, timeout: float = 30) -> Path
 def attack_records(artifacts: Path) -> Iterator[Records]:
     records: Records = {}
     yield records
-    path = artifacts / "attacks.json"
+    # The run under the agent profile (AIRLOCK_TEST_PROFILES=agent) keeps its own figures.
+    path = artifacts / ("attacks-agent.json" if AGENT_RUN else "attacks.json")
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -14,6 +14,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "artifacts" / "attacks.json"
+AGENT_SOURCE = ROOT / "artifacts" / "attacks-agent.json"  # AIRLOCK_TEST_PROFILES=agent
 TARGET = ROOT / "docs" / "attacks.md"
 
 DESIGN_ROWS = [  # the security design's destructive-command table, in its order
@@ -37,7 +38,7 @@ API (client → Redis → worker → container → PostgreSQL); after each one t
 the container was gone when the result was stored, that no container of the fleet was left,
 and that a canary job right after completed normally (its time is in the last column).
 The network entries (A19–A22, A31) and the design's network rows are the network suite's
-(docs/network.md).
+(docs/network.md), as are A40's checks inside an agent's inner sandbox (docs/agent.md).
 """
 
 NOTES = """
@@ -88,7 +89,11 @@ NOTES = """
   parallel: denied syscalls, a memory bomb, a fork bomb, a write to the read-only root and a
   disk fill (plus the network suite's egress canary when egress is on). Any canary not
   contained, or not recorded with the right verdict, and the worker exits 3 with the reason.
-  `tasks.preflight.last_result()` holds the outcome for the metrics endpoint.
+  Where a profile has an inner sandbox (the agent profile, layer 6), one more canary per such
+  image runs a probe through srt with the settings Airlock writes (tasks/inner_canary.py):
+  where it does not hold, the worker still starts, says so, and refuses those profiles' jobs
+  with the reason (A40). `tasks.preflight.last_result()` holds the outcome for the metrics
+  endpoint.
 - **Known runtime escapes** (`AIRLOCK_RUNTIME_CVE_POLICY`, default `warn`). The worker reports
   Docker's and runc's versions against known container escapes at start (as `airlock doctor`
   does). This host's runc 1.1.5 predates the CVE-2024-21626 ("Leaky Vessels") fix of 1.1.12;
@@ -183,11 +188,67 @@ def render(data: dict[str, Any], runtime: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
+AGENT_INTRO = """
+## The same suite under the agent profile
+
+`AIRLOCK_TEST_PROFILES=agent python -m pytest -m attacks` (a step of `scripts/test.sh`) runs
+every attack above again with every profile of the fleet given the agent profile's container:
+its image (`airlock/agent`), its seccomp profile (derived from `config/seccomp.json` by
+`config/agent_seccomp.py`), /proc without the engine's masks, and the inner sandbox's settings
+files. Measured on {generated}: {passed} of the {total} attacks it records passed.{failed}
+
+The rows that differ there, by design (the layer-6 trade-off; the tests expect them):
+
+| entry | under the base profile | under the agent profile | why |
+|---|---|---|---|
+"""
+AGENT_ROWS = [
+    ("A2", "`unshare`/`clone` with CLONE_NEWUSER: EPERM (golden table)",
+     "0: the job may make a user namespace (and in it mount, pid and net namespaces); cgroup, "
+     "uts, ipc and time namespaces, `setns`, `clone3`, the new mount API, keyctl, bpf, "
+     "io_uring, netfilter and packet sockets stay refused, also to the root of that namespace "
+     "(A40)", "bubblewrap, unprivileged and not setuid, needs them"),
+    ("A2", "`mount`, `umount2`, `pivot_root`: EPERM from the filter",
+     "EPERM from the kernel (no CAP_SYS_ADMIN over the container's mount namespace); allowed "
+     "in the job's own namespaces", "bubblewrap builds its mount namespace with them"),
+    ("A9", "/proc/kcore, /proc/keys, /proc/timer_list, /sys/firmware masked",
+     "not masked: /proc/keys lists the job's own session keyring only; /sys/firmware can be "
+     "listed; kcore and timer_list stay shut (absent, EACCES)",
+     "the kernel refuses a fresh procfs in a user namespace while the container's /proc has "
+     "masked or read-only paths"),
+    ("A12", "the engine's masks and read-only /proc paths are mounts",
+     "no such mount; the inner sandbox's settings (`/etc/claude-code/managed-settings.json`, "
+     "`/etc/airlock/srt-settings.json`) and, without a network, `/etc/hosts`: read-only "
+     "binds from the job's own folder", "as A9; Airlock writes the agent's sandbox settings"),
+    ("A29", "the job's environment: 6 fixed variables and its own",
+     "also the inner sandbox's (`CLAUDE_CODE_SUBPROCESS_ENV_SCRUB`, `CLAUDE_CODE_TMPDIR`, ...)",
+     "Claude Code's settings, set by Airlock"),
+    ("A34", "the denied-syscalls canary: `unshare_newuser` refused",
+     "admitted where the fleet's default profile is an agent one; an allow-all base profile "
+     "cannot be derived from, and the worker refuses to start for that",
+     "the agent profile's own expectation"),
+    ("holders", "a pooled job", "no pool: an agent profile is never pooled",
+     "its settings are written for its job"),
+]
+
+
+def render_agent(data: dict[str, Any]) -> str:
+    attacks = data["attacks"]
+    failed = sorted(name for name, rec in attacks.items() if not rec.get("passed", True))
+    intro = AGENT_INTRO.format(generated=data.get("generated"), total=len(attacks),
+                               passed=len(attacks) - len(failed),
+                               failed=f" Failed: {', '.join(failed)}." if failed else "")
+    return intro + "\n".join(f"| {' | '.join(_cell(c) for c in row)} |" for row in AGENT_ROWS) + "\n"
+
+
 def main(argv: list[str]) -> int:
     runtime = argv[1] if len(argv) > 1 else ""
     data = json.loads(SOURCE.read_text())
     TARGET.parent.mkdir(parents=True, exist_ok=True)
-    TARGET.write_text(render(data, runtime))
+    text = render(data, runtime)
+    if AGENT_SOURCE.exists():
+        text += render_agent(json.loads(AGENT_SOURCE.read_text()))
+    TARGET.write_text(text)
     print(f"wrote {TARGET} from {len(data['attacks'])} attacks", file=sys.stderr)
     return 0
 

@@ -12,6 +12,8 @@ import pytest
 
 from airlock.client import Airlock
 from tests.attacks.conftest import Attack, workspace_on_host
+from tests.conftest import AGENT_RUN
+from workers import inner_sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 EPERM, ENOENT, EACCES, EROFS = 1, 2, 13, 30
@@ -105,6 +107,10 @@ def size(path):
         return -exc.errno
 masked = {p: size(p) for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list"]}
 masked["/sys/firmware"] = len(os.listdir("/sys/firmware"))
+try:  # each key's uid, type and description
+    keys = [line.split(None, 8)[5:] for line in open("/proc/keys").read().splitlines()]
+except OSError:
+    keys = []
 procs = {}
 for pid in os.listdir("/proc"):
     if pid.isdigit():
@@ -112,7 +118,8 @@ for pid in os.listdir("/proc"):
             procs[pid] = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode()
         except OSError:
             pass
-print(json.dumps({"writes": writes, "masked": masked, "procs": procs}))
+print(json.dumps({"writes": writes, "masked": masked, "procs": procs, "keys": keys,
+                  "uid": os.getuid()}))
 """
 
 
@@ -123,7 +130,17 @@ def test_a09_proc_and_sys_are_read_only_masked_and_show_only_the_job(attack: Att
     opened = {path: errno for path, errno in got["writes"].items() if errno == 0}
     assert not opened, opened
     assert all(v in (EROFS, EACCES, ENOENT, EPERM) for v in got["writes"].values()), got["writes"]
-    assert all(v <= 0 for v in got["masked"].values()), got["masked"]  # empty or absent
+    if AGENT_RUN:
+        # The agent profile's row (docs/attacks.md): /proc and /sys without the engine's masks,
+        # which a fresh procfs in a user namespace requires. What that shows a job: the keys it
+        # possesses in /proc/keys (runc's empty session keyring of this container, named after
+        # its id), /sys/firmware's listing; kcore and timer_list stay shut.
+        assert got["masked"]["/proc/kcore"] <= 0 and got["masked"]["/proc/timer_list"] <= 0, got
+        assert all(uid == str(got["uid"]) or (kind, desc[:5], desc[-7:]) == ("keyring", "_ses.",
+                                                                            ": empty")
+                   for uid, _, kind, desc in got["keys"]), got["keys"]
+    else:
+        assert all(v <= 0 for v in got["masked"].values()), got["masked"]  # empty or absent
     # PID 1 is the launcher, then the job's python (and nothing of the host or the worker)
     assert got["procs"].get("1") == "/.airlock/init", got["procs"]
     assert len(got["procs"]) <= 3 and set(got["procs"].values()) <= {"/.airlock/init", "python3"}, \
@@ -232,8 +249,10 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
 
     expected = {"/", "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/dev/shm", "/sys",
                 "/sys/fs/cgroup", "/tmp", "/var/tmp", "/run", "/workspace", "/opt/venv",
-                "/home/appuser", "/etc/hostname", "/.airlock/init", *STDIO, *IDENTITY}
+                "/home/appuser", "/etc/hostname", "/.airlock/init", *STDIO, *IDENTITY, *INNER}
     extra = set(by_point) - expected - DOCKER_MASKS - DOCKER_READ_ONLY - CGROUPS
+    if AGENT_RUN:  # the agent profile's row: no mask, no read-only /proc path of the engine's
+        assert not (DOCKER_MASKS | DOCKER_READ_ONLY) & set(by_point), by_point.keys()
     assert not extra, extra
     assert expected <= set(by_point), expected - set(by_point)
     assert "ro" in opts("/") and by_point["/"]["fstype"] == "overlay"
@@ -253,17 +272,17 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
             assert "ro" in opts(point), point  # (the /dev/null masks are empty files)
     host_binds = [r for r in rows if r["fstype"] not in ("tmpfs", "proc", "sysfs", "devpts",
                                                          "mqueue", "cgroup", "overlay", "btrfs")
-                  and r["point"] not in STDIO and r["point"] not in IDENTITY]
+                  and r["point"] not in STDIO and r["point"] not in IDENTITY + INNER]
     assert sorted(r["point"] for r in host_binds) == ["/.airlock/init", "/etc/hostname"], host_binds
     # The launcher (PID 1): the host's build, read-only, the one file of its folder.
     assert "ro" in opts("/.airlock/init") and "ro" in opts("/etc/hostname")
     assert by_point["/.airlock/init"]["root"] == attack.settings.sandbox.launcher_path
     # The stdio FIFOs: read-only binds of single files from one folder of the worker's.
     folders = set()
-    for point in (*STDIO, *IDENTITY):
+    for point in (*STDIO, *IDENTITY, *INNER):
         assert "ro" in opts(point), point
         folder, _, name = by_point[point]["root"].rpartition("/")
-        assert name == point.rsplit("/", 1)[1], by_point[point]
+        assert name == point.rsplit("/", 1)[1] or point in INNER, by_point[point]
         folders.add(folder)
     assert len(folders) == 1, folders
     attack.record("A12", "read /proc/self/mountinfo", f"{len(rows)} mounts: read-only overlay "
@@ -277,6 +296,9 @@ def test_a12_mounts_are_exactly_the_expected_ones(attack: Attack) -> None:
 
 STDIO = ("/.airlock/in", "/.airlock/out", "/.airlock/err", "/.airlock/status")
 IDENTITY = ("/etc/passwd", "/etc/group")
+# An agent job's inner-sandbox settings and /etc/hosts (workers/inner_sandbox.py), from the same
+# folder; AIRLOCK_TEST_PROFILES=agent gives every job of the run the agent's container.
+INNER = tuple(inner_sandbox.TARGETS.values()) if AGENT_RUN else ()
 PIPE_TRIES = r"""
 import json, os
 STATUS = "/.airlock/status"

@@ -15,8 +15,11 @@ from airlock.client import Airlock
 from base.errors import JobSpecError
 from config.settings import Settings
 from tasks import preflight
+from tasks.secrets import SecretBox, SecretStore
 from tests.attacks.conftest import Attack
+from tests.conftest import AGENT_RUN
 from tests.services import WorkerProcess, job_count
+from workers import inner_sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 MARK = "airlockfake" + "secret"  # every fake secret starts with it; the hunt greps for it
@@ -42,15 +45,22 @@ def secret_worker(settings: Settings, artifacts: Path) -> Iterator[tuple[Airlock
                          AIRLOCK_FLOWER_PASSWORD=secrets["flower"], AIRLOCK_API_TOKEN=secrets["api"],
                          AIRLOCK_FLOWER_BASIC_AUTH=f"admin:{secrets['flower']}").start()
     client = Airlock(s)
+    # A tenant's job secret, which the hunting job names: the one secret it may find.
+    store = SecretStore(client.store.engine, SecretBox.from_settings(s))
+    secrets["injected"] = f"{MARK}-injected-{tag}"
+    store.set("default", "HUNT_SECRET", secrets["injected"])
     try:
         yield client, secrets
     finally:
+        store.delete("default", "HUNT_SECRET")
         client.close()
         proc.stop()
 
 
 HUNT = r"""
 import json, os, re, subprocess
+with open("/workspace/put-by-the-job.txt", "w") as f:  # where the job itself puts its secret
+    f.write(os.environ["HUNT_SECRET"])
 mark = "airlockfake" + "secret"
 token = re.compile((mark + r"[-a-z0-9]*").encode())
 found = {}
@@ -72,6 +82,8 @@ for line in grep.stdout.splitlines():
 urls = subprocess.run(["grep", "-rIaoE", "--exclude-dir=proc", "--exclude-dir=sys",
                        r"(postgres(ql)?(\+psycopg)?|redis|amqp)://[^ '\"]*@", "/"],
                       capture_output=True).stdout.decode().splitlines()
+# The agent image's SDK dependencies document URLs with example credentials (user:pass@).
+urls = [u for u in urls if not u.startswith("/opt/agent/lib/")]
 airlock_env, unreadable = set(), []
 for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
     try:
@@ -89,26 +101,40 @@ def test_a29_secret_hunt_finds_no_broker_database_flower_or_api_credential(
         attack: Attack, secret_worker: tuple[Airlock, dict[str, str]]) -> None:
     client, secrets = secret_worker
     control = f"{MARK}-control-{uuid.uuid4().hex[:8]}"  # the job's own env: the hunt must see it
-    record = client.submit(code=HUNT, env={"HUNT_CONTROL": control},
+    record = client.submit(code=HUNT, env={"HUNT_CONTROL": control}, secrets=["HUNT_SECRET"],
                            limits={"timeout_s": 60}).wait(120)
 
     assert record.verdict == "ok", record.summary() + record.stderr[-2000:]
     got = json.loads(record.stdout)
     assert control in got["found"], got  # the hunt works: it finds a value that is there
     assert any(p.endswith("/environ") for p in got["found"][control])
-    leaked = {k: v for k, v in got["found"].items() if k != control}
-    assert not leaked and not set(secrets.values()) & set(got["found"]), leaked
+    # The injected secret: only where the job itself put it (its environment, its file), never
+    # in a command line, a mount, a file of Airlock's (the FIFOs, the settings) or PID 1.
+    put = "/workspace/put-by-the-job.txt"
+    injected = got["found"].get(secrets["injected"], [])
+    assert put in injected and any(p.endswith("/environ") for p in injected), got
+    assert all(p == put or (p.endswith("/environ") and p != "/proc/1/environ")
+               for p in injected), injected
+    leaked = {k: v for k, v in got["found"].items() if k not in (control, secrets["injected"])}
+    credentials = {v for k, v in secrets.items() if k != "injected"}
+    assert not leaked and not credentials & set(got["found"]), leaked
     assert got["urls_with_credentials"] == [] and got["airlock_env"] == [], got
     assert got["unreadable"] == ["1: Permission denied"], got  # only the launcher's
-    assert set(got["env"]) == {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED",
-                               "PYTHONDONTWRITEBYTECODE", "TMPDIR", "HUNT_CONTROL"}, got["env"]
+    inner = set(inner_sandbox.ENV) if AGENT_RUN else set()
+    assert set(got["env"]) == {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+                               "TMPDIR", "HUNT_CONTROL", "HUNT_SECRET"} | inner, got["env"]
     attack.record("A29", "a job on a worker whose database, Redis, Flower and API credentials "
-                  "are fake secrets: read every /proc/*/environ, cmdline and mountinfo, grep "
-                  "all of / for the secrets and for URLs with credentials, list AIRLOCK_* "
-                  "variables", "nothing found; the positive control (a value in the job's own "
+                  "are fake secrets, given a tenant's secret it names: read every "
+                  "/proc/*/environ, cmdline and mountinfo, grep all of / for the secrets and for "
+                  "URLs with credentials, list AIRLOCK_* variables",
+                  "no credential of Airlock's found; the injected secret only where the job put "
+                  "it (its processes' environ, the file it wrote), never in a cmdline, mount, "
+                  "Airlock's files or PID 1; the positive control (a value in the job's own "
                   "environment) is found, so the hunt could have failed; the job's environment "
                   "is the 6 fixed variables plus its own", record,
-                  files_and_procs_searched="/ (minus /proc, /sys), /proc/*/environ|cmdline|mountinfo")
+                  files_and_procs_searched="/ (minus /proc, /sys), /proc/*/environ|cmdline|mountinfo",
+                  injected_secret_found_in=sorted({p if p == put else "/proc/<job pid>/environ"
+                                                   for p in injected}))
 
 
 REFUSED: list[tuple[dict[str, Any], str]] = [

@@ -64,3 +64,18 @@ def test_non_utf8_script_is_refused(settings: Settings, tmp_path: object) -> Non
     script.write_bytes(b"print('\xff')")
     done = airlock(settings, "run", str(script))
     assert done.returncode != 0 and b"UTF-8" in done.stderr
+
+
+def test_run_an_agent_job_whose_command_runs_in_the_inner_sandbox(
+        settings: Settings, worker: WorkerProcess) -> None:
+    # The README's `airlock run --image agent`: the SDK is there, and srt with the settings
+    # Airlock wrote for the job runs a command in a fresh pid namespace of its own.
+    code = ("import subprocess, claude_agent_sdk\n"
+            "print(claude_agent_sdk.__version__)\n"
+            "subprocess.run(['srt', '--settings', '/etc/airlock/srt-settings.json', '-c',"
+            " 'ls /proc | grep -c \"^[0-9]\"; touch /home/appuser/x || echo read-only'], check=True)\n")
+    done = airlock(settings, "run", "--image", "agent", "-c", code)
+    assert done.returncode == 0, done.stderr
+    version, pids, refused = done.stdout.decode().split()[:3]
+    # its own processes only: srt's seccomp helper, the shell, ls and grep (outside: 5 and more)
+    assert version.count(".") == 2 and int(pids) <= 4 and refused == "read-only", done.stdout

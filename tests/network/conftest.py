@@ -13,7 +13,11 @@ The rules are host-wide: never run this suite beside another session's network t
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +41,12 @@ PROXY_NAME = "airlock-egress-proxy"
 # bundle for its upstream connections (production leaves proxy_upstream_ca unset).
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TENANT_ENDPOINT = "bedrock-runtime.us-east-1.amazonaws.com"  # allowlisted, never contacted
+# The stand-in of the Messages API (messages_standin.py): a tenant's endpoint that only the
+# proxy resolves (egress.proxy_hosts), at a TEST-NET-2 address in the stand-ins' namespace.
+MESSAGES_API = "messages-api.standin.test"
+MESSAGES_API_ADDRESS = "198.51.100.20"
+# The fleet's allowlist without api.anthropic.com: nothing here may reach the real API.
+ALLOWLIST = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org")
 RunEgress = Callable[..., JobRecord]
 
 
@@ -80,7 +90,9 @@ class NetworkHost:
 def egress_settings(settings: Settings) -> Settings:
     return settings.but(**{
         "fleet": f"{settings.fleet}-net", "queue": f"{settings.queue}-net",
-        "egress_enabled": True, "egress_tenant_endpoints": (TENANT_ENDPOINT,),
+        "egress_enabled": True, "egress_allowlist": ALLOWLIST,
+        "egress_tenant_endpoints": (TENANT_ENDPOINT, MESSAGES_API),
+        "proxy_hosts": {MESSAGES_API: MESSAGES_API_ADDRESS},
         "proxy_upstream_ca": str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None,
     })
 
@@ -124,7 +136,9 @@ def standins(network_host: NetworkHost) -> Standins:
 def worker_env_for(s: Settings) -> dict[str, str]:
     """What ``egress_settings`` adds to a worker's environment (tests/services.worker_env)."""
     env = {"AIRLOCK_EGRESS_ENABLED": "true",
-           "AIRLOCK_EGRESS_TENANT_ENDPOINTS": ",".join(s.egress.tenant_endpoints)}
+           "AIRLOCK_EGRESS_ALLOWLIST": ",".join(s.egress.allowlist),
+           "AIRLOCK_EGRESS_TENANT_ENDPOINTS": ",".join(s.egress.tenant_endpoints),
+           "AIRLOCK_PROXY_HOSTS": json.dumps(s.egress.proxy_hosts)}
     if s.egress.proxy_upstream_ca:
         env["AIRLOCK_PROXY_UPSTREAM_CA"] = s.egress.proxy_upstream_ca
     return env
@@ -158,3 +172,56 @@ def run_egress(egress_client: Airlock, egress_worker: WorkerProcess) -> RunEgres
 
     return run
 
+
+
+@dataclass(frozen=True)
+class MessagesApi:
+    """The Messages API stand-in: its URL as jobs use it (through the proxy), and what it saw."""
+
+    url: str
+    log: Path
+
+    def requests(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+# What the stand-in's scripted turn 1 asks the agent's Bash tool to run: a greeting, then the
+# inner sandbox's probe (tasks/inner_canary.py), whose file and arguments the job wrote.
+AGENT_COMMAND = ("echo hello-from-bash; "
+                 "python3 /workspace/.airlock-inner-probe.py /workspace/.airlock-inner-probe.json")
+
+
+@pytest.fixture(scope="session")
+def messages_api(network_host: NetworkHost, artifacts: Path) -> Iterator[MessagesApi]:
+    """The stand-in, listening on port 80 of its address in the stand-ins' namespace, routed
+    from the host (so the proxy reaches it); removed afterwards."""
+    ns, state = "airlock-standin", Path("/run/airlock-standins")
+    log = artifacts / "messages-standin.jsonl"
+    log.unlink(missing_ok=True)
+    ready = state / "messages-api.ready"
+    ready.unlink(missing_ok=True)
+    assert sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{MESSAGES_API_ADDRESS}/32",
+              "dev", "lo").returncode == 0
+    assert sh("ip", "route", "replace", f"{MESSAGES_API_ADDRESS}/32", "via", "198.18.0.2",
+              "dev", "alsb-h").returncode == 0
+    with open(artifacts / "messages-standin.err", "wb") as err:  # the child keeps its own fd
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable,
+             str(Path(__file__).with_name("messages_standin.py")), "--bind", MESSAGES_API_ADDRESS,
+             "--port", "80", "--log", str(log), "--command", AGENT_COMMAND, "--ready", str(ready)],
+            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the stand-in did not start"
+            time.sleep(0.05)
+        yield MessagesApi(f"http://{MESSAGES_API}", log)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        sh("ip", "route", "del", f"{MESSAGES_API_ADDRESS}/32", "via", "198.18.0.2")
+        sh("ip", "netns", "exec", ns, "ip", "addr", "del", f"{MESSAGES_API_ADDRESS}/32", "dev", "lo")

@@ -31,6 +31,11 @@ def test_denied_syscalls_contained_only_when_every_call_gets_eperm() -> None:
     why = preflight.judge_syscalls(Seen(Verdict.OK, syscalls({"unshare_newuser": 0,
                                                               "io_uring_setup": 14}), {}))
     assert why is not None and "unshare_newuser" in why and "io_uring_setup" in why
+    # Under an inner-sandbox default profile, the agent seccomp profile admits user namespaces.
+    admitted = preflight.judge_syscalls(Seen(Verdict.OK, syscalls({"unshare_newuser": 0,
+                                                                   "mount": 1}), {}),
+                                        preflight.INNER_ADMITS)
+    assert admitted is None
 
 
 @pytest.mark.parametrize(("status", "needle"), [
