@@ -23,7 +23,8 @@ GRACE_S = 3.0
 
 
 def test_f5_warm_shutdown_is_bounded_and_loses_nothing(fleet: Fleet) -> None:
-    fleet.configure(concurrency=2, shutdown_grace_s=GRACE_S)
+    # Headroom: the two reserved jobs' messages are sent while both slots are busy.
+    fleet.configure(concurrency=2, shutdown_grace_s=GRACE_S, admission_headroom=2)
     events = EventLog(fleet.settings.fleet).start()
     try:
         # Prefetch 4 with 2 pool processes: two jobs run, two wait reserved in the worker.
