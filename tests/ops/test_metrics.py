@@ -142,6 +142,9 @@ def test_worker_endpoint_counts_jobs_phases_containers_and_reaper_removals(
             pass  # the reaper did it
         api.close()
 
+    # A job's counters follow its stored result (which ended the client's wait) by a moment.
+    _eventually(lambda: _value(_scrape(port), "airlock_jobs_total", verdict="nonzero_exit")
+                >= 1 + _value(before, "airlock_jobs_total", verdict="nonzero_exit"))
     after = _scrape(port)
     delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
     assert delta[("airlock_jobs_total", (("verdict", "ok"),))] == 1
