@@ -1,0 +1,97 @@
+"""Who may reach what through the egress proxy: each egress job's attempt gets a credential of
+its own, and the proxy lets it reach the common allowlist plus its tenant's endpoints
+(docs/network.md, "Per-tenant egress"). The I/O between PostgreSQL (the tenants' endpoints,
+the jobs that run) and the proxy's registry (workers/proxy_registry.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from config.settings import Settings
+from tasks.contract import ResolvedJob
+from tasks.planning import claim_overhead_s
+from tasks.store import Claim, JobStore
+from tasks.tenancy import TenantStore
+from workers.proxy_registry import Credential, Registry, job_of, new_credential, stale
+
+log = structlog.get_logger(__name__)
+
+
+def registry(s: Settings) -> Registry:
+    return Registry(s.egress.registry_dir)
+
+
+def tenant_domains(s: Settings, engine: Engine, tenant: str) -> tuple[str, ...]:
+    """The tenant's own endpoints as PostgreSQL has them now, written to the registry too, so
+    the proxy knows them before the job's first request (the refresh may be seconds away)."""
+    found = TenantStore(engine).egress_domains(tenant)
+    registry(s).write_tenant(tenant, found)
+    return found
+
+
+def grant(s: Settings, claim: Claim, job: ResolvedJob) -> Credential | None:
+    """A fresh credential for this attempt of an egress job (None without egress), registered
+    until the attempt's run deadline at the latest."""
+    if job.network != "egress":
+        return None
+    expires = time.time() + claim_overhead_s(s) + job.limits.timeout_s
+    cred = new_credential(claim.job_id, claim.attempt, claim.tenant, expires)
+    registry(s).register(cred)
+    log.info("egress.granted", job_id=claim.job_id, attempt=claim.attempt, user=cred.user)
+    return cred
+
+
+def revoke(s: Settings, cred: Credential | None) -> None:
+    if cred is None:
+        return
+    try:
+        registry(s).revoke(cred.user)
+    except OSError as exc:  # the housekeeping's sweep removes it; the teardown goes on
+        log.warning("egress.revoke_failed", user=cred.user, error=str(exc))
+
+
+def sweep(s: Settings, store: JobStore, now: float | None = None) -> list[str]:
+    """Remove credentials whose attempt no longer runs (a worker that died mid-job) or that
+    expired. The names are listed before the jobs are read: a credential registered after
+    its claim is never taken for a dead one."""
+    reg = registry(s)
+    users = reg.users()
+    if not users:
+        return []
+    jobs = [owner[0] for u in users if (owner := job_of(u)) is not None]
+    running = {job: attempt for job, (status, attempt, _) in store.states(jobs).items()
+               if status == "running"}
+    gone = sorted(set(stale(users, running)) | set(reg.expired(time.time() if now is None else now)))
+    for user in gone:
+        reg.revoke(user)
+        log.info("egress.revoked_stale", user=user)
+    return gone
+
+
+class TenantSync:
+    """A thread of the worker's main process: every ``egress_refresh_s``, the tenants'
+    endpoints from PostgreSQL into the registry (``airlock tenant set-egress`` reaches the
+    proxy within it, and no proxy restart is needed)."""
+
+    def __init__(self, s: Settings, engine: Engine, stop: threading.Event) -> None:
+        self.s, self.engine, self.stop = s, engine, stop
+        self.thread = threading.Thread(target=self._loop, name="airlock-egress-sync", daemon=True)
+
+    def start(self) -> TenantSync:
+        self.thread.start()
+        return self
+
+    def once(self) -> None:
+        registry(self.s).write_tenants(TenantStore(self.engine).every_egress())
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.once()
+            except Exception as exc:  # PostgreSQL away: the files stay as they were
+                log.warning("egress.sync_failed", error=str(exc))
+            self.stop.wait(self.s.egress.refresh_s)
