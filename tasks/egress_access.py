@@ -19,6 +19,9 @@ from tasks.tenancy import TenantStore
 from workers.proxy_registry import Credential, Registry, job_of, new_credential, stale
 
 log = structlog.get_logger(__name__)
+# A credential whose job does not run is removed once this old (seconds): the attempt that
+# made it has ended (or died), never one whose claim is still being committed.
+STALE_GRACE_S = 30.0
 
 
 def registry(s: Settings) -> Registry:
@@ -65,7 +68,9 @@ def sweep(s: Settings, store: JobStore, now: float | None = None) -> list[str]:
     jobs = [owner[0] for u in users if (owner := job_of(u)) is not None]
     running = {job: attempt for job, (status, attempt, _) in store.states(jobs).items()
                if status == "running"}
-    gone = sorted(set(stale(users, running)) | set(reg.expired(time.time() if now is None else now)))
+    now = time.time() if now is None else now
+    settled = [u for u in stale(users, running) if reg.age(u, now) > STALE_GRACE_S]
+    gone = sorted(set(settled) | set(reg.expired(now)))
     for user in gone:
         reg.revoke(user)
         log.info("egress.revoked_stale", user=user)

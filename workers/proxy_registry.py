@@ -89,6 +89,13 @@ class Registry:
         except FileNotFoundError:
             return []
 
+    def age(self, user: str, now: float) -> float:
+        """Seconds since the credential was written (infinite when it is gone)."""
+        try:
+            return now - (self.creds / user).stat().st_mtime
+        except OSError:
+            return float("inf")
+
     def expired(self, now: float) -> list[str]:
         """Credentials past their expiry (the proxy refuses them already)."""
         out = []

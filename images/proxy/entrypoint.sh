@@ -60,6 +60,7 @@ page ERR_AIRLOCK_PORT "Only ports 80 and 443 are allowed (CONNECT only to 443)."
 page ERR_AIRLOCK_METHOD "Package registries are read-only from Airlock jobs: %M is not allowed to %H."
 page ERR_AIRLOCK_PRIVATE "%H resolves to a private, link-local or metadata address."
 page ERR_AIRLOCK_TENANT "%o"
+page ERR_CACHE_ACCESS_DENIED "Proxy credentials missing or refused: each job has its own, in its proxy variables (HTTP_PROXY ...), valid while it runs."
 
 # Per-tenant egress: who asks (a live job's credential) decides which endpoints beyond the
 # common allowlist it may reach. Squid keeps a checked credential for 1 s (with 0 it never

@@ -77,12 +77,15 @@ def decide(user: str, host: str) -> str:
     found = credential(user)
     if found is None or found[2] < time.time():
         return 'ERR message="the proxy credential is unknown or revoked (the job ended?)"'
-    tenant = found[1]
-    if listed(host, common()) or listed(host, tenant_domains(tenant)):
+    tenant, fleet, own = found[1], common(), tenant_domains(found[1])
+    if listed(host, fleet) or listed(host, own):
         return "OK"
     shown = re.sub(r"[^a-z0-9.:\[\]_-]", "?", host)[:255]
-    return (f'ERR message="{shown} is not on the egress allowlist of tenant {tenant}'
-            ' (the common allowlist or its own endpoints: airlock tenant set-egress)"')
+    allowed = " ".join(fleet + own)
+    allowed = allowed if len(allowed) <= 2000 else allowed[:2000] + " ..."
+    return (f'ERR message="{shown} is not on the egress allowlist of tenant {tenant}.'
+            f' Allowed: {allowed} (a leading dot also allows subdomains; the endpoints of a'
+            ' tenant: airlock tenant set-egress)."')
 
 
 def answer(mode: str, line: str) -> str:

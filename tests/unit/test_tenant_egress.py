@@ -118,8 +118,9 @@ def test_the_helper_allows_the_common_list_and_the_tenants_own(helper: ModuleTyp
     assert [helper.answer("acl", f"{a.user} {host}") for host in (
         "pypi.org", "x.common.example", "a.example", "deep.x.a.example", "A.EXAMPLE.")] == ["OK"] * 5
     refused = helper.answer("acl", f"{a.user} b.example")
-    assert refused == ('ERR message="b.example is not on the egress allowlist of tenant tenant-a'
-                       ' (the common allowlist or its own endpoints: airlock tenant set-egress)"')
+    assert refused == ('ERR message="b.example is not on the egress allowlist of tenant tenant-a.'
+                       ' Allowed: pypi.org .common.example .a.example (a leading dot also allows'
+                       ' subdomains; the endpoints of a tenant: airlock tenant set-egress)."')
     assert helper.answer("acl", f"{a.user} evil%22.example").startswith('ERR message="evil?.example')
     reg.revoke(a.user)
     assert "revoked" in helper.answer("acl", f"{a.user} pypi.org")
