@@ -5,6 +5,7 @@ the proxy's helper (images/proxy/registry_helper.py) reading it. No services."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -134,3 +135,30 @@ def test_an_external_proxy_must_read_the_registry_read_only() -> None:
     writable = good | {"Mounts": [dict(good["Mounts"][0], RW=True)]}  # type: ignore[call-overload]
     assert len(networks.proxy_problems(writable, "/run/airlock/egress")) == 1
     assert len(networks.proxy_problems({}, "/run/airlock/egress")) == 2
+
+
+class FakeStore:
+    def __init__(self, states: dict[str, tuple[str, int, float]]) -> None:
+        self._states = states
+
+    def states(self, job_ids: list[str]) -> dict[str, tuple[str, int, float]]:
+        return {j: self._states[j] for j in job_ids if j in self._states}
+
+
+def test_the_sweep_removes_settled_stale_and_expired_credentials(tmp_path: Path) -> None:
+    from tasks import egress_access
+
+    s = Settings(egress_registry_dir=str(tmp_path))
+    reg = Registry(tmp_path).ensure()
+    live, ended, fresh = (new_credential(JOB, n, "t", 2e9) for n in (3, 2, 1))
+    other = "5" * 8 + "-5555-5555-5555-" + "5" * 12
+    expired = new_credential(other, 1, "t", 1.0)
+    for cred in (live, ended, fresh, expired):
+        reg.register(cred)
+    now = time.time()
+    for cred in (live, ended, expired):  # written long ago: their attempt settled
+        os.utime(reg.creds / cred.user, (now - 60, now - 60))
+    store = FakeStore({JOB: ("running", 3, -1.0), other: ("running", 1, -1.0)})
+    gone = egress_access.sweep(s, store, now)  # type: ignore[arg-type]
+    assert sorted(gone) == sorted([ended.user, expired.user])
+    assert sorted(reg.users()) == sorted([live.user, fresh.user])  # fresh: within the grace
