@@ -7,6 +7,8 @@ seconds without a proxy restart. The probe matrix goes to artifacts/tenant-egres
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from tasks.store import make_engine
 from tasks.tenancy import TenantStore
 from tests.network import probes
 from tests.network.conftest import PROXY_NAME, Endpoint
-from tests.services import WorkerProcess
+from tests.services import ROOT, WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.network, pytest.mark.integration]
 
@@ -109,6 +111,31 @@ def matrix(artifacts: Path) -> Iterator[None]:
     lines += [f"  {tenant:<10} {asked:<58} {outcome}" for (tenant, asked), outcome in MATRIX.items()]
     (artifacts / "tenant-egress.txt").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
+
+
+def cli(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "airlock.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60,
+                          env=worker_env(s) | {"AIRLOCK_LOG_FORMAT": "console"})
+
+
+def test_set_egress_through_the_cli(egress_settings: Settings) -> None:
+    name = f"egress-cli-{uuid.uuid4().hex[:6]}"
+    assert cli(egress_settings, "tenant", "create", name).returncode == 0
+    done = cli(egress_settings, "tenant", "set-egress", name, "Bedrock.EU.example", ".acme.example")
+    assert done.returncode == 0, done.stderr
+    assert "egress bedrock.eu.example, .acme.example" in done.stdout
+    assert "egress_domains       bedrock.eu.example, .acme.example" in cli(
+        egress_settings, "tenant", "show", name).stdout
+    listed = [line for line in cli(egress_settings, "tenant", "list").stdout.splitlines()
+              if line.startswith(name + "\t")]
+    assert listed and listed[0].endswith("\tbedrock.eu.example,.acme.example")
+    for bad, says in (("10.1.2.3", "an IP address"), ("*.acme.example", "wildcards")):
+        refused = cli(egress_settings, "tenant", "set-egress", name, bad)
+        assert refused.returncode != 0 and says in refused.stderr, refused.stderr
+    assert cli(egress_settings, "tenant", "set-egress", name, "--clear").returncode == 0
+    assert "none (the common allowlist only)" in cli(egress_settings, "tenant", "show", name).stdout
+    assert cli(egress_settings, "tenant", "set-egress", "no-such-tenant", "a.example").returncode == 1
 
 
 def run(client: Airlock, code: str, timeout_s: float = 60) -> JobRecord:
