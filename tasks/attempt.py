@@ -39,12 +39,13 @@ class AttemptResult:
     failure: BaseException | None = None
     spool: Spool | None = None  # the output, whole, until the result is written; then removed
     files: Collection | None = None  # what the job named to collect (its bytes in the spool)
+    egress_bytes: int | None = None  # what the egress proxy delivered to it (None: no egress)
 
 
 def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
                 lease: LeaseKeeper, secrets: Mapping[str, str] | None = None) -> AttemptResult:
     """``secrets``: the values of the job's secrets, for its payload only."""
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     phases: dict[str, Any] = {
         "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
     sandbox: Sandbox | None = None
@@ -76,7 +77,9 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         egress_access.revoke(ctx.settings, credential)  # the job's way out ends with it
         if sandbox is not None:  # removed before the result is written, pooled or cold
             removed = _destroy(ctx, sandbox, phases)
-    return AttemptResult(run if failure is None else None, phases, removed, failure, spool, files)
+    egress = egress_access.bytes_used(ctx.api, credential, started) if run is not None else None
+    return AttemptResult(run if failure is None else None, phases, removed, failure, spool, files,
+                         egress)
 
 
 def _collect_files(ctx: WorkerContext, job: ResolvedJob, sandbox: Sandbox, run: RunOutcome,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+import docker
 import structlog
 from sqlalchemy.engine import Engine
 
@@ -16,6 +17,7 @@ from tasks.contract import ResolvedJob
 from tasks.planning import claim_overhead_s
 from tasks.store import Claim, JobStore
 from tasks.tenancy import TenantStore
+from workers.networks import PROXY_NAME
 from workers.proxy_registry import Credential, Registry, job_of, new_credential, stale
 
 log = structlog.get_logger(__name__)
@@ -75,6 +77,30 @@ def sweep(s: Settings, store: JobStore, now: float | None = None) -> list[str]:
         reg.revoke(user)
         log.info("egress.revoked_stale", user=user)
     return gone
+
+
+def bytes_used(api: docker.APIClient, cred: Credential | None, since: float) -> int | None:
+    """What the proxy delivered to this credential since ``since`` (epoch seconds), from its
+    access log (Squid's native format: the reply's size, then the method, URL and user). None
+    without egress, or when the log cannot be read (never a reason to fail the job)."""
+    if cred is None:
+        return None
+    try:
+        text = api.logs(PROXY_NAME, stdout=True, stderr=False, since=int(since) - 1)
+    except Exception as exc:
+        log.warning("egress.bytes_unread", user=cred.user, error=str(exc))
+        return None
+    return access_log_bytes(text.decode("utf-8", "replace"), cred.user)
+
+
+def access_log_bytes(text: str, user: str) -> int:
+    """Pure: the reply bytes of the user's requests in Squid's native access log."""
+    total = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == user and fields[4].isdigit():
+            total += int(fields[4])
+    return total
 
 
 class TenantSync:

@@ -107,7 +107,8 @@ def _conclude(ctx: WorkerContext, claim: Claim, job: ResolvedJob, attempt: Attem
         _note_removed(ctx, claim, attempt)
         return "stale"
     # Still under the lease: a database outage during the write is waited out.
-    record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases, attempt.files),
+    record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases, attempt.files,
+                                  attempt.egress_bytes),
            publisher, container_removed=attempt.removed, spool=attempt.spool, files=attempt.files)
     return "finished"
 

@@ -149,6 +149,8 @@ class Job(Base):
     wall_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_ms: Mapped[int | None] = mapped_column(Integer)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Bytes the egress proxy delivered to the job (its access log, by the attempt's credential).
+    egress_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # Absent is SQL NULL, never JSON null (none_as_null): a row's objects are objects or NULL.
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     phases: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

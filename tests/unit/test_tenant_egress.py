@@ -162,3 +162,17 @@ def test_the_sweep_removes_settled_stale_and_expired_credentials(tmp_path: Path)
     gone = egress_access.sweep(s, store, now)  # type: ignore[arg-type]
     assert sorted(gone) == sorted([ended.user, expired.user])
     assert sorted(reg.users()) == sorted([live.user, fresh.user])  # fresh: within the grace
+
+
+def test_egress_bytes_are_the_users_replies_in_squids_access_log() -> None:
+    from tasks.egress_access import access_log_bytes
+
+    user = new_credential(JOB, 1, "t", 0).user
+    at = "1796532062.735      3 172.29.0.128"
+    log = "\n".join([
+        f"{at} TCP_MISS/200 1234 GET http://a.example/ {user} HIER_DIRECT/1.2.3.4 text/plain",
+        f"{at} TCP_DENIED/403 603 GET http://b.example/ {user} HIER_NONE/- text/html",
+        f"{at} TCP_MISS/200 999 GET http://a.example/ job-other HIER_DIRECT/1.2.3.4 -",
+        "2026/12/06 04:31:12| a cache.log line, not an access",
+    ])
+    assert access_log_bytes(log, user) == 1234 + 603
