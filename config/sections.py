@@ -303,8 +303,19 @@ class Egress(Section):
     allowlist: Domains = Field(
         ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "api.anthropic.com"),
         alias="egress_allowlist")
-    # e.g. each tenant's Bedrock endpoint; merged in
+    # Deprecated: endpoints every tenant may reach, merged into the common allowlist. A
+    # tenant's own endpoints are its (``airlock tenant set-egress``), reachable by its jobs only.
     tenant_endpoints: Domains = Field((), alias="egress_tenant_endpoints")
+    # "worker": each worker starts the proxy (and the networks) itself; "external": they are
+    # run by someone else (docker-compose.yml's proxy service), which the worker only checks.
+    proxy_managed: Literal["worker", "external"] = "worker"
+    # The registry of live jobs' proxy credentials and tenants' endpoints (workers/
+    # proxy_registry.py): written by the workers, read-only in the proxy. A host path; a
+    # worker in a container needs it at the same path (docker-compose.yml).
+    registry_dir: str = Field("/run/airlock/egress", pattern=r"^/", alias="egress_registry_dir")
+    # How often a worker rewrites its tenants' endpoints from PostgreSQL (a set-egress change
+    # reaches the proxy within it).
+    refresh_s: float = Field(3.0, gt=0, le=300, alias="egress_refresh_s")
     # Names the proxy resolves itself (its /etc/hosts), name -> IPv4 address, e.g. an endpoint
     # the host's resolver does not know (the test suite's stand-in of the Messages API).
     # Squid still refuses private, link-local and metadata addresses, whatever the name.

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from base.errors import InfrastructureError
-from tasks import planning
+from tasks import egress_access, planning
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob
 from tasks.lease import LeaseKeeper
@@ -21,6 +21,7 @@ from tasks.store import Claim
 from workers import collect, runner
 from workers import labels as L
 from workers.collecting import CollectCaps, Collection, refused_all
+from workers.proxy_registry import Credential
 from workers.runner import RunOutcome, Sandbox
 from workers.spool import Spool
 
@@ -38,12 +39,13 @@ class AttemptResult:
     failure: BaseException | None = None
     spool: Spool | None = None  # the output, whole, until the result is written; then removed
     files: Collection | None = None  # what the job named to collect (its bytes in the spool)
+    egress_bytes: int | None = None  # what the egress proxy delivered to it (None: no egress)
 
 
 def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
                 lease: LeaseKeeper, secrets: Mapping[str, str] | None = None) -> AttemptResult:
     """``secrets``: the values of the job's secrets, for its payload only."""
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     phases: dict[str, Any] = {
         "queue_wait_ms": int((claim.claimed_at - claim.queued_at).total_seconds() * 1000)}
     sandbox: Sandbox | None = None
@@ -52,6 +54,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
     removed = False
     spool: Spool | None = None
     files: Collection | None = None
+    credential: Credential | None = None
     try:
         sandbox = _acquire(ctx, claim, job)
         phases["pooled"] = sandbox.plan.labels.get(L.ROLE) == L.ROLE_POOL
@@ -59,7 +62,9 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         spool = Spool(ctx.settings.sandbox.spool_dir, sandbox.plan.name).open()
         t1 = time.monotonic()
         phases["container_ready_ms"] = int((t1 - t0) * 1000)
-        run = runner.run(sandbox, planning.payload_for(job, ctx.settings, secrets), job.limits,
+        credential = egress_access.grant(ctx.settings, claim, job)
+        payload = planning.payload_for(job, ctx.settings, secrets, credential)
+        run = runner.run(sandbox, payload, job.limits,
                          keep_bytes=ctx.settings.caps.keep_output_bytes, sink=publisher.chunk,
                          hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes,
                          spool=spool)
@@ -69,9 +74,12 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
     except BaseException as exc:  # a shutdown's SystemExit too: the caller decides, re-raises
         failure = exc
     finally:
+        egress_access.revoke(ctx.settings, credential)  # the job's way out ends with it
         if sandbox is not None:  # removed before the result is written, pooled or cold
             removed = _destroy(ctx, sandbox, phases)
-    return AttemptResult(run if failure is None else None, phases, removed, failure, spool, files)
+    egress = egress_access.bytes_used(ctx.api, credential, started) if run is not None else None
+    return AttemptResult(run if failure is None else None, phases, removed, failure, spool, files,
+                         egress)
 
 
 def _collect_files(ctx: WorkerContext, job: ResolvedJob, sandbox: Sandbox, run: RunOutcome,

@@ -132,6 +132,8 @@ class ResolvedJob:
     executable: frozenset[str] = frozenset()  # files written 0755 (an archive's, by their bits)
     secrets: tuple[str, ...] = ()  # names; the worker fetches the values at the job's start
     inner_sandbox: bool = False  # the profile's (config.settings.Profile.inner_sandbox)
+    # Its tenant's own egress endpoints, read by the worker at the job's start (docs/network.md).
+    egress_domains: tuple[str, ...] = ()
 
 
 def parse_spec(raw: object) -> JobSpec:

@@ -3,11 +3,13 @@ attempt (``tasks.attempt``), and conclude: a result, a hand-back, or nothing (st
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import structlog
 
 from base.errors import AirlockError, HostNotSafe, InfrastructureError
 from base.ids import JobId
-from tasks import egress, preflight
+from tasks import egress, egress_access, preflight
 from tasks.attempt import AttemptResult, run_attempt
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob, resolve
@@ -39,6 +41,9 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
         egress.check_allowed(job.network, s)
         check_inner_sandbox(job)
         secrets = ctx.secrets.values(claim.tenant, job.secrets) if job.secrets else {}
+        if job.network == "egress":
+            job = replace(job, egress_domains=egress_access.tenant_domains(
+                s, ctx.store.engine, claim.tenant))
     except InfrastructureError:  # PostgreSQL, reading the secrets: the job goes back
         _release_quietly(ctx, claim, "infra_error")
         raise
@@ -102,7 +107,8 @@ def _conclude(ctx: WorkerContext, claim: Claim, job: ResolvedJob, attempt: Attem
         _note_removed(ctx, claim, attempt)
         return "stale"
     # Still under the lease: a database outage during the write is waited out.
-    record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases, attempt.files),
+    record(ctx, claim, outcome_of(ctx, job, attempt.run, attempt.phases, attempt.files,
+                                  attempt.egress_bytes),
            publisher, container_removed=attempt.removed, spool=attempt.spool, files=attempt.files)
     return "finished"
 

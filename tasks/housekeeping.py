@@ -15,7 +15,7 @@ import structlog
 from base.errors import AirlockError
 from base.ids import parse_job_id
 from config.settings import Settings
-from tasks import admission, hosts, maintenance, metrics, retention, streams, usage
+from tasks import admission, egress_access, hosts, maintenance, metrics, retention, streams, usage
 from tasks.context import host_slots
 from tasks.heartbeat import Heartbeat
 from tasks.outputs import Outputs
@@ -66,6 +66,8 @@ class Housekeeping:
 
     def start(self) -> None:
         self.thread.start()
+        if self.s.egress.enabled:  # tenants' endpoints to the proxy, every few seconds
+            egress_access.TenantSync(self.s, self.store.engine, self.stop).start()
 
     def close(self) -> None:
         """Let go of the connections (the thread, if started, must be stopped first)."""
@@ -98,6 +100,8 @@ class Housekeeping:
         metrics.reaped(str(removal.reason) for removal in report.removed)
         metrics.containers_running(v.role for v in report.left if v.running)
         self._reconcile()
+        if s.egress.enabled:
+            egress_access.sweep(s, self.store)
         self.heartbeat.gauges(self.redis)
         self.heartbeat.beat(self.store.engine, self.api, report.left)
         # The fleet's slots as this heartbeat says them: fill what is free (a backstop for an

@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -56,6 +56,10 @@ class Tenant(Base):
     # The most each limit may ask for, by limit name, at or below the fleet's maximums.
     max_limits: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict,
                                                        server_default=text("'{}'::jsonb"))
+    # Its own egress endpoints (airlock tenant set-egress): its jobs reach these beside the
+    # fleet's common allowlist; other tenants' jobs do not. A leading dot: subdomains too.
+    egress_domains: Mapped[list[str]] = mapped_column(ARRAY(String(253)), default=list,
+                                                      server_default=text("'{}'"))
 
     __table_args__ = (CheckConstraint("weight > 0", name="ck_tenants_weight"),)
 
@@ -145,6 +149,8 @@ class Job(Base):
     wall_ms: Mapped[int | None] = mapped_column(Integer)
     cpu_ms: Mapped[int | None] = mapped_column(Integer)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Bytes the egress proxy delivered to the job (its access log, by the attempt's credential).
+    egress_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # Absent is SQL NULL, never JSON null (none_as_null): a row's objects are objects or NULL.
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     phases: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

@@ -18,6 +18,7 @@ from workers import labels as L
 from workers.inner_sandbox import InnerSandbox
 from workers.launcher import encode_payload
 from workers.pool import PoolKey, launcher_wait_s
+from workers.proxy_registry import Credential
 from workers.spec import LaunchPlan, TmpfsSizes, job_labels
 
 CLAIM_SLACK_S = 5.0  # added to an attempt's run deadline beyond start-up, timeout and backstop
@@ -72,7 +73,7 @@ def plan_for(s: Settings, host: HostFacts, job: ResolvedJob, *, name: str, uid: 
              job_id: str = "", attempt: int = 0, role: str = L.ROLE_JOB) -> LaunchPlan:
     """A cold job's container (also the start of a pooled one's and a preflight canary's),
     running as ``uid`` (its own: workers/slots.py)."""
-    net = egress.job_network(s, job.network)
+    net = egress.job_network(s, job.network, job.egress_domains)
     box, t = s.sandbox, s.timeouts
     inner = InnerSandbox(net.domains, job.secrets) if job.inner_sandbox else None
     return LaunchPlan(
@@ -103,11 +104,14 @@ def pool_plan(s: Settings, host: HostFacts, key: PoolKey, *, name: str, uid: int
     return replace(plan, labels=labels, max_wait_s=wait_s)
 
 
-def payload_for(job: ResolvedJob, s: Settings, secrets: Mapping[str, str] | None = None) -> bytes:
+def payload_for(job: ResolvedJob, s: Settings, secrets: Mapping[str, str] | None = None,
+                credential: Credential | None = None) -> bytes:
     """The launcher's frame for the job, then the job's stdin. ``secrets``: the values of the
-    secrets the job names, fetched for this start (the frame is their only way in). The
-    network's variables (the proxy) and an inner sandbox's win over the job's own."""
-    env = BASE_ENV | job.env | dict(secrets or {}) | dict(egress.job_network(s, job.network).env)
+    secrets the job names, fetched for this start, and ``credential``: the attempt's proxy
+    credential (the frame is their only way in). The network's variables (the proxy) and an
+    inner sandbox's win over the job's own."""
+    net = egress.job_network(s, job.network, job.egress_domains, credential)
+    env = BASE_ENV | job.env | dict(secrets or {}) | dict(net.env)
     if job.inner_sandbox:
         env |= inner_sandbox.ENV
     return encode_payload(argv=job.argv, env=env, files=job.files, executable=job.executable,
@@ -127,7 +131,7 @@ def provenance(s: Settings, host: HostFacts, job: ResolvedJob, uid: int) -> dict
     if job.secrets:
         out["secrets"] = list(job.secrets)
     if job.inner_sandbox:
-        net = egress.job_network(s, job.network)
+        net = egress.job_network(s, job.network, job.egress_domains)
         texts = inner_sandbox.texts(InnerSandbox(net.domains, job.secrets))
         out["inner_sandbox"] = {name: profile_sha256(text) for name, text in texts.items()}
     return out

@@ -307,9 +307,15 @@ def _run_canary(s: Settings, host: HostFacts, volumes: Volumes, slots: Slots,
 
 
 def _firewall(s: Settings) -> dict[str, str]:
-    """With egress enabled: scripts/firewall/verify.sh must pass, or the worker refuses."""
+    """With egress enabled: scripts/firewall/verify.sh must pass, or the worker refuses. A
+    worker in a container (``proxy_managed=external``, docker-compose.yml) cannot read the
+    host's rules: the operator's step on the host verifies them (docs/network.md), and the
+    egress canary probes them from a job either way."""
     if not s.egress.enabled:
         return {}
+    if s.egress.proxy_managed == "external":
+        return {"firewall": "ok: verified on the host (scripts/firewall/verify.sh before"
+                            " docker-compose up); the egress canary probes it from a job"}
     from tasks.egress import check_firewall
 
     problem = check_firewall(s)

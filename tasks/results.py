@@ -26,13 +26,15 @@ log = structlog.get_logger(__name__)
 
 
 def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
-               phases: dict[str, Any], files: Collection | None = None) -> Outcome:
-    """The result to store for a job that ran to its end (and what it collected)."""
+               phases: dict[str, Any], files: Collection | None = None,
+               egress_bytes: int | None = None) -> Outcome:
+    """The result to store for a job that ran to its end (and what it collected, and what
+    came to it through the egress proxy)."""
     return Outcome(
         verdict=classify(run.evidence), exit_code=run.evidence.exit_code,
         signal=run.evidence.signal, stdout=run.stdout, stderr=run.stderr,
         stdout_bytes=run.stdout_total, stderr_bytes=run.stderr_total, wall_ms=run.wall_ms,
-        cpu_ms=run.cpu_ms, peak_memory_bytes=run.peak_memory_bytes,
+        cpu_ms=run.cpu_ms, peak_memory_bytes=run.peak_memory_bytes, egress_bytes=egress_bytes,
         stdout_dropped=run.stdout_dropped, stderr_dropped=run.stderr_dropped,
         evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
         phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job, run.uid),

@@ -178,6 +178,10 @@ def check_host(s: Settings) -> Settings:
         s = s.but(hostname=engine_name(api))
     if s.egress.enabled:
         egress.prepare_host(s, api)
+        if s.egress.tenant_endpoints:  # every tenant reaches these: say so at each start
+            log.warning("egress.deprecated_tenant_endpoints", domains=list(s.egress.tenant_endpoints),
+                        hint="AIRLOCK_EGRESS_TENANT_ENDPOINTS is merged into the common allowlist;"
+                             " give each tenant its own: airlock tenant set-egress")
     volumes_for(s.storage, s.sandbox.volumes_root).check()
     check_identities(s)
     return s

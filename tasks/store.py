@@ -59,6 +59,7 @@ class Outcome:
     wall_ms: int | None = None
     cpu_ms: int | None = None
     peak_memory_bytes: int | None = None
+    egress_bytes: int | None = None  # through the egress proxy, for a job with egress
     evidence: dict[str, Any] | None = None
     phases: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
@@ -175,7 +176,8 @@ def _container_started_statement() -> Any:
 
 RESULT_COLUMNS = ("verdict", "exit_code", "signal", "stdout", "stderr", "stdout_bytes",
                   "stderr_bytes", "stdout_truncated", "stderr_truncated", "wall_ms", "cpu_ms",
-                  "peak_memory_bytes", "evidence", "phases", "provenance", "files", "error")
+                  "peak_memory_bytes", "egress_bytes", "evidence", "phases", "provenance", "files",
+                  "error")
 
 
 def _finish_statements() -> tuple[Any, Any]:
@@ -389,7 +391,8 @@ class JobStore(Repository):
             stderr_truncated=_truncated(outcome.stderr_dropped, outcome.kept_whole,
                                         outcome.stderr_bytes, len(outcome.stderr), keep_bytes),
             wall_ms=outcome.wall_ms, cpu_ms=outcome.cpu_ms,
-            peak_memory_bytes=outcome.peak_memory_bytes, evidence=outcome.evidence,
+            peak_memory_bytes=outcome.peak_memory_bytes, egress_bytes=outcome.egress_bytes,
+            evidence=outcome.evidence,
             phases=outcome.phases, provenance=outcome.provenance, files=outcome.files,
             error=outcome.error,
         )

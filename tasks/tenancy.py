@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 from base.errors import AirlockError, JobSpecError
 from config.sections import Tenancy
 from tasks import quotas
+from tasks.egress import check_domains
 from tasks.keys import KeyRow, NewKey, Scope, key_hash, new_key
 from tasks.models import ApiKey, Tenant
 from tasks.store import connected
@@ -74,6 +76,29 @@ class TenantStore:
         with connected(self.engine.begin) as conn:
             done = conn.execute(sa.update(Tenant).where(Tenant.name == name).values(**values))
         return bool(done.rowcount)
+
+    def set_egress(self, name: str, domains: Iterable[str]) -> bool:
+        """Replace the tenant's own egress endpoints (none: cleared); False when there is
+        no such tenant. Workers pass the change to the proxy within egress_refresh_s."""
+        checked = list(check_domains(domains))
+        with connected(self.engine.begin) as conn:
+            done = conn.execute(sa.update(Tenant).where(Tenant.name == name)
+                                .values(egress_domains=checked))
+        return bool(done.rowcount)
+
+    def egress_domains(self, name: str) -> tuple[str, ...]:
+        """The tenant's own endpoints (none for an unknown tenant)."""
+        with connected(self.engine.connect) as conn:
+            found = conn.execute(sa.select(Tenant.egress_domains)
+                                 .where(Tenant.name == name)).scalar()
+        return tuple(found or ())
+
+    def every_egress(self) -> dict[str, tuple[str, ...]]:
+        """Each tenant with endpoints of its own, and those."""
+        with connected(self.engine.connect) as conn:
+            rows = conn.execute(sa.select(Tenant.name, Tenant.egress_domains)
+                                .where(sa.func.cardinality(Tenant.egress_domains) > 0)).all()
+        return {r.name: tuple(r.egress_domains) for r in rows}
 
     def exists(self, name: str) -> bool:
         with connected(self.engine.connect) as conn:

@@ -35,12 +35,14 @@ from workers import labels as L
 from workers.engine import translated
 
 ROLE_PROXY = "proxy"
+PROXY_NAME = "airlock-egress-proxy"
 CONFIG_LABEL = "org.airlock.config"
 PROXY_PORT = 3128
 CA_VOLUME = "airlock-egress-ca"
 CA_DIR = "/etc/airlock/egress-ca"  # in the proxy (written) and in jobs (read-only)
 CA_FILE = f"{CA_DIR}/ca.pem"
 UPSTREAM_CA_FILE = "/etc/airlock/upstream-ca.pem"
+REGISTRY_DIR = "/etc/airlock/egress-registry"  # in the proxy, read-only
 WORKSPACE_DNS_OPTIONS = ("timeout:1", "attempts:1")  # HostConfig DnsOptions of egress jobs
 PROXY_UID = 13  # Debian's fixed uid and gid of user "proxy" (base-passwd), Squid's user
 
@@ -138,10 +140,13 @@ def _find_network(api: docker.APIClient, name: str) -> dict[str, Any] | None:
         return api.inspect_network(found[0]["Id"]) if found else None
 
 
-def proxy_env(ip: str, port: int = PROXY_PORT) -> dict[str, str]:
+def proxy_env(ip: str, port: int = PROXY_PORT,
+              auth: tuple[str, str] | None = None) -> dict[str, str]:
     """Environment for a job with egress: every common client goes through the proxy by IP
-    (no DNS needed) and trusts only the proxy's CA, mounted read-only at CA_FILE."""
-    url = f"http://{ip}:{port}"
+    (no DNS needed), with the attempt's credential (``auth``: user and token, URL-safe), and
+    trusts only the proxy's CA, mounted read-only at CA_FILE."""
+    userinfo = f"{auth[0]}:{auth[1]}@" if auth else ""
+    url = f"http://{userinfo}{ip}:{port}"
     env = {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
                                   "PIP_PROXY", "npm_config_proxy", "npm_config_https_proxy")}
     env |= {name: CA_FILE for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT",
@@ -161,18 +166,21 @@ def ensure_proxy(
     image: str,
     ip: str,
     allowlist: str,
-    name: str = "airlock-egress-proxy",
+    name: str = PROXY_NAME,
     port: int = PROXY_PORT,
     workspace: NetworkPlan = WORKSPACE,
     egress: NetworkPlan = EGRESS,
     upstream_ca: str | None = None,
     hosts: Mapping[str, str] | None = None,
+    registry: str | None = None,
 ) -> str:
     """Start the egress proxy unless it already runs with this configuration; its id.
 
     ``upstream_ca``: a host path to extra CA certificates the proxy trusts for upstream TLS
     (only where the host's own egress intercepts TLS); public CAs are trusted anyway.
     ``hosts``: names the proxy resolves itself (its /etc/hosts), name -> address.
+    ``registry``: the host folder of jobs' credentials and tenants' endpoints, bound
+    read-only (per-tenant egress: workers/proxy_registry.py).
     """
     api = _api(client)
     _check_proxy_ip(ip, workspace)
@@ -180,7 +188,7 @@ def ensure_proxy(
         image_id = api.inspect_image(image)["Id"]
     extra_hosts = [f"{name}:{address}" for name, address in sorted((hosts or {}).items())]
     config = _digest(image_id, ip, allowlist, str(port), workspace.name, egress.name,
-                     upstream_ca or "", *extra_hosts)
+                     upstream_ca or "", registry or "", *extra_hosts)
     current = _find_container(api, name)
     if current and current["Config"]["Labels"].get(CONFIG_LABEL) == config:
         if not current["State"]["Running"]:
@@ -195,12 +203,42 @@ def ensure_proxy(
     kwargs = proxy_create_kwargs(
         api, image=image, ip=ip, allowlist=allowlist, name=name, port=port,
         workspace=workspace, upstream_ca=upstream_ca, config=config, extra_hosts=extra_hosts,
+        registry=registry,
     )
     with translated(f"create {name}"):
         cid = str(api.create_container(**kwargs)["Id"])
         api.connect_container_to_network(cid, egress.name)
         api.start(cid)
     return cid
+
+
+def external_proxy(client: docker.APIClient | docker.DockerClient, registry: str,
+                   name: str = PROXY_NAME) -> str:
+    """The id of a proxy someone else runs (docker-compose.yml's ``proxy`` service): it must
+    exist and read ``registry`` (read-only) as its registry, or jobs' credentials would mean
+    nothing to it. HostNotSafe otherwise."""
+    api = _api(client)
+    found = _find_container(api, name)
+    if found is None:
+        raise HostNotSafe(f"AIRLOCK_PROXY_MANAGED=external, but there is no container {name}"
+                          " (start the compose service proxy first)")
+    problems = proxy_problems(found, registry)
+    if problems:
+        raise HostNotSafe(f"the egress proxy {name} is not as per-tenant egress needs it:"
+                          f" {'; '.join(problems)}")
+    return str(found["Id"])
+
+
+def proxy_problems(attrs: Mapping[str, Any], registry: str) -> list[str]:
+    """Pure: what an existing proxy container (``inspect_container``) lacks."""
+    mounts = [m for m in attrs.get("Mounts") or () if m.get("Destination") == REGISTRY_DIR]
+    env = dict(e.partition("=")[::2] for e in (attrs.get("Config") or {}).get("Env") or ())
+    problems = []
+    if not mounts or mounts[0].get("Source") != registry or mounts[0].get("RW"):
+        problems.append(f"{registry} is not bound read-only at {REGISTRY_DIR}")
+    if env.get("AIRLOCK_EGRESS_REGISTRY") != REGISTRY_DIR:
+        problems.append(f"AIRLOCK_EGRESS_REGISTRY is not {REGISTRY_DIR}")
+    return problems
 
 
 def wait_proxy(client: docker.APIClient | docker.DockerClient, cid: str,
@@ -226,11 +264,13 @@ def wait_proxy(client: docker.APIClient | docker.DockerClient, cid: str,
 def proxy_create_kwargs(
     api: docker.APIClient, *, image: str, ip: str, allowlist: str, name: str, port: int,
     workspace: NetworkPlan, upstream_ca: str | None, config: str,
-    extra_hosts: list[str] | None = None,
+    extra_hosts: list[str] | None = None, registry: str | None = None,
 ) -> dict[str, Any]:
     binds = [f"{CA_VOLUME}:{CA_DIR}:rw"]
     if upstream_ca:
         binds.append(f"{upstream_ca}:{UPSTREAM_CA_FILE}:ro")
+    if registry:
+        binds.append(f"{registry}:{REGISTRY_DIR}:ro")
     host_config = api.create_host_config(
         binds=binds,
         network_mode=workspace.name,
@@ -256,6 +296,7 @@ def proxy_create_kwargs(
             "AIRLOCK_EGRESS_ALLOWLIST": allowlist,
             "AIRLOCK_PROXY_PORT": str(port),
             "AIRLOCK_UPSTREAM_CA": UPSTREAM_CA_FILE if upstream_ca else "",
+            "AIRLOCK_EGRESS_REGISTRY": REGISTRY_DIR if registry else "",
         },
         "labels": {L.MANAGED: "true", L.ROLE: ROLE_PROXY, CONFIG_LABEL: config},
         "host_config": host_config,

@@ -109,6 +109,8 @@ def _show(tenant_name: str) -> None:
     limits = ", ".join(f"{k}={v if isinstance(v, int) else f'{v:g}'}"
                        for k, v in sorted(quota.max_limits.items())) or "the fleet's"
     click.echo(f"  {'max_limits':<20} {limits}")
+    endpoints = ", ".join(row.get("egress_domains") or ()) or "none (the common allowlist only)"
+    click.echo(f"  {'egress_domains':<20} {endpoints}")
 
 
 @click.command()

@@ -60,8 +60,32 @@ def tenant_create(name: str) -> None:
 
 @tenant.command("list")
 def tenant_list() -> None:
-    for name, created in _tenants().names():
-        click.echo(f"{name}\t{created:%Y-%m-%d %H:%M:%S}")
+    """Tenants, when each was made, and its own egress endpoints."""
+    for row in _tenants().rows():
+        own = ",".join(row.get("egress_domains") or ()) or "-"
+        click.echo(f"{row['name']}\t{row['created_at']:%Y-%m-%d %H:%M:%S}\t{own}")
+
+
+@tenant.command("set-egress")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("domains", nargs=-1, metavar="DOMAIN...")
+@click.option("--clear", is_flag=True, help="No endpoints of its own: the common allowlist only.")
+def tenant_set_egress(tenant_name: str, domains: tuple[str, ...], clear: bool) -> None:
+    """Set the endpoints the tenant's egress jobs may reach beside the fleet's common allowlist
+    (.example.org: the domain and its subdomains). Replaces its list; the proxy sees the change
+    within AIRLOCK_EGRESS_REFRESH_S, without a restart."""
+    if bool(domains) == clear:
+        raise BadInput("give the tenant's domains, or --clear (not both)")
+    store = _tenants()
+    try:
+        found = store.set_egress(tenant_name, () if clear else domains)
+    except AirlockError as exc:
+        raise BadInput(str(exc)) from exc
+    if not found:
+        click.echo(f"airlock: no tenant {one_line(tenant_name)[:64]}", err=True)
+        sys.exit(1)
+    own = store.egress_domains(tenant_name)
+    click.echo(f"tenant {tenant_name}: egress {', '.join(own) if own else 'the common allowlist only'}")
 
 
 @click.group()

@@ -8,11 +8,18 @@
 #                                its subdomains, "example.org" only that exact name
 #      AIRLOCK_PROXY_PORT        listening port (default 3128)
 #      AIRLOCK_UPSTREAM_CA       optional PEM file of extra CAs trusted for upstream TLS
+#      AIRLOCK_EGRESS_REGISTRY   optional: the worker's registry of proxy credentials and
+#                                tenants' endpoints (mounted read-only). Set: every request
+#                                needs a live job's credential, and may reach the allowlist
+#                                plus that job's tenant's endpoints (registry_helper.py).
+#                                Unset: the allowlist alone, no credentials (as before).
 set -euo pipefail
 
 ALLOWLIST="${AIRLOCK_EGRESS_ALLOWLIST:-pypi.org,files.pythonhosted.org,registry.npmjs.org,api.anthropic.com}"
 PORT="${AIRLOCK_PROXY_PORT:-3128}"
 UPSTREAM_CA="${AIRLOCK_UPSTREAM_CA:-}"
+REGISTRY="${AIRLOCK_EGRESS_REGISTRY:-}"
+HELPER="/usr/bin/python3 /usr/local/lib/airlock/registry_helper.py"
 RUN_DIR=/run/squid
 SPOOL=/var/spool/squid
 PUBLISHED=/etc/airlock/egress-ca/ca.pem
@@ -52,6 +59,33 @@ page ERR_AIRLOCK_IP_LITERAL "IP addresses are not allowed as destinations; use a
 page ERR_AIRLOCK_PORT "Only ports 80 and 443 are allowed (CONNECT only to 443)."
 page ERR_AIRLOCK_METHOD "Package registries are read-only from Airlock jobs: %M is not allowed to %H."
 page ERR_AIRLOCK_PRIVATE "%H resolves to a private, link-local or metadata address."
+page ERR_AIRLOCK_TENANT "%o"
+page ERR_CACHE_ACCESS_DENIED "Proxy credentials missing or refused: each job has its own, in its proxy variables (HTTP_PROXY ...), valid while it runs."
+
+# Per-tenant egress: who asks (a live job's credential) decides which endpoints beyond the
+# common allowlist it may reach. Squid keeps a checked credential for 1 s (with 0 it never
+# answered: Squid 5.7, measured); the tenant check (ttl=0, uncached) reads the credential's
+# file on every request, so a revoked credential is refused at once either way.
+auth_rules=""
+domain_rule="http_access deny !allowed"
+allow_rule="http_access allow allowed"
+if [[ -n "$REGISTRY" ]]; then
+    [[ -d "$REGISTRY" ]] || die "AIRLOCK_EGRESS_REGISTRY=$REGISTRY is not a directory"
+    auth_rules="auth_param basic program $HELPER auth
+auth_param basic children 8 startup=2 idle=1
+auth_param basic realm airlock-egress
+auth_param basic credentialsttl 1 second
+authenticate_ttl 1 second
+authenticate_ip_ttl 0 seconds
+external_acl_type airlock_tenant ttl=0 negative_ttl=0 children-max=8 children-startup=2 %LOGIN %DST $HELPER acl
+acl authenticated proxy_auth REQUIRED
+acl tenant_allowed external airlock_tenant
+acl tenant_refusal src all
+deny_info ERR_AIRLOCK_TENANT tenant_refusal"
+    domain_rule="http_access deny !authenticated
+http_access deny !tenant_allowed tenant_refusal"
+    allow_rule="http_access allow authenticated"
+fi
 
 tls_outgoing=""
 if [[ -n "$UPSTREAM_CA" ]]; then
@@ -97,15 +131,16 @@ deny_info ERR_AIRLOCK_PORT tls_port
 deny_info ERR_AIRLOCK_DOMAIN allowed
 deny_info ERR_AIRLOCK_METHOD writes
 deny_info ERR_AIRLOCK_PRIVATE to_private
+$auth_rules
 
 http_access deny manager
 http_access deny ip_literal
 http_access deny !safe_ports
 http_access deny CONNECT !tls_port
-http_access deny !allowed
+$domain_rule
 http_access deny registries writes
 http_access deny to_private
-http_access allow allowed
+$allow_rule
 http_access deny all
 
 # Intercept every allowed tunnel so the rules above also see HTTPS methods and hosts;

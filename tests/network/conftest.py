@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ MESSAGES_API = "messages-api.standin.test"
 MESSAGES_API_ADDRESS = "198.51.100.20"
 # The fleet's allowlist without api.anthropic.com: nothing here may reach the real API.
 ALLOWLIST = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org")
+# Tenants' own endpoints (per-tenant egress): names only the proxy resolves, to stand-ins at
+# TEST-NET-2 addresses in the stand-ins' namespace (``tenant_endpoints``).
+TENANT_HOSTS = {"a": ("api.tenant-a.standin.test", "198.51.100.31"),
+                "b": ("api.tenant-b.standin.test", "198.51.100.32"),
+                "c": ("extra.tenant-a.standin.test", "198.51.100.33")}
+# The proxy image under test: AIRLOCK_TEST_PROXY_IMAGE when a branch builds its own tag.
+PROXY_IMAGE = os.environ.get("AIRLOCK_TEST_PROXY_IMAGE")
 RunEgress = Callable[..., JobRecord]
 
 
@@ -92,8 +100,11 @@ def egress_settings(settings: Settings) -> Settings:
         "fleet": f"{settings.fleet}-net", "queue": f"{settings.queue}-net",
         "egress_enabled": True, "egress_allowlist": ALLOWLIST,
         "egress_tenant_endpoints": (TENANT_ENDPOINT, MESSAGES_API),
-        "proxy_hosts": {MESSAGES_API: MESSAGES_API_ADDRESS},
+        "proxy_hosts": {MESSAGES_API: MESSAGES_API_ADDRESS,
+                        **dict(TENANT_HOSTS.values())},
         "proxy_upstream_ca": str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None,
+        "egress_refresh_s": 1.0,
+        **({"proxy_image": PROXY_IMAGE} if PROXY_IMAGE else {}),
     })
 
 
@@ -138,7 +149,9 @@ def worker_env_for(s: Settings) -> dict[str, str]:
     env = {"AIRLOCK_EGRESS_ENABLED": "true",
            "AIRLOCK_EGRESS_ALLOWLIST": ",".join(s.egress.allowlist),
            "AIRLOCK_EGRESS_TENANT_ENDPOINTS": ",".join(s.egress.tenant_endpoints),
-           "AIRLOCK_PROXY_HOSTS": json.dumps(s.egress.proxy_hosts)}
+           "AIRLOCK_PROXY_HOSTS": json.dumps(s.egress.proxy_hosts),
+           "AIRLOCK_PROXY_IMAGE": s.egress.proxy_image,
+           "AIRLOCK_EGRESS_REFRESH_S": str(s.egress.refresh_s)}
     if s.egress.proxy_upstream_ca:
         env["AIRLOCK_PROXY_UPSTREAM_CA"] = s.egress.proxy_upstream_ca
     return env
@@ -195,33 +208,74 @@ AGENT_COMMAND = ("echo hello-from-bash; "
                  "python3 /workspace/.airlock-inner-probe.py /workspace/.airlock-inner-probe.json")
 
 
-@pytest.fixture(scope="session")
-def messages_api(network_host: NetworkHost, artifacts: Path) -> Iterator[MessagesApi]:
-    """The stand-in, listening on port 80 of its address in the stand-ins' namespace, routed
-    from the host (so the proxy reaches it); removed afterwards."""
-    ns, state = "airlock-standin", Path("/run/airlock-standins")
-    log = artifacts / "messages-standin.jsonl"
-    log.unlink(missing_ok=True)
-    ready = state / "messages-api.ready"
+STANDIN_NS, STANDIN_STATE = "airlock-standin", Path("/run/airlock-standins")
+
+
+@contextmanager
+def standin_server(address: str, argv: list[str], name: str, err: Path) -> Iterator[None]:
+    """A server in the stand-ins' namespace on ``address`` (added to its loopback and routed
+    from the host, so the proxy reaches it), started with ``argv`` + ``--ready FILE`` and
+    waited for; removed afterwards."""
+    ready = STANDIN_STATE / f"{name}.ready"
     ready.unlink(missing_ok=True)
-    assert sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{MESSAGES_API_ADDRESS}/32",
+    assert sh("ip", "netns", "exec", STANDIN_NS, "ip", "addr", "add", f"{address}/32",
               "dev", "lo").returncode == 0
-    assert sh("ip", "route", "replace", f"{MESSAGES_API_ADDRESS}/32", "via", "198.18.0.2",
+    assert sh("ip", "route", "replace", f"{address}/32", "via", "198.18.0.2",
               "dev", "alsb-h").returncode == 0
-    with open(artifacts / "messages-standin.err", "wb") as err:  # the child keeps its own fd
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable,
-             str(Path(__file__).with_name("messages_standin.py")), "--bind", MESSAGES_API_ADDRESS,
-             "--port", "80", "--log", str(log), "--command", AGENT_COMMAND, "--ready", str(ready)],
-            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    with open(err, "wb") as errors:  # the child keeps its own fd
+        proc = subprocess.Popen(["ip", "netns", "exec", STANDIN_NS, sys.executable, *argv,
+                                 "--ready", str(ready)],
+                                stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the stand-in did not start"
+            assert proc.poll() is None and time.monotonic() < deadline, f"{name} did not start"
             time.sleep(0.05)
-        yield MessagesApi(f"http://{MESSAGES_API}", log)
+        yield
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
-        sh("ip", "route", "del", f"{MESSAGES_API_ADDRESS}/32", "via", "198.18.0.2")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "del", f"{MESSAGES_API_ADDRESS}/32", "dev", "lo")
+        sh("ip", "route", "del", f"{address}/32", "via", "198.18.0.2")
+        sh("ip", "netns", "exec", STANDIN_NS, "ip", "addr", "del", f"{address}/32", "dev", "lo")
+
+
+@pytest.fixture(scope="session")
+def messages_api(network_host: NetworkHost, artifacts: Path) -> Iterator[MessagesApi]:
+    """The stand-in, listening on port 80 of its address in the stand-ins' namespace."""
+    log = artifacts / "messages-standin.jsonl"
+    log.unlink(missing_ok=True)
+    argv = [str(Path(__file__).with_name("messages_standin.py")), "--bind", MESSAGES_API_ADDRESS,
+            "--port", "80", "--log", str(log), "--command", AGENT_COMMAND]
+    with standin_server(MESSAGES_API_ADDRESS, argv, "messages-api",
+                        artifacts / "messages-standin.err"):
+        yield MessagesApi(f"http://{MESSAGES_API}", log)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A tenant's stand-in endpoint: its name (only the proxy resolves it) and its hits."""
+
+    host: str
+    hits_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}/"
+
+    def hits(self) -> int:
+        return int(self.hits_file.read_text() or 0)
+
+
+@pytest.fixture(scope="session")
+def tenant_endpoints(network_host: NetworkHost, artifacts: Path) -> Iterator[dict[str, Endpoint]]:
+    """TENANT_HOSTS' stand-ins, by key ("a", "b", "c")."""
+    script = str(Path(__file__).with_name("endpoint_standin.py"))
+    with ExitStack() as stack:
+        found = {}
+        for key, (host, address) in TENANT_HOSTS.items():
+            hits = STANDIN_STATE / f"endpoint-{key}.hits"
+            stack.enter_context(standin_server(
+                address, [script, "--bind", address, "--name", host, "--hits", str(hits)],
+                f"endpoint-{key}", artifacts / f"endpoint-{key}.err"))
+            found[key] = Endpoint(host, hits)
+        yield found

@@ -27,6 +27,7 @@ from config.settings import Settings
 from tests.network import probes
 from tests.network.conftest import NetworkHost
 from workers.networks import EGRESS, PROXY_PORT, WORKSPACE, proxy_ca_bind, proxy_env
+from workers.proxy_registry import Registry, new_credential
 
 pytestmark = [pytest.mark.network, pytest.mark.integration]
 
@@ -37,6 +38,7 @@ HITS = Path("/run/airlock-standins/hits")
 JOB_USER = "{0}:{0}".format(Settings().sandbox.job_uids[0] + Settings().sandbox.job_uids[1] - 2)
 SANDBOX = "airlock/sandbox:latest"
 PROXY_IP = "172.29.0.2"
+REGISTRY = "/run/airlock/egress"  # egress_settings' (the default): the proxy reads it
 RESOLVER = "10.99.0.53"  # the stand-in resolver (scripts/standins.sh "dns-resolver")
 FAST_S = 5.0
 
@@ -73,6 +75,9 @@ def hits() -> dict[str, int]:
 def run_job(docker_client: docker.DockerClient, code: str, *, network: str = WORKSPACE.name,
             timeout_s: float = 180) -> dict[str, Any]:
     """One hardened container runs ``code``; its last output line, parsed."""
+    registry = Registry(REGISTRY)  # a credential as a job's, valid while this one runs
+    cred = new_credential(str(uuid.uuid4()), 1, "default", time.time() + timeout_s + 60)
+    registry.register(cred)
     container = docker_client.containers.create(
         SANDBOX, ["python3", "-c", code], user=JOB_USER, network=network,
         read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
@@ -80,7 +85,8 @@ def run_job(docker_client: docker.DockerClient, code: str, *, network: str = WOR
         security_opt=["no-new-privileges:true"], pids_limit=128,
         mem_limit="512m", memswap_limit="512m",
         dns=[RESOLVER], dns_opt=["timeout:1", "attempts:1"],
-        environment=proxy_env(PROXY_IP, PROXY_PORT), volumes=[proxy_ca_bind()],
+        environment=proxy_env(PROXY_IP, PROXY_PORT, (cred.user, cred.token)),
+        volumes=[proxy_ca_bind()],
         labels={"org.airlock.managed": "true", "org.airlock.role": "test"},
     )
     try:
@@ -92,6 +98,7 @@ def run_job(docker_client: docker.DockerClient, code: str, *, network: str = WOR
         return dict(json.loads(out[-1]))
     finally:
         container.remove(force=True)
+        registry.revoke(cred.user)
 
 
 def ns_targets(stack: dict[str, Any]) -> list[tuple[str, str]]:

@@ -3,17 +3,21 @@ health, and its worker and Flower running a real job on this machine."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ from tests.ops.stack import (
     load,
     local_stack,
 )
-from workers.networks import BACKEND, EGRESS, WORKSPACE
+from workers.networks import BACKEND, EGRESS, WORKSPACE, ensure_networks
 
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRLOCK_FLOWER_PASSWORD",
            "AIRLOCK_API_KEY_SECRET")
@@ -142,7 +146,8 @@ def test_the_worker_is_not_privileged_and_flower_is_local_only(resolved: dict[st
                       "/run/airlock/slots": "/run/airlock/slots",
                       "/var/lib/airlock/spool": "/var/lib/airlock/spool",
                       "/usr/local/libexec/airlock": "/usr/local/libexec/airlock",
-                      "/sys/kernel/security": "/sys/kernel/security"}
+                      "/sys/kernel/security": "/sys/kernel/security",
+                      "/run/airlock/egress": "/run/airlock/egress"}
     assert "/sys/kernel/security:/sys/kernel/security:ro" in worker["volumes"]  # AppArmor, read
     assert "/usr/local/libexec/airlock:/usr/local/libexec/airlock:ro" in worker["volumes"]
     assert worker["networks"] == {"backend": None} and "ports" not in worker
@@ -183,14 +188,33 @@ def _status(project: str) -> dict[str, str]:
         client.close()
 
 
+def _wait_healthy(project: str, within_s: float) -> dict[str, str]:
+    """Every service but the one-shot migration healthy; their states."""
+    deadline = time.monotonic() + within_s
+    while True:
+        status = _status(project)
+        running = {name: state for name, state in status.items() if name != "migrate"}
+        if running and all("(healthy)" in state for state in running.values()):
+            return status
+        assert time.monotonic() < deadline and "Exited" not in str(running), status
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, dict[str, str]]]:
     with ExitStack() as stack_resources:
         yield from _stack(settings, tmp_path, stack_resources)
 
 
-def _stack(settings: Settings, tmp_path: Path,
-           stack_resources: ExitStack) -> Iterator[tuple[Settings, str, dict[str, str]]]:
+# The images under test: a branch's own tags when it builds them (else the file's).
+WORKER_IMAGE = os.environ.get("AIRLOCK_TEST_WORKER_IMAGE")
+PROXY_IMAGE = os.environ.get("AIRLOCK_TEST_PROXY_IMAGE")
+Edit = Callable[[dict[str, Any], str], None]
+
+
+def _stack(settings: Settings, tmp_path: Path, stack_resources: ExitStack,
+           extra_env: dict[str, str] | None = None,
+           edit: Edit | None = None) -> Iterator[tuple[Settings, str, dict[str, str]]]:
     tag = uuid.uuid4().hex[:8]
     database = stack_resources.enter_context(empty_database())  # the migrate service's to fill
     s = settings.but(**{"database_url": database, "fleet": f"compose-{tag}",
@@ -207,8 +231,12 @@ def _stack(settings: Settings, tmp_path: Path,
         "AIRLOCK_FLOWER_USER": "ops", "AIRLOCK_FLOWER_PASSWORD": "compose-test-password",
         "AIRLOCK_API_HOST": "127.0.0.1", "AIRLOCK_API_PORT": str(free_port()),
         "AIRLOCK_API_KEY_SECRET": secrets.token_hex(32),
-    }
+    } | (extra_env or {})
     data = local_stack(load(), env)
+    for service in data["services"].values():
+        service["image"] = WORKER_IMAGE or service["image"]
+    if edit is not None:
+        edit(data, tag)
     for service in data["services"].values():
         if "healthcheck" in service:
             service["healthcheck"]["interval"] = "1s"  # only sooner: the same test
@@ -233,14 +261,7 @@ def _stack(settings: Settings, tmp_path: Path,
 def test_compose_worker_and_flower_run_a_job(
         stack: tuple[Settings, str, dict[str, str]]) -> None:
     s, project, env = stack
-    deadline = time.monotonic() + 90
-    while True:
-        status = _status(project)
-        running = {name: state for name, state in status.items() if name != "migrate"}
-        if all("(healthy)" in state for state in running.values()):
-            break
-        assert time.monotonic() < deadline and "Exited" not in str(running), status
-        time.sleep(0.5)
+    status = _wait_healthy(project, 90)
     assert set(status) == {"migrate", "worker", "api", "flower"}
     assert status["migrate"].startswith("Exited (0)"), status  # `airlock db upgrade`, done
 
@@ -278,3 +299,151 @@ def test_compose_worker_and_flower_run_a_job(
     finally:
         over_http.close()
     assert (record.verdict, record.stdout, record.tenant) == ("ok", "42\n", "compose")
+
+
+# --- egress under compose: the file's proxy service, the worker told it is external --------
+
+ENDPOINT = ("api.compose-tenant.standin.test", "198.51.100.41")  # only the proxy resolves it
+FIREWALL = ROOT / "scripts" / "firewall"
+
+
+def _sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+@contextmanager
+def _endpoint(tag: str, hits: Path) -> Iterator[None]:
+    """A tenant's endpoint stood in for: an HTTP server on ENDPOINT's address in a network
+    namespace of this test's, behind a veth pair routed from the host (never a real host)."""
+    ns, host_if, peer = f"alcmp-{tag[:6]}", f"alc{tag[:6]}h", f"alc{tag[:6]}n"
+    ready = hits.with_suffix(".ready")
+    steps = [["ip", "netns", "add", ns],
+             ["ip", "link", "add", host_if, "type", "veth", "peer", "name", peer],
+             ["ip", "link", "set", peer, "netns", ns],
+             ["ip", "addr", "add", "198.18.1.1/30", "dev", host_if], ["ip", "link", "set", host_if, "up"],
+             ["ip", "netns", "exec", ns, "ip", "addr", "add", "198.18.1.2/30", "dev", peer],
+             ["ip", "netns", "exec", ns, "ip", "link", "set", peer, "up"],
+             ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+             ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{ENDPOINT[1]}/32", "dev", "lo"],
+             ["ip", "netns", "exec", ns, "ip", "route", "add", "default", "via", "198.18.1.1"],
+             ["ip", "route", "replace", f"{ENDPOINT[1]}/32", "via", "198.18.1.2"]]
+    proc = None
+    try:
+        for step in steps:
+            done = _sh(*step)
+            assert done.returncode == 0, (step, done.stderr)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable,
+             str(ROOT / "tests" / "network" / "endpoint_standin.py"), "--bind", ENDPOINT[1],
+             "--name", ENDPOINT[0], "--hits", str(hits), "--ready", str(ready)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the endpoint did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        _sh("ip", "route", "del", f"{ENDPOINT[1]}/32", "via", "198.18.1.2")
+        _sh("ip", "netns", "del", ns)  # its end of the veth pair, and so the pair, go with it
+
+
+@contextmanager
+def _host_firewall() -> Iterator[None]:
+    """The documented step on the host before docker-compose up: apply.sh, then verify.sh
+    (removed afterwards unless it was there before)."""
+    was_applied = _sh("bash", str(FIREWALL / "verify.sh")).returncode == 0
+    try:
+        applied = _sh("bash", str(FIREWALL / "apply.sh"))
+        assert applied.returncode == 0, applied.stderr
+        verified = _sh("bash", str(FIREWALL / "verify.sh"))
+        assert verified.returncode == 0, verified.stderr
+        yield
+    finally:
+        if not was_applied:
+            _sh("bash", str(FIREWALL / "remove.sh"))
+
+
+def _with_proxy(registry: str) -> Edit:
+    """The file's proxy service (its networks made beforehand, as the worker's plans say),
+    reading ``registry``; the worker writing it at the same path."""
+    def edit(data: dict[str, Any], tag: str) -> None:
+        proxy = copy.deepcopy(load()["services"]["proxy"])
+        proxy["image"] = PROXY_IMAGE or proxy["image"]
+        proxy["restart"] = "no"
+        proxy["extra_hosts"] = [f"{ENDPOINT[0]}:{ENDPOINT[1]}"]
+        proxy["environment"]["AIRLOCK_EGRESS_ALLOWLIST"] = "pypi.org"
+        proxy["volumes"] = [v.replace("/run/airlock/egress:", f"{registry}:")
+                            for v in proxy["volumes"]]
+        proxy["healthcheck"]["interval"] = "1s"
+        data["services"]["proxy"] = proxy
+        worker = data["services"]["worker"]
+        worker["volumes"] = [v.replace("/run/airlock/egress:/run/airlock/egress",
+                                       f"{registry}:{registry}") for v in worker["volumes"]]
+        worker["depends_on"]["proxy"] = {"condition": "service_healthy"}
+        data["networks"] = {"workspace": {"name": WORKSPACE.name, "external": True},
+                            "egress": {"name": EGRESS.name, "external": True}}
+        data["volumes"] = {"egress-ca": {"name": "airlock-egress-ca", "external": True}}
+    return edit
+
+
+@pytest.fixture
+def egress_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, dict[str, str]]]:
+    registry = f"/run/airlock/egress-compose-{uuid.uuid4().hex[:8]}"
+    api = docker.APIClient(version="auto")
+    if api.containers(all=True, filters={"name": "^/airlock-egress-proxy$"}):
+        pytest.fail("an egress proxy runs on this host already (another session's network"
+                    " tests?): the compose proxy takes its name")
+    ensure_networks(api)
+    api.create_volume("airlock-egress-ca")
+    api.close()
+    env = {"AIRLOCK_EGRESS_ENABLED": "true", "AIRLOCK_EGRESS_ALLOWLIST": "pypi.org",
+           "AIRLOCK_EGRESS_REGISTRY_DIR": registry, "AIRLOCK_EGRESS_REFRESH_S": "1"}
+    with ExitStack() as resources:
+        resources.enter_context(_host_firewall())
+        resources.enter_context(_endpoint(uuid.uuid4().hex, tmp_path / "endpoint.hits"))
+        resources.callback(shutil.rmtree, registry, ignore_errors=True)
+        yield from _stack(settings, tmp_path, resources, env, _with_proxy(registry))
+
+
+REQUESTS = r"""
+import json, urllib.error, urllib.request
+out = {}
+for url in ARGS:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            out[url] = [r.status, r.read(200).decode()]
+    except urllib.error.HTTPError as exc:
+        out[url] = [exc.code, exc.read(600).decode("utf-8", "replace")]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.network
+def test_compose_runs_egress_jobs_through_its_proxy(
+        egress_stack: tuple[Settings, str, dict[str, str]], tmp_path: Path) -> None:
+    s, project, _ = egress_stack
+    assert "proxy" in _wait_healthy(project, 120)
+    tenants = TenantStore(make_engine(s.database_url))
+    try:
+        tenants.create("compose-egress")
+        tenants.set_egress("compose-egress", [ENDPOINT[0]])
+    finally:
+        tenants.engine.dispose()
+    own, other = f"http://{ENDPOINT[0]}/", "http://api.other-tenant.standin.test/"
+    client = Airlock(s, tenant="compose-egress")
+    try:
+        record = client.submit(code=f"ARGS = {[own, other]!r}\n{REQUESTS}", network="egress",
+                               limits={"timeout_s": 60}).wait(120)
+    finally:
+        client.close()
+    assert record.verdict == "ok", record.summary()
+    got = json.loads(record.stdout.strip().splitlines()[-1])
+    assert got[own][0] == 200 and f"endpoint {ENDPOINT[0]}" in got[own][1], got
+    assert got[other][0] == 403, got
+    assert ("api.other-tenant.standin.test is not on the egress allowlist of tenant"
+            " compose-egress") in got[other][1]
+    assert (tmp_path / "endpoint.hits").read_text() == "1"
