@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from tasks import streams
 from tasks import usage as usage_days
 from tasks.contract import resolve
 from tasks.lookup import Filters, Lookup
+from tasks.output_rows import FileRow
 from tasks.store import JobRow
 from tasks.tenancy import TenantStore
 
@@ -94,6 +96,20 @@ class Service:
             raise Problem(409, "not-finished", "Not finished",
                           "the whole output is kept once the job has ended; follow its events")
         return self.direct.output(known, stream, start)
+
+    def manifest(self, who: Principal, job_id: str) -> dict[str, Any]:
+        record = self.record(who, job_id)
+        rows = self.direct.outputs.files(JobId(record.id))
+        return {"job": record.id, "status": record.status, "summary": record.files,
+                "files": [asdict(r) for r in rows]}
+
+    def file(self, who: Principal, job_id: str, name: str) -> FileRow:
+        """The collected file called ``name`` (404 for another tenant's job, as for none)."""
+        return self.direct.file(self._owned(who, job_id), name)
+
+    def read_file(self, job_id: str, row: FileRow, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of a file ``file`` found: a frame inflated at a time."""
+        return self.direct.read_file(job_id, row, start, end)
 
     def events(self, who: Principal, job_id: str, last_event_id: str | None) -> Iterator[str]:
         known = self._owned(who, job_id)
