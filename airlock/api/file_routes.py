@@ -41,8 +41,10 @@ class Download(StreamingResponse):
         try:
             await super().stream_response(send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._chunks.close)  # type: ignore[attr-defined]
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):  # also when the reader went away
+                    await anyio.to_thread.run_sync(close)
 
 
 @router.get("/jobs/{job_id}/files", response_model=FilesOut, responses=ERRORS)
