@@ -4,17 +4,14 @@ length, checksum and byte ranges (airlock/api/delivery.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Header, Path, Request, Response
-from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-from starlette.types import Send
+from starlette.concurrency import run_in_threadpool
 
 from airlock.api import delivery
 from airlock.api.models import FilesOut
+from airlock.api.paced import Paced
 from airlock.api.problems import Problem
 from airlock.api.routes import ERRORS, JobIdPath, caller, service
 from tasks.keys import Scope
@@ -26,25 +23,6 @@ FILE_ANSWERS: dict[int | str, dict[str, Any]] = {
     206: {"content": {BYTES: {}}, "description": "The range asked (Content-Range says which)"},
     304: {"description": "If-None-Match named this file's ETag: the caller has it"},
     **ERRORS}
-
-
-class Download(StreamingResponse):
-    """A file's chunks, its iterator closed however the answer ends (its frames are read
-    through a server-side cursor: the connection goes back to the pool at once)."""
-
-    def __init__(self, chunks: Iterator[bytes], status: int, headers: dict[str, str]) -> None:
-        self._chunks = chunks
-        super().__init__(iterate_in_threadpool(chunks), status_code=status, headers=headers,
-                         media_type=BYTES)
-
-    async def stream_response(self, send: Send) -> None:
-        try:
-            await super().stream_response(send)
-        finally:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                with anyio.CancelScope(shield=True):  # also when the reader went away
-                    await anyio.to_thread.run_sync(close)
 
 
 @router.get("/jobs/{job_id}/files", response_model=FilesOut, responses=ERRORS)
@@ -79,4 +57,5 @@ async def job_file(request: Request, job_id: JobIdPath,
                       f"the file is {size} bytes: no byte of that range is in it",
                       headers=headers)
     chunks = svc.read_file(job_id, row, chosen.start, chosen.end)
-    return Download(chunks, chosen.status, headers)
+    return Paced(chunks, request.app.state.send_timeout_s, status_code=chosen.status,
+                 media_type=BYTES, headers=headers)

@@ -10,19 +10,22 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from airlock.client import Airlock
 from base.errors import NoSuchFile
 from config.settings import Settings
 from tests.api.test_bad_input import jobs_of
-from tests.services import ApiProcess, WorkerProcess, free_port
+from tests.services import ApiProcess, WorkerProcess, free_port, tree_rss
 
 pytestmark = pytest.mark.integration
 CLIENTS = Path(__file__).parent / "clients"
@@ -265,3 +268,43 @@ def test_bad_multipart_is_a_clear_problem(api: ApiProcess, keys: dict[str, str],
     assert refused.headers["content-type"] == "application/problem+json"
     assert json.loads(refused.body).get("field") == field
     assert jobs_of(api_settings, "tenant-b") == before
+
+
+def test_a_large_file_streams_in_bounded_memory_and_a_stalled_reader_is_dropped(
+        api_settings: Settings, artifacts: Path, keys: dict[str, str],
+        worker: WorkerProcess) -> None:
+    """48 MiB downloaded whole: the API grows by far less than the file (a frame at a time).
+    A reader that stops reading is dropped after AIRLOCK_API_SEND_TIMEOUT_S, and said so."""
+    proc = ApiProcess(api_settings, artifacts / "api-large-file.log",
+                      AIRLOCK_API_SEND_TIMEOUT_S="2").start()
+    auth = {"Authorization": f"Bearer {keys['tenant-a:submit']}"}
+    try:
+        with httpx.Client(base_url=proc.url, headers=auth, timeout=120) as c:
+            job = c.post("/v1/jobs", params={"wait": 60}, json={
+                "code": "import os\nopen('large.bin', 'wb').write(os.urandom(48 * 2**20))",
+                "collect": ["large.bin"]}).json()
+            assert job["verdict"] == "ok" and job["files"]["collected"] == 1, job
+            url = f"/v1/jobs/{job['id']}/files/large.bin"
+            sha = c.get(f"/v1/jobs/{job['id']}/files").json()["files"][0]["sha256"]
+            assert proc.proc is not None
+            pid = proc.proc.pid
+            before, peak, digest, size = tree_rss(pid), 0, hashlib.sha256(), 0
+            with c.stream("GET", url) as answer:
+                for chunk in answer.iter_bytes():
+                    digest.update(chunk)
+                    size += len(chunk)
+                    peak = max(peak, tree_rss(pid))
+            assert (size, digest.hexdigest()) == (48 * MiB, sha)
+            assert peak - before < 24 * MiB, (before, peak)  # measured: 9 MiB
+        with socket.create_connection(("127.0.0.1", proc.port)) as sock:
+            sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n"
+                         f"Authorization: {auth['Authorization']}\r\n\r\n".encode())
+            time.sleep(6)  # not reading: the server's sends stall, then it gives up
+            sock.settimeout(10)
+            received = 0
+            while chunk := sock.recv(1 << 16):  # what was buffered, then the close
+                received += len(chunk)
+        assert received < 24 * MiB  # of 48: what the sockets buffered
+        assert "api.reader_dropped" in proc.log()
+    finally:
+        proc.stop()
