@@ -10,11 +10,9 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pytest
 from airlock.client import Airlock
 from base.errors import NoSuchFile
 from config.settings import Settings
+from tests.api.conftest import read_stalled
 from tests.api.test_bad_input import jobs_of
 from tests.services import ApiProcess, WorkerProcess, free_port, tree_rss
 
@@ -296,14 +295,7 @@ def test_a_large_file_streams_in_bounded_memory_and_a_stalled_reader_is_dropped(
                     peak = max(peak, tree_rss(pid))
             assert (size, digest.hexdigest()) == (48 * MiB, sha)
             assert peak - before < 24 * MiB, (before, peak)  # measured: 9 MiB
-        with socket.create_connection(("127.0.0.1", proc.port)) as sock:
-            sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: {auth['Authorization']}\r\n\r\n".encode())
-            time.sleep(6)  # not reading: the server's sends stall, then it gives up
-            sock.settimeout(10)
-            received = 0
-            while chunk := sock.recv(1 << 16):  # what was buffered, then the close
-                received += len(chunk)
+        received = read_stalled(proc, url, keys["tenant-a:submit"], stall_s=6)
         assert received < 24 * MiB  # of 48: what the sockets buffered
         assert "api.reader_dropped" in proc.log()
     finally:
