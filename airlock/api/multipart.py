@@ -51,7 +51,8 @@ class Part:
 
     @property
     def field(self) -> str:
-        return f"files.{self.name}" if self.kind == "file" else self.name
+        """The contract's field this part becomes: a refusal names it as for JSON."""
+        return {SPEC: SPEC, ARCHIVE: "archive_b64"}.get(self.kind, f"files_b64.{self.name}")
 
 
 class Parts:

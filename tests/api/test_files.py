@@ -232,7 +232,7 @@ def test_multipart_with_an_idempotency_key_makes_one_job(api: ApiProcess, keys: 
 
 
 @pytest.mark.parametrize(("size", "status", "named"), [
-    (5 * MiB, 422, "files.data/big.bin"),  # over the cap on one file (4 MiB)
+    (5 * MiB, 422, "files_b64.data/big.bin"),  # over the cap on one file (4 MiB)
     (33 * MiB, 413, None),  # over the body's cap (32 MiB)
 ])
 def test_an_oversized_upload_is_refused_naming_the_file_and_stores_nothing(

@@ -43,12 +43,12 @@ def test_a_tar_typed_part_is_the_archive_whatever_its_name() -> None:
 
 
 @pytest.mark.parametrize(("files", "caps", "field", "words"), [
-    ([("big.bin", ("b", b"x" * 11))], Caps(max_file_bytes=10), "files.big.bin", "one file"),
-    ([("a", ("a", b"x" * 6)), ("b", ("b", b"x" * 6))], Caps(max_files_bytes=10), "files.b",
+    ([("big.bin", ("b", b"x" * 11))], Caps(max_file_bytes=10), "files_b64.big.bin", "one file"),
+    ([("a", ("a", b"x" * 6)), ("b", ("b", b"x" * 6))], Caps(max_files_bytes=10), "files_b64.b",
      "past the cap of 10 bytes"),
-    ([("a", ("a", b"x")), ("b", ("b", b"x"))], Caps(max_files=1), "files.b", "1 files"),
+    ([("a", ("a", b"x")), ("b", ("b", b"x"))], Caps(max_files=1), "files_b64.b", "1 files"),
     ([SPEC], None, "spec", "given twice"),
-    ([("archive", ("a", b"1")), ("archive", ("b", b"2"))], None, "archive", "given twice"),
+    ([("archive", ("a", b"1")), ("archive", ("b", b"2"))], None, "archive_b64", "given twice"),
 ])
 def test_a_cap_passed_is_refused_naming_the_part(files: list[tuple[str, Any]], caps: Caps | None,
                                                  field: str, words: str) -> None:
@@ -58,9 +58,9 @@ def test_a_cap_passed_is_refused_naming_the_part(files: list[tuple[str, Any]], c
 
 
 @pytest.mark.parametrize(("files", "field"), [
-    ([SPEC, ("in/a", ("a", b"1")), ("in/a", ("a", b"2"))], "files.in/a"),
-    ([("spec", (None, '{"code": "1", "files": {"x": "y"}}')), ("x", ("x", b"2"))], "files.x"),
-    ([("spec", (None, '{"code": "1", "archive_b64": ""}')), ("archive", ("x", b"2"))], "archive"),
+    ([SPEC, ("in/a", ("a", b"1")), ("in/a", ("a", b"2"))], "files_b64.in/a"),
+    ([("spec", (None, '{"code": "1", "files": {"x": "y"}}')), ("x", ("x", b"2"))], "files_b64.x"),
+    ([("spec", (None, '{"code": "1", "archive_b64": ""}')), ("archive", ("x", b"2"))], "archive_b64"),
     ([("spec", (None, '["a list"]'))], "spec"),
     ([("f", ("f", b"no spec"))], "spec"),
 ])
