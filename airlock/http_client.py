@@ -8,6 +8,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 from urllib.parse import quote
 
@@ -126,7 +127,8 @@ class HttpAirlock(Airlock):
 
     def files(self, job_id: str) -> list[FileRow]:
         manifest = self._call("GET", f"/v1/jobs/{job_id}/files").json()
-        return [FileRow(**entry) for entry in manifest["files"]]
+        known = [f.name for f in fields(FileRow)]  # a newer server's other fields aside
+        return [FileRow(**{k: entry.get(k) for k in known}) for entry in manifest["files"]]
 
     def read_file(self, job_id: str, row: FileRow, start: int = 0,
                   end: int | None = None) -> Iterator[bytes]:

@@ -109,7 +109,7 @@ class Service:
         return self.direct.file(self._owned(who, job_id), name)
 
     def read_file(self, job_id: str, row: FileRow, start: int, end: int) -> Iterator[bytes]:
-        """Bytes [start, end) of a file ``file`` found, READ_STEP at a time, each step read
+        """Bytes [start, end) of the file ``file`` gave, READ_STEP at a time, each step read
         whole by a query of its own: a slow reader never holds a database connection."""
         for at in range(start, end, READ_STEP):
             yield b"".join(self.direct.read_file(job_id, row, at, min(end, at + READ_STEP)))
