@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from airlock.client import Airlock
-from base.errors import NoSuchFile
 from config.settings import Settings
 from tests.api.conftest import read_stalled
 from tests.api.test_bad_input import jobs_of
+from tests.conftest import check_reads
 from tests.services import ApiProcess, WorkerProcess, free_port, tree_rss
 
 pytestmark = pytest.mark.integration
@@ -181,12 +181,7 @@ def test_the_python_client_over_http_reads_files_as_the_direct_one(
     client = Airlock(url=api.url, api_key=keys["tenant-a:read"])
     try:
         assert client.files(sent.job_id) == direct.files(sent.job_id)
-        for start, end in ((0, None), (0, 10), (MiB - 3, MiB + 3), (len(BIG) - 1, None), (5, 5),
-                           (len(BIG), None)):
-            got = b"".join(client.download(sent.job_id, "out/big.bin", start, end))
-            assert got == BIG[start:end], (start, end)
-        with pytest.raises(NoSuchFile):
-            list(client.download(sent.job_id, "out/nothing.bin"))
+        check_reads(client, sent.job_id, "out/big.bin", BIG)  # as tests/integration/test_files.py
         saved = client.save_files(sent.job_id, tmp_path / "py")
         assert not [s for s in saved if s.problem]
         assert (tmp_path / "py/out/big.bin").read_bytes() == BIG
