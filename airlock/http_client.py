@@ -8,7 +8,9 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -20,11 +22,13 @@ from base.errors import (
     DatabaseUnavailable,
     JobNotFound,
     JobSpecError,
+    NoSuchFile,
     QuotaExceeded,
 )
 from config.settings import Settings, load_settings
 from tasks import streams
 from tasks.contract import JobSpec, parse_spec
+from tasks.output_rows import FileRow
 from tasks.streams import Event
 
 WAIT_STEP_S = 30.0  # one long poll's wait; a longer wait is several
@@ -42,7 +46,8 @@ def error_of(response: httpx.Response) -> AirlockError:
     if status == 422 and problem.get("field"):
         return JobSpecError(str(problem["field"]), detail.removeprefix(f"{problem['field']}: "))
     if status == 404:
-        return JobNotFound(detail)
+        missing = NoSuchFile if str(problem.get("type", "")).endswith("/no-such-file") else JobNotFound
+        return missing(detail)
     if status == 429:
         after = response.headers.get("retry-after")
         return QuotaExceeded(detail, float(after) if after and after.isdigit() else None)
@@ -118,6 +123,32 @@ class HttpAirlock(Airlock):
             if response.status_code >= 400:
                 response.read()
                 raise error_of(response)
+            yield from response.iter_bytes()
+
+    def files(self, job_id: str) -> list[FileRow]:
+        manifest = self._call("GET", f"/v1/jobs/{job_id}/files").json()
+        known = [f.name for f in fields(FileRow)]  # a newer server's other fields aside
+        return [FileRow(**{k: entry.get(k) for k in known}) for entry in manifest["files"]]
+
+    def read_file(self, job_id: str, row: FileRow, start: int = 0,
+                  end: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, end) of a manifest entry, as the direct client reads them: one
+        ranged GET (``file``, ``download`` and ``save_files`` come with the manifest)."""
+        if start < 0 or (end is not None and end < start):
+            raise AirlockError(f"bad range {start}-{end}")
+        size = row.size or 0
+        end = size if end is None else min(end, size)
+        if start >= end:
+            return
+        ranged = (start, end) != (0, size)
+        headers = {"Range": f"bytes={start}-{end - 1}"} if ranged else {}
+        path = f"/v1/jobs/{job_id}/files/{quote(row.path, safe='/')}"
+        with self.http.stream("GET", path, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise error_of(response)
+            if response.status_code != (206 if ranged else 200):
+                raise AirlockError(f"{path}: the API answered {response.status_code}")
             yield from response.iter_bytes()
 
     def events(self, job_id: str, offset: str = streams.START, follow: bool = True,

@@ -15,6 +15,7 @@ import pytest
 
 from airlock.client import Airlock
 from airlock.records import JobRecord
+from base.errors import NoSuchFile
 from config.settings import Profile, Settings
 from tests.services import WorkerProcess, airlock_containers, scratch_database, wait_no_containers
 from workers import labels as L
@@ -125,3 +126,16 @@ def canary(run_job: RunJob) -> Callable[[], JobRecord]:
         return record
 
     return check
+
+
+def check_reads(client: Airlock, job_id: str, name: str, data: bytes) -> None:
+    """The client reads the collected file ``name`` as ``data``: whole, and in byte ranges
+    (within a frame, across frames, to the end, empty, past the end); an unknown name is
+    NoSuchFile."""
+    mib = 1024 * 1024
+    for start, end in ((0, None), (0, 10), (mib - 3, mib + 3), (2 * mib, None),
+                       (len(data) - 1, None), (5, 5), (len(data), None)):
+        got = b"".join(client.download(job_id, name, start, end))
+        assert got == data[start:end], (start, end)
+    with pytest.raises(NoSuchFile):
+        list(client.download(job_id, name + ".not-kept"))

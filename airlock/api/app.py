@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
-from airlock.api import metrics, problems, routes
+from airlock.api import file_routes, metrics, problems, routes
 from airlock.api.models import HealthOut
 from airlock.api.service import Service
 from base.errors import HostNotSafe
@@ -45,6 +45,8 @@ def create_app(s: Settings) -> FastAPI:
     app.state.send_timeout_s = s.api.send_timeout_s
     problems.install(app)
     app.add_middleware(metrics.Measured)
+    # Before routes': its /jobs/{id}/{stream} would take /jobs/{id}/files (and refuse it).
+    app.include_router(file_routes.router)
     app.include_router(routes.router)
     _health(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ cannot take the server down (too deep, too long a number, not UTF-8: 400, never 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
@@ -31,19 +32,23 @@ def require_type(request: Request, allowed: tuple[str, ...]) -> str:
     return kind
 
 
-async def read(request: Request, cap: int) -> bytes:
-    """The body, refused (413) as soon as it is known to be over ``cap``: by its declared
-    length before a byte is read, else while it streams in."""
+async def chunks(request: Request, cap: int) -> AsyncIterator[bytes]:
+    """The body as it streams in, refused (413) as soon as it is known to be over ``cap``: by
+    its declared length before a byte is read, else once the bytes pass it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise too_large(cap)
-    chunks, total = [], 0
+    total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > cap:
             raise too_large(cap)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def read(request: Request, cap: int) -> bytes:
+    """The body whole, within ``cap``."""
+    return b"".join([chunk async for chunk in chunks(request, cap)])
 
 
 def parse_json(data: bytes) -> Any:

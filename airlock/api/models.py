@@ -51,7 +51,7 @@ class JobOut(JobSummaryOut):
     evidence: dict[str, Any] | None
     phases: dict[str, Any] | None
     provenance: dict[str, Any] | None
-    files: dict[str, Any] | None  # what was collected, counted (GET the files: not yet)
+    files: dict[str, Any] | None  # what was collected, counted: the files at /v1/jobs/{id}/files
     worker_host: str | None
     container_id: str | None
     error: str | None
@@ -62,6 +62,30 @@ class SubmittedOut(JobOut):
     created: bool  # False: the idempotency key named an earlier job, which this is
     enqueued: bool  # False: Redis did not take the message; the reconciler sends it later
     note: str | None = None
+
+
+class FileOut(Out):
+    """One entry of the manifest: a file taken (``size``, ``sha256``, ``mode``) or refused
+    (``reason``). ``path`` is relative to /workspace, as printable text: a byte that was not
+    UTF-8 or a control character is escaped (``\\x0a``; base/names.py). It is the name to GET."""
+
+    n: int
+    path: str
+    status: Literal["collected", "refused"]
+    reason: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    mode: int | None = None
+
+
+class FilesOut(Out):
+    """A job's collected files (empty while it runs), and their counts (``summary``: the
+    record's ``files``, with refusals past those listed and patterns that matched nothing)."""
+
+    job: str
+    status: Literal["queued", "running", "finished"]
+    summary: dict[str, Any] | None
+    files: list[FileOut]
 
 
 class JobPageOut(Out):

@@ -25,6 +25,7 @@ from base.errors import (
     DatabaseUnavailable,
     JobNotFound,
     JobSpecError,
+    NoSuchFile,
     QuotaExceeded,
     preview,
 )
@@ -72,6 +73,8 @@ def translate(exc: Exception) -> Problem:
         after = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_S
         return Problem(429, "quota", "Quota exceeded", str(exc), field=exc.quota or None,
                        headers={"Retry-After": str(max(1, math.ceil(after)))})
+    if isinstance(exc, NoSuchFile):
+        return Problem(404, "no-such-file", "Not found", str(exc))
     if isinstance(exc, JobNotFound):
         return Problem(404, "not-found", "Not found", str(exc))
     if isinstance(exc, DatabaseUnavailable):

@@ -4,14 +4,16 @@ thread the service's work (airlock/api/service.py)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from airlock.api import bodies
+from airlock.api import bodies, multipart
 from airlock.api.auth import Principal, authenticate, bearer
 from airlock.api.models import (
     BatchOut,
@@ -25,6 +27,7 @@ from airlock.api.models import (
 from airlock.api.problems import Problem, ProblemOut
 from airlock.api.service import Service
 from airlock.api.sse import EventStream
+from config.sections import Caps
 from tasks.contract import NO_NUL
 from tasks.keys import Scope, key_id_of
 from tasks.lookup import Filters
@@ -36,6 +39,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code in (400, 401, 403, 404, 409, 413, 415, 416, 422, 429, 503)}
 JobIdPath = Annotated[str, Path(max_length=64, description="The job's id (a UUID).")]
 RANGE = re.compile(r"^bytes=(\d{1,19})-$")
+MULTIPART_JOB = {"schema": {
+    "type": "object", "required": [multipart.SPEC],
+    "properties": {multipart.SPEC: JOB_SPEC,
+                   multipart.ARCHIVE: {"type": "string", "format": "binary",
+                                       "description": "A tar archive (plain or gzip)."}},
+    "additionalProperties": {"type": "string", "format": "binary",
+                             "description": "A file in /workspace at the part's name."}},
+    "encoding": {multipart.SPEC: {"contentType": "application/json"}}}
 
 
 def service(request: Request) -> Service:
@@ -56,22 +67,33 @@ async def caller(request: Request, needed: Scope) -> Principal:
 @router.post("/jobs", status_code=201, response_model=SubmittedOut, responses={
     200: {"model": SubmittedOut, "description": "The job its Idempotency-Key named before"},
     **ERRORS}, openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": JOB_SPEC}}}})
+        "application/json": {"schema": JOB_SPEC}, multipart.MEDIA: MULTIPART_JOB}}})
 async def submit_job(request: Request, response: Response,
                      wait: Annotated[float | None, Query(ge=0, le=600, allow_inf_nan=False)] = None,
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                      ) -> dict[str, Any]:
     """Submit a job; with ``?wait=SECONDS``, answer with it once it has ended (or as it stands
-    then). The same Idempotency-Key again answers 200 with the same job."""
+    then). The same Idempotency-Key again answers 200 with the same job. As
+    ``multipart/form-data``: a ``spec`` part (the job's JSON), and file parts, each a file in
+    /workspace at its part's name; a part named ``archive`` (or of a tar type) is its tar."""
     who = await caller(request, Scope.SUBMIT)
-    bodies.require_type(request, bodies.JSON_TYPES)
-    body = await bodies.read(request, request.app.state.max_body)
-    svc = service(request)  # parsed in the thread too: 32 MiB of JSON never stalls the loop
-    done = await run_in_threadpool(
-        lambda: svc.submit(who, bodies.parse_json(body), idempotency_key, wait))
+    kind = bodies.require_type(request, (*bodies.JSON_TYPES, multipart.MEDIA))
+    svc = service(request)
+    job = await _job_body(request, kind, svc.settings.caps)
+    done = await run_in_threadpool(lambda: svc.submit(who, job(), idempotency_key, wait))
     response.status_code = 201 if done["created"] else 200
     response.headers["Location"] = f"/v1/jobs/{done['id']}"
     return done
+
+
+async def _job_body(request: Request, kind: str, caps: Caps) -> Callable[[], Any]:
+    """The body read, and what makes the job of it in a thread (parsing 32 MiB of JSON, or
+    base64-encoding a multipart body's files, never stalls the loop)."""
+    if kind == multipart.MEDIA:
+        parts = await multipart.read(request, request.app.state.max_body, caps)
+        return partial(multipart.job_of, parts)
+    body = await bodies.read(request, request.app.state.max_body)
+    return partial(bodies.parse_json, body)
 
 
 @router.get("/jobs", response_model=JobPageOut, responses=ERRORS)

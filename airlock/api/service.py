@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,10 +27,12 @@ from tasks import streams
 from tasks import usage as usage_days
 from tasks.contract import resolve
 from tasks.lookup import Filters, Lookup
+from tasks.output_rows import FileRow
 from tasks.store import JobRow
 from tasks.tenancy import TenantStore
 
 log = structlog.get_logger(__name__)
+READ_STEP = 1024 * 1024  # a stored frame's bytes (tasks/blobs.py): one or two frames a step
 NOT_SENT = ("recorded; Redis did not take its message: the fleet's reconciler sends it, so"
             " it may start a little later")
 
@@ -94,6 +97,22 @@ class Service:
             raise Problem(409, "not-finished", "Not finished",
                           "the whole output is kept once the job has ended; follow its events")
         return self.direct.output(known, stream, start)
+
+    def manifest(self, who: Principal, job_id: str) -> dict[str, Any]:
+        record = self.record(who, job_id)
+        rows = self.direct.outputs.files(JobId(record.id))
+        return {"job": record.id, "status": record.status, "summary": record.files,
+                "files": [asdict(r) for r in rows]}
+
+    def file(self, who: Principal, job_id: str, name: str) -> FileRow:
+        """The collected file called ``name`` (404 for another tenant's job, as for none)."""
+        return self.direct.file(self._owned(who, job_id), name)
+
+    def read_file(self, job_id: str, row: FileRow, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the file ``file`` gave, READ_STEP at a time, each step read
+        whole by a query of its own: a slow reader never holds a database connection."""
+        for at in range(start, end, READ_STEP):
+            yield b"".join(self.direct.read_file(job_id, row, at, min(end, at + READ_STEP)))
 
     def events(self, who: Principal, job_id: str, last_event_id: str | None) -> Iterator[str]:
         known = self._owned(who, job_id)

@@ -4,6 +4,8 @@ two tenants and keys of each scope."""
 from __future__ import annotations
 
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,3 +62,17 @@ def keys(api_settings: Settings, tenants: TenantStore) -> dict[str, str]:
 def http(api: ApiProcess, key: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=api.url, headers=headers, timeout=60)
+
+
+def read_stalled(api: ApiProcess, path: str, key: str, stall_s: float) -> int:
+    """GET ``path`` and read nothing for ``stall_s`` (the server's sends stall, and it gives up
+    if it is to); then read what the sockets buffered, to the close. The bytes received."""
+    with socket.create_connection(("127.0.0.1", api.port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+                     .encode())
+        time.sleep(stall_s)
+        sock.settimeout(10)
+        received = 0
+        while chunk := sock.recv(1 << 16):
+            received += len(chunk)
+    return received

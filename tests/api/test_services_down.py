@@ -5,8 +5,6 @@ reader that stops reading an event stream is dropped, its memory with it."""
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import httpx
 import pytest
 
 from config.settings import Settings
+from tests.api.conftest import read_stalled
 from tests.services import ApiProcess, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -86,14 +85,9 @@ def test_a_reader_that_stops_reading_is_dropped(api_settings: Settings, artifact
             job = c.post("/v1/jobs", params={"wait": 60}, json={
                 "code": loud, "limits": {"output_bytes": 64 * 1048576}}).json()
             assert job["verdict"] == "ok"
-        with socket.create_connection(("127.0.0.1", proc.port)) as sock:
-            sock.sendall(f"GET /v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: {auth['Authorization']}\r\n\r\n".encode())
-            time.sleep(8)  # not reading: the server's sends stall, then it gives up
-            sock.settimeout(10)
-            received = 0
-            while chunk := sock.recv(1 << 16):  # what was buffered, then the close
-                received += len(chunk)
+        # not reading: the server's sends stall, then it gives up
+        received = read_stalled(proc, f"/v1/jobs/{job['id']}/events", keys["tenant-a:submit"],
+                                stall_s=8)
         assert received < 30 * 1048576  # it stopped well before the 60 MiB
         assert "sse.reader_dropped" in proc.log()
         rss_kib = int(next(line for line in Path(f"/proc/{proc.proc.pid}/status")  # type: ignore[union-attr]
