@@ -228,6 +228,7 @@ def network_host(egress_settings: Settings, pypi_tls: StandinTls,
         if not proxy_existed:
             for found in api.containers(all=True, filters={"name": f"^/{PROXY_NAME}$"}):
                 api.remove_container(found["Id"], force=True)
+            shutil.rmtree(PYPI_TLS, ignore_errors=True)  # a proxy left running binds its CA
         sh(str(STANDINS), "down")
         if not firewall_was_applied:
             sh(str(FIREWALL / "remove.sh"))
