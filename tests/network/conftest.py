@@ -13,8 +13,10 @@ The rules are host-wide: never run this suite beside another session's network t
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,16 +40,23 @@ STANDINS = ROOT / "scripts" / "standins.sh"
 FIREWALL = ROOT / "scripts" / "firewall"
 HITS = Path("/run/airlock-standins/hits")
 PROXY_NAME = "airlock-egress-proxy"
-# This host intercepts outgoing TLS with a CA of its own: the proxy must trust the host's
-# bundle for its upstream connections (production leaves proxy_upstream_ca unset).
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TENANT_ENDPOINT = "bedrock-runtime.us-east-1.amazonaws.com"  # allowlisted, never contacted
+# The "internet" stand-in (scripts/standins.sh): where the proxy resolves TENANT_ENDPOINT, so
+# a contact is counted there instead of a lookup or a packet reaching the real name.
+INTERNET_ADDRESS = "198.51.100.10"
 # The stand-in of the Messages API (messages_standin.py): a tenant's endpoint that only the
 # proxy resolves (egress.proxy_hosts), at a TEST-NET-2 address in the stand-ins' namespace.
 MESSAGES_API = "messages-api.standin.test"
 MESSAGES_API_ADDRESS = "198.51.100.20"
 # The fleet's allowlist without api.anthropic.com: nothing here may reach the real API.
 ALLOWLIST = ("pypi.org", "files.pythonhosted.org", "registry.npmjs.org")
+# The PyPI stand-in (pypi_standin.py): every name of ALLOWLIST resolves, for the proxy alone,
+# to its TEST-NET-2 address in the stand-ins' namespace, and the proxy trusts only the test
+# session's CA upstream (PYPI_TLS), so no request can reach the real registries: while the
+# stand-in is down, a request fails (nothing listens there; no lookup of the real name).
+PYPI_ADDRESS = "198.51.100.40"
+PYPI_TLS = Path("/run/airlock-pypi-standin")  # the test CA, the stand-in's certificate and key
+PYPI_PACKAGE, PYPI_VERSION = "airlock_probe_pkg", "1.0.3"
 # Tenants' own endpoints (per-tenant egress): names only the proxy resolves, to stand-ins at
 # TEST-NET-2 addresses in the stand-ins' namespace (``tenant_endpoints``).
 TENANT_HOSTS = {"a": ("api.tenant-a.standin.test", "198.51.100.31"),
@@ -89,27 +98,109 @@ class Standins:
 
 
 @dataclass(frozen=True)
+class StandinTls:
+    """A CA made for this test session, and a certificate it signed for the stand-in."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class PyPI:
+    """The PyPI stand-in: the package it serves, and the requests it answered."""
+
+    package: str
+    version: str
+    log: Path
+
+    def requests(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def reset(self) -> None:
+        self.log.write_text("")
+
+
+@dataclass(frozen=True)
 class NetworkHost:
     standins: Standins
     proxy_id: str
+    pypi: PyPI
+
+
+def make_tls(folder: Path, names: tuple[str, ...]) -> StandinTls:
+    """A fresh CA (valid a day) and a server certificate for ``names``, in ``folder``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Airlock network tests CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(start).not_valid_after(end)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    tls = StandinTls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    tls.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tls.key.touch(mode=0o600)
+    tls.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    tls.ca.chmod(0o644)  # the proxy reads it as its user (bound read-only)
+    return tls
 
 
 @pytest.fixture(scope="session")
-def egress_settings(settings: Settings) -> Settings:
+def pypi_tls() -> StandinTls:
+    """The PyPI stand-in's certificate (the allowlisted registries' names), from a test CA
+    that the proxy trusts upstream (``egress_settings``)."""
+    return make_tls(PYPI_TLS, ALLOWLIST)
+
+
+@pytest.fixture(scope="session")
+def egress_settings(settings: Settings, pypi_tls: StandinTls) -> Settings:
     return settings.but(**{
         "fleet": f"{settings.fleet}-net", "queue": f"{settings.queue}-net",
         "egress_enabled": True, "egress_allowlist": ALLOWLIST,
         "egress_tenant_endpoints": (TENANT_ENDPOINT, MESSAGES_API),
-        "proxy_hosts": {MESSAGES_API: MESSAGES_API_ADDRESS,
+        "proxy_hosts": {MESSAGES_API: MESSAGES_API_ADDRESS, TENANT_ENDPOINT: INTERNET_ADDRESS,
+                        **dict.fromkeys(ALLOWLIST, PYPI_ADDRESS),
                         **dict(TENANT_HOSTS.values())},
-        "proxy_upstream_ca": str(HOST_CA_BUNDLE) if HOST_CA_BUNDLE.exists() else None,
+        "proxy_upstream_ca": str(pypi_tls.ca),
         "egress_refresh_s": 1.0,
         **({"proxy_image": PROXY_IMAGE} if PROXY_IMAGE else {}),
     })
 
 
 @pytest.fixture(scope="session")
-def network_host(egress_settings: Settings) -> Iterator[NetworkHost]:
+def network_host(egress_settings: Settings, pypi_tls: StandinTls,
+                 artifacts: Path) -> Iterator[NetworkHost]:
     s = egress_settings
     api = docker.APIClient(version="auto")
     for image in (s.profiles[s.default_profile].image, s.egress.proxy_image):
@@ -117,6 +208,7 @@ def network_host(egress_settings: Settings) -> Iterator[NetworkHost]:
             pytest.fail(f"{image} is missing: run scripts/build-images.sh")
     firewall_was_applied = sh(str(FIREWALL / "verify.sh")).returncode == 0
     proxy_existed = bool(api.containers(all=True, filters={"name": f"^/{PROXY_NAME}$"}))
+    stack = ExitStack()
     try:
         applied = sh(str(FIREWALL / "apply.sh"))
         assert applied.returncode == 0, applied.stderr
@@ -128,11 +220,15 @@ def network_host(egress_settings: Settings) -> Iterator[NetworkHost]:
         assert up.returncode == 0, up.stderr
         listed = sh(str(STANDINS), "list").stdout.splitlines()
         targets = tuple((a, b, c, d) for a, b, c, d in (line.split("\t") for line in listed))
-        yield NetworkHost(Standins(targets), proxy_id)
+        # The PyPI stand-in for as long as the proxy resolves the registries' names to it
+        pypi = start_pypi(stack, pypi_tls, artifacts)
+        yield NetworkHost(Standins(targets), proxy_id, pypi)
     finally:
+        stack.close()
         if not proxy_existed:
             for found in api.containers(all=True, filters={"name": f"^/{PROXY_NAME}$"}):
                 api.remove_container(found["Id"], force=True)
+            shutil.rmtree(PYPI_TLS, ignore_errors=True)  # a proxy left running binds its CA
         sh(str(STANDINS), "down")
         if not firewall_was_applied:
             sh(str(FIREWALL / "remove.sh"))
@@ -237,6 +333,27 @@ def standin_server(address: str, argv: list[str], name: str, err: Path) -> Itera
         proc.wait(10)
         sh("ip", "route", "del", f"{address}/32", "via", "198.18.0.2")
         sh("ip", "netns", "exec", STANDIN_NS, "ip", "addr", "del", f"{address}/32", "dev", "lo")
+
+
+def start_pypi(stack: ExitStack, tls: StandinTls, artifacts: Path) -> PyPI:
+    """The PyPI stand-in on port 443 of PYPI_ADDRESS, serving a wheel built here."""
+    from tests.network.pypi_standin import build_wheel
+
+    dist = PYPI_TLS / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    build_wheel(dist, PYPI_PACKAGE, PYPI_VERSION)
+    pypi = PyPI(PYPI_PACKAGE, PYPI_VERSION, artifacts / "pypi-standin.jsonl")
+    pypi.reset()
+    argv = [str(Path(__file__).with_name("pypi_standin.py")), "--bind", PYPI_ADDRESS,
+            "--cert", str(tls.cert), "--key", str(tls.key), "--dist", str(dist),
+            "--log", str(pypi.log)]
+    stack.enter_context(standin_server(PYPI_ADDRESS, argv, "pypi", artifacts / "pypi-standin.err"))
+    return pypi
+
+
+@pytest.fixture(scope="session")
+def pypi(network_host: NetworkHost) -> PyPI:
+    return network_host.pypi
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ rows for the metadata endpoint, ``psql -h db-host`` and ``pip install malicious-
 Every probe is a real job, submitted with the client to a real ``airlock worker`` that has
 egress enabled (conftest.py) and judged by its stored result. Targets are stand-ins this
 machine owns (scripts/standins.sh), each counting its contacts: after every test, every
-stand-in must have counted zero. The one exception is the allowlisted read from PyPI through
-the proxy, which is the proxy's point.
+stand-in must have counted zero. The allowlisted reads through the proxy, its point, go to the
+PyPI stand-in (pypi_standin.py), which the proxy resolves the registries' names to: no test
+sends anything to a real address.
 
 Outcomes to expect: a refused connection fails at once (the firewall answers TCP with a reset,
 the rest with ICMP "prohibited"); a name lookup fails in about a second (no resolver answers:
@@ -18,12 +19,14 @@ import base64
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from airlock.client import Airlock
@@ -32,7 +35,9 @@ from tasks.egress import network_plans
 from tests.network import probes
 from tests.network.conftest import (
     FIREWALL,
+    PROXY_NAME,
     TENANT_ENDPOINT,
+    PyPI,
     RunEgress,
     Standins,
     sh,
@@ -309,24 +314,80 @@ print(json.dumps({ARGS["label"]: {"returncode": done.returncode, "s": time.monot
 '''
 
 
-def test_pip_install_from_pypi_works_through_the_proxy(run_egress: RunEgress) -> None:
+# The job's own proxy credential: the user name in its proxy URL (HTTPS_PROXY).
+PROXY_USER = r'''
+import json, os, urllib.parse
+print(json.dumps({"proxy_user": urllib.parse.urlsplit(os.environ["HTTPS_PROXY"]).username}))
+'''
+
+
+def proxy_log(since: float) -> list[list[str]]:
+    """The egress proxy's access log lines since ``since``, split: time, elapsed, client,
+    code/status, bytes, method, URL, user, hierarchy/peer, type (Squid's format)."""
+    time.sleep(1.0)  # Squid logs a request when it is done
+    api = docker.APIClient(version="auto")
+    try:
+        log = api.logs(PROXY_NAME, stdout=True, stderr=False, since=int(since))
+    finally:
+        api.close()
+    lines = [line.split() for line in log.decode("utf-8", "replace").splitlines()]
+    return [f for f in lines if len(f) > 8 and f[0].replace(".", "").isdigit()
+            and float(f[0]) >= since]
+
+
+def test_pip_install_from_pypi_works_through_the_proxy(
+        run_egress: RunEgress, pypi: PyPI, egress_settings: Settings) -> None:
+    """pip installs from "PyPI" (the stand-in the proxy resolves pypi.org and
+    files.pythonhosted.org to, over TLS the proxy verifies), authenticated to the proxy by the
+    job's credential in its proxy URL; the same pip without the credential is refused."""
+    pypi.reset()
+    since = time.time()
     # Given a job with egress: a venv at /opt/venv, then pip install from PyPI
     venv = ["python3", "-m", "venv", "--without-pip", "/opt/venv"]
+    project = pypi.package.replace("_", "-")
     # Debian's pip (/usr/bin/python3's) installs into the venv: "python3" is the venv's now
     install = ["/usr/bin/python3", "-m", "pip", "--python", "/opt/venv/bin/python", "install",
-               "--no-cache-dir", "--progress-bar", "off", "six==1.16.0"]
-    use = ["/opt/venv/bin/python", "-c", "import six; print(six.__version__, six.__file__)"]
-    got = probe(run_egress, (PIP, {"label": "venv", "argv": venv}),
+               "--no-cache-dir", "--progress-bar", "off", "--disable-pip-version-check",
+               f"{project}=={pypi.version}"]
+    use = ["/opt/venv/bin/python", "-c",
+           f"import {pypi.package} as p; print(p.__version__, p.__file__)"]
+    # pip with a proxy URL without the credential (every proxy variable pip reads)
+    bare = f"http://{egress_settings.egress.proxy_ip}:{egress_settings.egress.proxy_port}"
+    anonymous = ["env", *[f"{name}={bare}" for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                                         "http_proxy", "PIP_PROXY")],
+                 "/usr/bin/python3", "-m", "pip", "download", "-vvv", "--no-cache-dir", "--no-deps",
+                 "--disable-pip-version-check", "-d", "/tmp/anon", "--retries", "0",
+                 "--timeout", "5", f"{project}=={pypi.version}"]
+    got = probe(run_egress, (PROXY_USER, {}), (PIP, {"label": "venv", "argv": venv}),
                 (PIP, {"label": "install", "argv": install}),
-                (PIP, {"label": "use", "argv": use}), timeout_s=120)
+                (PIP, {"label": "use", "argv": use}),
+                (PIP, {"label": "anonymous", "argv": anonymous,
+                       "grep": ["407 Proxy Authentication Required"]}), timeout_s=120)
     # Then the package came through the proxy and imports from /opt/venv
     assert got["install"]["returncode"] == 0, got["install"]["out"]
-    assert got["use"]["out"].startswith("1.16.0 /opt/venv/"), got
+    assert got["use"]["out"].startswith(f"{pypi.version} /opt/venv/"), got
+    # from the stand-in: the index on pypi.org, the wheel on files.pythonhosted.org
+    seen = [(r["method"], r["host"], r["path"], r["status"]) for r in pypi.requests()]
+    wheel = f"{pypi.package}-{pypi.version}-py3-none-any.whl"
+    assert ("GET", "pypi.org", f"/simple/{project}/", 200) in seen, seen
+    assert ("GET", "files.pythonhosted.org", f"/packages/{wheel}", 200) in seen, seen
+    # and pip authenticated to the proxy with the job's credential, for both names
+    user = got["proxy_user"]
+    assert user, got
+    log = proxy_log(since)
+    mine = {(f[5], f[6].split("/")[2] if "://" in f[6] else f[6]) for f in log
+            if f[7] == user and f[3].endswith("/200")}
+    assert {("CONNECT", "pypi.org:443"), ("GET", "pypi.org"),
+            ("CONNECT", "files.pythonhosted.org:443"), ("GET", "files.pythonhosted.org")} <= mine, log
+    # Without the credential, the proxy asks for it (407) and pip gets nothing
+    assert got["anonymous"]["returncode"] != 0 and got["anonymous"]["grep"], got["anonymous"]
+    assert any(f[3].endswith("/407") and f[7] == "-" for f in log), log
 
 
-def test_pip_install_malicious_pkg_only_pypi_is_allowed(run_egress: RunEgress) -> None:
+def test_pip_install_malicious_pkg_only_pypi_is_allowed(run_egress: RunEgress, pypi: PyPI) -> None:
     """The security design's row: ``pip install malicious-pkg`` → only PyPI is allowed: an
     index elsewhere is refused, and nothing can be uploaded to the registries."""
+    pypi.reset()
     pip = ["python3", "-m", "pip", "download", "-vvv", "--no-cache-dir", "--no-deps", "-d", "/tmp/dl",
            "--retries", "0", "--timeout", "5"]
     got = probe(run_egress,
@@ -347,6 +408,8 @@ def test_pip_install_malicious_pkg_only_pypi_is_allowed(run_egress: RunEgress) -
     proxy_refused({k: got[k] for k in ("upload-pypi", "upload-pypi-root", "publish-npm")}, {
         "upload-pypi": "is not on the egress allowlist", "upload-pypi-root": "read-only",
         "publish-npm": "read-only"})
+    # The proxy refused the writes itself: not one reached the registries (their stand-in)
+    assert pypi.requests() == [], pypi.requests()
 
 
 # --- the worker's start ---------------------------------------------------------------------

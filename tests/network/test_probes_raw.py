@@ -1,8 +1,8 @@
 """A19-A22 probed from containers started with the raw Docker SDK on airlock-workspace.
 
 Every target is a stand-in this machine owns (scripts/standins.sh): a missing block shows
-up as a hit on our own listener, never as a packet to a real address. The one exception
-is the allowlisted read through the proxy (PyPI), which is the point of the proxy.
+up as a hit on our own listener, never as a packet to a real address. The allowlisted read
+through the proxy, its point, goes to the PyPI stand-in (pypi_standin.py, conftest.py).
 Containers get the stand-in resolver as their DNS upstream, so a forwarded lookup is
 counted there instead of reaching the host's real resolver.
 
@@ -25,7 +25,7 @@ import pytest
 
 from config.settings import Settings
 from tests.network import probes
-from tests.network.conftest import NetworkHost
+from tests.network.conftest import PYPI_ADDRESS, NetworkHost, PyPI, StandinTls
 from workers.networks import EGRESS, PROXY_PORT, WORKSPACE, proxy_ca_bind, proxy_env
 from workers.proxy_registry import Registry, new_credential
 
@@ -194,10 +194,40 @@ def test_a21_second_job_on_the_same_network_unreachable(docker_client: docker.Do
 
 
 def test_a22_proxy_allows_an_allowlisted_read(docker_client: docker.DockerClient,
-                                              stack: dict[str, Any]) -> None:
-    result = run_job(docker_client, probes.job_code(probes.PIP_DOWNLOAD, package="six"))
+                                              stack: dict[str, Any], pypi: PyPI) -> None:
+    pypi.reset()
+    result = run_job(docker_client, probes.job_code(
+        probes.PIP_DOWNLOAD, package=f"{pypi.package}=={pypi.version}"))
     assert result["returncode"] == 0, result["tail"]
-    assert any(f.startswith("six-") for f in result["files"]), result
+    assert result["files"] == [f"{pypi.package}-{pypi.version}-py3-none-any.whl"], result
+    # from the stand-in, which the proxy resolves pypi.org and files.pythonhosted.org to
+    assert {(r["host"], r["status"]) for r in pypi.requests()} == {
+        ("pypi.org", 200), ("files.pythonhosted.org", 200)}, pypi.requests()
+
+
+def test_the_proxy_resolves_every_registry_to_the_pypi_standin_only(
+        docker_client: docker.DockerClient, stack: dict[str, Any], pypi: PyPI,
+        pypi_tls: StandinTls, egress_settings: Settings) -> None:
+    """No test reaches a real registry: the proxy itself resolves every allowlisted name (and
+    the tenant endpoint) to a stand-in address (its /etc/hosts, which Squid reads before any
+    DNS) and trusts nothing but the test CA's stand-in upstream."""
+    proxy = docker_client.containers.get(stack["proxy"])
+    hosts = proxy.exec_run(["cat", "/etc/hosts"]).output.decode().split("\n")
+    resolved = {fields[1]: fields[0] for fields in (line.split() for line in hosts)
+                if len(fields) == 2}
+    assert {name: resolved.get(name) for name in egress_settings.egress.allowlist} == dict.fromkeys(
+        egress_settings.egress.allowlist, PYPI_ADDRESS), hosts
+    assert all(name in resolved for name in egress_settings.egress.tenant_endpoints), hosts
+    ca = proxy.exec_run(["cat", "/etc/airlock/upstream-ca.pem"]).output.decode()
+    assert egress_settings.egress.proxy_upstream_ca == str(pypi_tls.ca), egress_settings.egress
+    assert ca == pypi_tls.ca.read_text() and ca.count("BEGIN CERTIFICATE") == 1, ca
+    # An allowlisted read on the third registry's name is answered by the stand-in
+    pypi.reset()
+    got = run_job(docker_client, probes.job_code(probes.PROXY_REQUEST, requests=[
+        ["npm", "GET", "https://registry.npmjs.org/airlock-probe"]]))["npm"]
+    assert got["status"] == 404 and got["body"] == "not found\n", got
+    assert [(r["host"], r["path"]) for r in pypi.requests()] == [
+        ("registry.npmjs.org", "/airlock-probe")], pypi.requests()
 
 
 @pytest.mark.parametrize(
