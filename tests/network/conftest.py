@@ -8,7 +8,9 @@ each counting its contacts) and the egress proxy, started the way a worker start
 the rules and the proxy unless they were there before. ``egress_worker`` is a real
 ``airlock worker`` with egress enabled, on a fleet and queue of its own.
 
-The rules are host-wide: never run this suite beside another session's network tests.
+The rules are host-wide: never run this suite beside another session's network tests. The
+fixtures are the package's, not the session's: the proxy is gone before a later package's
+tests (tests/ops/test_compose.py's proxy service takes its name).
 """
 
 from __future__ import annotations
@@ -176,14 +178,14 @@ def make_tls(folder: Path, names: tuple[str, ...]) -> StandinTls:
     return tls
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pypi_tls() -> StandinTls:
     """The PyPI stand-in's certificate (the allowlisted registries' names), from a test CA
     that the proxy trusts upstream (``egress_settings``)."""
     return make_tls(PYPI_TLS, ALLOWLIST)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def egress_settings(settings: Settings, pypi_tls: StandinTls) -> Settings:
     return settings.but(**{
         "fleet": f"{settings.fleet}-net", "queue": f"{settings.queue}-net",
@@ -198,7 +200,7 @@ def egress_settings(settings: Settings, pypi_tls: StandinTls) -> Settings:
     })
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def network_host(egress_settings: Settings, pypi_tls: StandinTls,
                  artifacts: Path) -> Iterator[NetworkHost]:
     s = egress_settings
@@ -235,7 +237,7 @@ def network_host(egress_settings: Settings, pypi_tls: StandinTls,
         api.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def standins(network_host: NetworkHost) -> Standins:
     return network_host.standins
 
@@ -253,7 +255,7 @@ def worker_env_for(s: Settings) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def egress_worker(egress_settings: Settings, network_host: NetworkHost,
                   artifacts: Path) -> Iterator[WorkerProcess]:
     s = egress_settings
@@ -262,7 +264,7 @@ def egress_worker(egress_settings: Settings, network_host: NetworkHost,
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def egress_client(egress_settings: Settings) -> Iterator[Airlock]:
     c = Airlock(egress_settings)
     yield c
@@ -351,12 +353,12 @@ def start_pypi(stack: ExitStack, tls: StandinTls, artifacts: Path) -> PyPI:
     return pypi
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pypi(network_host: NetworkHost) -> PyPI:
     return network_host.pypi
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def messages_api(network_host: NetworkHost, artifacts: Path) -> Iterator[MessagesApi]:
     """The stand-in, listening on port 80 of its address in the stand-ins' namespace."""
     log = artifacts / "messages-standin.jsonl"
@@ -383,7 +385,7 @@ class Endpoint:
         return int(self.hits_file.read_text() or 0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tenant_endpoints(network_host: NetworkHost, artifacts: Path) -> Iterator[dict[str, Endpoint]]:
     """TENANT_HOSTS' stand-ins, by key ("a", "b", "c")."""
     script = str(Path(__file__).with_name("endpoint_standin.py"))
