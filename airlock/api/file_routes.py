@@ -33,8 +33,8 @@ async def job_files(request: Request, job_id: JobIdPath) -> dict[str, Any]:
     return await run_in_threadpool(service(request).manifest, who, job_id)
 
 
-@router.get("/jobs/{job_id}/files/{name:path}", responses=FILE_ANSWERS,
-            response_class=Response)
+@router.api_route("/jobs/{job_id}/files/{name:path}", methods=["GET", "HEAD"],
+                  responses=FILE_ANSWERS, response_class=Response)
 async def job_file(request: Request, job_id: JobIdPath,
                    name: Annotated[str, Path(description="A manifest entry's path.")],
                    range_: Annotated[str | None, Header(alias="range")] = None,
@@ -43,7 +43,7 @@ async def job_file(request: Request, job_id: JobIdPath,
     """A collected file's bytes, with ``Content-Length``, ``ETag: "<sha256>"`` and
     ``Repr-Digest`` (of the whole file). One range (``bytes=a-b``, ``a-``, ``-n``) is 206;
     one past the end 416; several ranges are ignored (200, the whole file). ``If-None-Match``
-    with its ETag: 304."""
+    with its ETag: 304. ``HEAD``: the same headers, no body, nothing read."""
     who = await caller(request, Scope.READ)
     svc = service(request)
     row = await run_in_threadpool(svc.file, who, job_id, name)
@@ -56,6 +56,8 @@ async def job_file(request: Request, job_id: JobIdPath,
         raise Problem(416, "range", "Range not satisfiable",
                       f"the file is {size} bytes: no byte of that range is in it",
                       headers=headers)
+    if request.method == "HEAD":  # the headers name the length: Response keeps it
+        return Response(status_code=chosen.status, headers=headers, media_type=BYTES)
     chunks = svc.read_file(job_id, row, chosen.start, chosen.end)
     return Paced(chunks, request.app.state.send_timeout_s, status_code=chosen.status,
                  media_type=BYTES, headers=headers)

@@ -142,6 +142,12 @@ def test_a_download_says_its_length_and_checksum_and_serves_ranges(
     assert (cached.status, cached.body, cached.headers["etag"]) == (304, b"", whole.headers["etag"])
     stale = curl(url, key, "-H", "Range: bytes=0-0", "-H", 'If-Range: "stale"', tmp=tmp_path)
     assert (stale.status, len(stale.body)) == (200, len(BIG))
+    head = curl(url, key, "-I", tmp=tmp_path)  # HEAD: the same headers, no body
+    assert head.status == 200 and len(head.body) < 4096  # -I writes the headers there too
+    for name in ("content-length", "etag", "repr-digest", "content-disposition"):
+        assert head.headers[name] == whole.headers[name], name
+    head_part = curl(url, key, "-I", "-H", "Range: bytes=-7", tmp=tmp_path)
+    assert head_part.status == 206 and head_part.headers["content-length"] == "7"
 
 
 def test_a_name_with_a_newline_is_escaped_text_never_raw_in_a_header(
