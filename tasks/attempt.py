@@ -135,7 +135,7 @@ def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
     uid = ctx.slots.take(name, now).uid  # prepare gives it back on a failure, destroy after
     plan = planning.plan_for(ctx.settings, ctx.host, job, name=name, uid=uid, now=now,
                              job_id=claim.job_id, attempt=claim.attempt)
-    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes, ctx.slots)
+    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes, ctx.slots, ctx.cpusets)
 
 
 def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:

@@ -84,20 +84,27 @@ class Slots:
     @contextmanager
     def _table(self) -> Iterator[dict[str, Slot]]:
         """The table, read and (when changed) written back under the lock."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise InfrastructureError(f"host slots {self.path}: {exc}") from exc
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.path, "host slots"):
             table = _load(self.path)
             before = dict(table)
             yield table
             if table != before:
                 _store(self.path, table)
-        finally:
-            os.close(lock)  # releases the flock
+
+
+@contextmanager
+def locked(path: Path, what: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``.lock, host-wide (every process and worker on it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InfrastructureError(f"{what} {path}: {exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)  # releases the flock
 
 
 def _load(path: Path) -> dict[str, Slot]:
