@@ -63,7 +63,8 @@ CPU_BOUND = "s = 0\nfor i in range(3_000_000):\n    s += i * i % 7\nprint(s)"
 CPU_BOUND_OUT = f"{sum(i * i % 7 for i in range(3_000_000))}\n"
 # The measured configurations of Airlock: the default fleet (btrfs job storage, the default
 # pool, the engine's default runtime, cpusets on), and job mounts on tmpfs like the bare side.
-CONFIGS: dict[str, dict[str, Any]] = {"default": {}, "tmpfs": {"storage": "tmpfs"}}
+CONFIGS: dict[str, dict[str, Any]] = {"default": {}, "tmpfs": {"storage": "tmpfs"},
+                                     "nocpuset": {"cpuset": "off"}}
 STREAM = "import sys\nb = b'x' * 2**20\nfor _ in range({mib}): sys.stdout.buffer.write(b)"
 RESULTS = ROOT / "bench" / "results"
 
