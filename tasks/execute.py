@@ -8,7 +8,7 @@ import structlog
 from base.errors import AirlockError, HostNotSafe, InfrastructureError
 from base.ids import JobId
 from tasks import egress, preflight
-from tasks.attempt import AttemptResult, run_attempt
+from tasks.attempt import AttemptResult, run_attempt, teardown
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob, resolve
 from tasks.lease import LeaseKeeper
@@ -50,6 +50,7 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
         try:
             return _conclude(ctx, claim, job, attempt, publisher, lease)
         finally:
+            teardown(ctx, claim, attempt)
             if attempt.spool is not None:
                 attempt.spool.remove()
 

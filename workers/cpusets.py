@@ -109,6 +109,11 @@ class CpuSets:
         self.path, self.engine, self.running, self.grace_s = Path(path), engine, running, grace_s
         self.online = tuple(online) if online is not None else online_cores()
 
+    @property
+    def everything(self) -> str:
+        """Every online core, as a set (a job given it is not restricted at all)."""
+        return render(self.online)
+
     def take(self, name: str, cpus: float, now: float) -> str:
         """The set for the container ``name`` (its own former one, if any, given back first)."""
         with locked(self.path, "host cpusets"):

@@ -176,8 +176,7 @@ class WarmPool:
         sandbox.api = self._caller_api()  # the refill thread keeps its own client
         try:
             cpuset = self._cores(sandbox, job.limits)
-            if needs_update(sandbox.plan.limits, job.limits) or cpuset:
-                runner.apply_limits(sandbox, job.limits, cpuset)
+            if self._update(sandbox, job.limits, cpuset):
                 self.stats.limits_updated += 1
         except AirlockError as exc:
             log.warning("pool.update_failed", job_id=job_id, error=str(exc))
@@ -193,6 +192,15 @@ class WarmPool:
         if sandbox.cpusets is None:
             return ""
         return sandbox.cpusets.take(sandbox.plan.name, limits.cpus, time.time())
+
+    def _update(self, sandbox: Sandbox, limits: Limits, cpuset: str) -> bool:
+        """Give the sandbox the job's limits and cores, where they differ from what it has (it
+        waited on every core: a set of every core needs no update); whether it was updated."""
+        cores = "" if sandbox.cpusets is None or cpuset == sandbox.cpusets.everything else cpuset
+        if not (needs_update(sandbox.plan.limits, limits) or cores):
+            return False
+        runner.apply_limits(sandbox, limits, cores)
+        return True
 
     def _pop(self, slot: _Slot) -> Sandbox | None:
         deadline = time.monotonic() + WAIT_FOR_BUILD_S

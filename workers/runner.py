@@ -143,23 +143,32 @@ def apply_limits(sandbox: Sandbox, limits: Limits, cpuset: str = "") -> None:
 def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         sink: Sink | None = None, hold: Hold | None = None,
         cancel: threading.Event | None = None,
-        volumes: Volumes | None = None, spool: Spool | None = None) -> RunOutcome:
+        volumes: Volumes | None = None, spool: Spool | None = None,
+        wait_exit: bool = True) -> RunOutcome:
     """Feed the job, relay its output (whole to ``spool``), enforce the wall timeout, and
     collect the evidence.
 
     While ``hold`` says so, output is not read: the pipes fill and the job's writes wait (the
-    relay is behind). The deadline, cancellation and limits are still watched meanwhile."""
+    relay is behind). The deadline, cancellation and limits are still watched meanwhile.
+
+    Without ``wait_exit``, a job whose launcher said it exited 0, with no OOM kill counted,
+    is not waited for: its exit status and counters are known (the cgroup's, read now), and the
+    container's own exit (a third of a trivial job's time) is left to its removal. The outcome
+    then says the container was not seen to stop."""
     api, cid, parent = sandbox.api, sandbox.container_id, sandbox.plan.cgroup_parent
     capper = OutputCapper(limits.output_bytes, keep_bytes)
     seen = Watch(sandbox.pipes, payload, capper, timeout_s=limits.timeout_s,
                  cgroup_parent=parent, container_id=cid, kill=lambda: _kill(api, cid),
                  sink=sink, hold=hold, cancel=cancel, spool=spool).run()
     sandbox.pipes.close()
-    status = _wait_exit(api, cid)
     said = seen.said
-    oom_events = max(seen.oom_events, cgroup.oom_kills(parent, cid))
-    # The engine's OOMKilled flag, asked only when the job did not end cleanly by itself.
     clean = said is not None and said.kind == "exit" and said.value == 0
+    oom_events = max(seen.oom_events, cgroup.oom_kills(parent, cid))
+    waited = wait_exit or not clean or oom_events > 0
+    status = _wait_exit(api, cid) if waited else None
+    if waited:  # counted again once the container is seen to stop
+        oom_events = max(oom_events, cgroup.oom_kills(parent, cid))
+    # The engine's OOMKilled flag, asked only when the job did not end cleanly by itself.
     state = ({} if (clean or status == 0) and not oom_events
              else call("inspect", lambda: job_calls(api).inspect(cid))["State"])
     usage = cgroup.usage(parent)
@@ -184,7 +193,8 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     )
     return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total,
                       seen.wall_ms, usage.cpu_ms, usage.peak_memory_bytes, disk, sandbox.plan.uid,
-                      out.dropped, err.dropped, status is not None, sandbox.plan.cpuset_cpus)
+                      out.dropped, err.dropped, waited and status is not None,
+                      sandbox.plan.cpuset_cpus)
 
 
 def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
