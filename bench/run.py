@@ -182,10 +182,15 @@ class Side:
         elapsed = time.perf_counter() - t
         if record.stdout != expect:
             raise RuntimeError(f"airlock job failed: {record.summary()}")
-        if keep:
-            self.records.append({**(record.phases or {}), "submit_ms": (submitted - t) * 1000,
+        if keep:  # phases read at the end: the removal's are added after the result
+            self.records.append({"id": handle.id, "submit_ms": (submitted - t) * 1000,
                                  "end_to_end_ms": elapsed * 1000})
         return elapsed
+
+    def phases(self) -> list[dict[str, Any]]:
+        """The kept runs' phases, as their records hold them now."""
+        client = self.client(0)
+        return [{**(client.result(r["id"]).phases or {}), **r} for r in self.records]
 
     def stream(self, mib: int, tree: MemoryWatch) -> dict[str, float]:
         client = self.client(0)
@@ -540,6 +545,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                              f.side.stream(args.stream_mib, f.tree)))
         hardening = peer_hardening(fleets) if args.peers else {}
         peaks = {f.config: f.tree.peak for f in fleets}
+        for f in fleets:
+            f.side.records = f.side.phases()
     return report(args, fleets, contenders, lat, cpu, tput, streams_by, peaks, hardening)
 
 
