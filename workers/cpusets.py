@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from base.errors import InfrastructureError
-from workers.slots import locked
+from workers.slots import locked, read_table
 
 GRACE_S = 10.0  # an entry younger than this, or seen running this recently, is not checked
 ONLINE = "/sys/devices/system/cpu/online"
@@ -138,12 +138,7 @@ class CpuSets:
 
 
 def _load(path: Path) -> dict[str, Held]:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise InfrastructureError(f"host cpusets {path} unreadable: {exc}") from exc
+    raw = read_table(path, "host cpusets")
     return {name: Held(name, tuple(e["cpus"]), e["engine"], e["at"], e["seen"])
             for name, e in raw.get("held", {}).items()}
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from base.errors import InfrastructureError
 
@@ -107,13 +108,18 @@ def locked(path: Path, what: str) -> Iterator[None]:
         os.close(lock)  # releases the flock
 
 
-def _load(path: Path) -> dict[str, Slot]:
+def read_table(path: Path, what: str) -> dict[str, Any]:
+    """A host table's JSON (empty when there is none yet)."""
     try:
-        raw = json.loads(path.read_text())
+        return dict(json.loads(path.read_text()))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise InfrastructureError(f"host slots {path} unreadable: {exc}") from exc
+        raise InfrastructureError(f"{what} {path} unreadable: {exc}") from exc
+
+
+def _load(path: Path) -> dict[str, Slot]:
+    raw = read_table(path, "host slots")
     return {name: Slot(**entry) for name, entry in raw.get("slots", {}).items()}
 
 
