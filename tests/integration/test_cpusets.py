@@ -92,6 +92,10 @@ def test_two_one_cpu_jobs_get_disjoint_cores_that_go_back_after(
         engine_sets = sorted(c["HostConfig"]["CpusetCpus"] for c in live)
         names = {c["Config"]["Labels"][L.NAME] for c in live}
         records = [h.wait(60) for h in handles]
+        deadline = time.monotonic() + 10  # removed (its cores given back) after the result
+        while names & set(cpusets(s, api).held()):
+            assert time.monotonic() < deadline, "the cores were not given back"
+            time.sleep(0.1)
     finally:
         client.close()
         worker.stop()
@@ -102,10 +106,6 @@ def test_two_one_cpu_jobs_get_disjoint_cores_that_go_back_after(
     assert sorted(chosen) == engine_sets
     assert set(parse(chosen[0])).isdisjoint(parse(chosen[1]))
     assert [list(parse(c)) for c in chosen] == inside
-    deadline = time.monotonic() + 10  # removed (and the cores given back) after the result
-    while names & set(cpusets(s, api).held()):
-        assert time.monotonic() < deadline, "the cores were not given back"
-        time.sleep(0.1)
 
 
 def test_a_pooled_container_gets_its_cores_by_update_and_a_killed_worker_leaks_none(
