@@ -90,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in result.items():
         alone, beside = statistics.median(r["alone_ms"]), statistics.median(r["beside_ms"])
         print(f"| {name} | {alone:.0f} | {beside:.0f} | {beside / alone:.2f} |")
-    print("cores (cpuset on): the job's " + ", ".join(sorted(set(result["on"]["cores"])))
-          + "; the neighbour's " + ", ".join(sorted(set(result["on"]["neighbour_cores"]))))
+    on = result["on"]
+    per_round = len(on["cores"]) // max(1, len(on["neighbour_cores"]))
+    apart = sum(1 for n, theirs in enumerate(on["neighbour_cores"])
+                for ours in on["cores"][n * per_round:(n + 1) * per_round]
+                if set(ours.split(",")).isdisjoint(theirs.split(",")))
+    print(f"cpuset on: {apart} of {len(on['cores'])} jobs beside the neighbour on cores"
+          " disjoint from its own")
     out = RESULTS / f"neighbour-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"figures: {out}")
