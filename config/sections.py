@@ -114,6 +114,10 @@ class Sandbox(Section):
     # The host's table of uids and side resources, shared by every worker on the host (a
     # worker in a container needs this path from the host, at the same path).
     slots_path: str = Field("/run/airlock/slots/table.json", pattern=r"^/")
+    # Each job container's cores (HostConfig.CpusetCpus): ceil(cpus) of the host's least-loaded,
+    # held in one table per host beside the slots (workers/cpusets.py); "off": any core.
+    cpuset: Literal["on", "off"] = "on"
+    cpusets_path: str = Field("/run/airlock/cpusets/table.json", pattern=r"^/")
     # Where each job's output waits, whole, until its result is written (workers/spool.py).
     spool_dir: str = Field("/var/lib/airlock/spool", pattern=r"^/")
     # RLIMIT_* of every job process, soft = hard (reported in each result's provenance): a

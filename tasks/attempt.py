@@ -1,6 +1,10 @@
 """One attempt at a claimed job: a container (pooled or cold), the job fed and run, the
 container destroyed whatever happened. Returns what it saw as an ``AttemptResult``; deciding
-what that means for the job (a result, a retry, a hand-back) is ``tasks.execute``'s."""
+what that means for the job (a result, a retry, a hand-back) is ``tasks.execute``'s.
+
+A job that ran to its end keeps its container until its result is written (``teardown``,
+called by the caller in a ``finally``): the client sees the result as soon as the exit status
+and counters are known, and the removal follows. On any failure it is removed here."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from base.errors import InfrastructureError
+from base.errors import AirlockError, InfrastructureError
 from tasks import egress_access, planning
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob
@@ -40,6 +44,7 @@ class AttemptResult:
     spool: Spool | None = None  # the output, whole, until the result is written; then removed
     files: Collection | None = None  # what the job named to collect (its bytes in the spool)
     egress_bytes: int | None = None  # what the egress proxy delivered to it (None: no egress)
+    sandbox: Sandbox | None = None  # the container still to remove (``teardown``)
 
 
 def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: Publisher,
@@ -67,7 +72,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         run = runner.run(sandbox, payload, job.limits,
                          keep_bytes=ctx.settings.caps.keep_output_bytes, sink=publisher.chunk,
                          hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes,
-                         spool=spool)
+                         spool=spool, wait_exit=bool(job.collect))  # files need it stopped
         phases["run_ms"] = run.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - run.wall_ms
         files = _collect_files(ctx, job, sandbox, run, spool, phases)
@@ -75,11 +80,25 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         failure = exc
     finally:
         egress_access.revoke(ctx.settings, credential)  # the job's way out ends with it
-        if sandbox is not None:  # removed before the result is written, pooled or cold
+        if sandbox is not None and failure is not None:  # else after the result: teardown
             removed = _destroy(ctx, sandbox, phases)
+            sandbox = None
     egress = egress_access.bytes_used(ctx.api, credential, started) if run is not None else None
     return AttemptResult(run if failure is None else None, phases, removed, failure, spool, files,
-                         egress)
+                         egress, sandbox)
+
+
+def teardown(ctx: WorkerContext, claim: Claim, attempt: AttemptResult) -> None:
+    """Remove the container an attempt kept past its result, and note it (with how long the
+    removal took) on the attempt's row and the job's phases. Never raises an AirlockError."""
+    if attempt.sandbox is None:
+        return
+    phases: dict[str, Any] = {}
+    if _destroy(ctx, attempt.sandbox, phases):
+        try:
+            ctx.store.removed_after(claim.job_id, claim.attempt, phases)
+        except AirlockError as exc:  # evidence only; the reaper double-checks the engine
+            log.warning("job.removal_unrecorded", job_id=claim.job_id, error=str(exc))
 
 
 def _collect_files(ctx: WorkerContext, job: ResolvedJob, sandbox: Sandbox, run: RunOutcome,
@@ -143,7 +162,7 @@ def _acquire(ctx: WorkerContext, claim: Claim, job: ResolvedJob) -> Sandbox:
     uid = ctx.slots.take(name, now).uid  # prepare gives it back on a failure, destroy after
     plan = planning.plan_for(ctx.settings, ctx.host, job, name=name, uid=uid, now=now,
                              job_id=claim.job_id, attempt=claim.attempt)
-    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes, ctx.slots)
+    return runner.prepare(ctx.api, ctx.in_holder(plan), ctx.volumes, ctx.slots, ctx.cpusets)
 
 
 def _tainted(ctx: WorkerContext, sandbox: Sandbox) -> None:

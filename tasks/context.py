@@ -21,6 +21,8 @@ from tasks.relay import Relay
 from tasks.secrets import SecretBox, SecretStore
 from tasks.store import JobStore, make_engine
 from workers import engine
+from workers import labels as L
+from workers.cpusets import CpuSets
 from workers.holders import HolderPlan, Holders
 from workers.pool import PoolKey, WarmPool, owner_label
 from workers.slots import Slots
@@ -45,6 +47,7 @@ class WorkerContext:
     relay: Relay | None = None  # live output: made, and its thread started, on first use
     _runtime: str | None = None
     _slots: Slots | None = None
+    _cpusets: CpuSets | None = None
     _queue: JobQueue | None = None
     _outputs: Outputs | None = None
 
@@ -81,6 +84,22 @@ class WorkerContext:
         if self._slots is None:
             self._slots = host_slots(self.settings, engine.engine_id(self.api))
         return self._slots
+
+    @property
+    def cpusets(self) -> CpuSets | None:
+        """The host's held cores (None with ``AIRLOCK_CPUSET=off``)."""
+        if self.settings.sandbox.cpuset == "off":
+            return None
+        if self._cpusets is None:
+            self._cpusets = CpuSets(self.settings.sandbox.cpusets_path,
+                                    engine=engine.engine_id(self.api), running=self._running)
+        return self._cpusets
+
+    def _running(self) -> set[str]:
+        """This engine's running Airlock containers, by name (every fleet's: they share cores)."""
+        found = engine.call("list containers",
+                            lambda: engine.job_calls(self.api).running(f"{L.MANAGED}=true"))
+        return {str((c.get("Labels") or {}).get(L.NAME, "")) for c in found}
 
     @property
     def secrets(self) -> SecretStore:
@@ -178,4 +197,5 @@ def start_pool(ctx: WorkerContext) -> None:
         connect=lambda: engine.connect(s.docker_host), caller_api=lambda: ctx.api,
         volumes=ctx.volumes, make_plan=make_plan, slots=lambda: ctx.slots,
         keys=keys, size=s.pool.size, max_age_s=s.pool.max_age_s, owner_pid=os.getppid(),
+        cpusets=lambda: ctx.cpusets,
     ).start()

@@ -10,7 +10,7 @@ import structlog
 from base.errors import AirlockError, HostNotSafe, InfrastructureError
 from base.ids import JobId
 from tasks import egress, egress_access, preflight
-from tasks.attempt import AttemptResult, run_attempt
+from tasks.attempt import AttemptResult, run_attempt, teardown
 from tasks.context import WorkerContext
 from tasks.contract import ResolvedJob, resolve
 from tasks.lease import LeaseKeeper
@@ -55,6 +55,7 @@ def execute_job(job_id: JobId, ctx: WorkerContext) -> str:
         try:
             return _conclude(ctx, claim, job, attempt, publisher, lease)
         finally:
+            teardown(ctx, claim, attempt)
             if attempt.spool is not None:
                 attempt.spool.remove()
 

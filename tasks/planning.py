@@ -118,15 +118,17 @@ def payload_for(job: ResolvedJob, s: Settings, secrets: Mapping[str, str] | None
                           deadline_s=job.limits.timeout_s + s.timeouts.backstop_s) + job.stdin
 
 
-def provenance(s: Settings, host: HostFacts, job: ResolvedJob, uid: int) -> dict[str, Any]:
-    """What ran the job, stored beside its result (a secret by its name only)."""
+def provenance(s: Settings, host: HostFacts, job: ResolvedJob, uid: int,
+               cpuset: str = "") -> dict[str, Any]:
+    """What ran the job, stored beside its result (a secret by its name only); ``cpuset``: its
+    cores (None: any)."""
     out: dict[str, Any] = {
         "image": job.image, "profile": job.profile, "host": s.hostname, "fleet": s.fleet,
         "runtime": host.runtime, "engine": dict(host.engine),
         "seccomp_sha256": host.seccomp_for(job)[1],
         "apparmor": host.apparmor or None, "limits": job.limits.as_dict(),
         "rlimits": {str(k): v for k, v in s.sandbox.rlimits.items()}, "uid": uid,
-        "storage": s.storage, "network": job.network,
+        "storage": s.storage, "network": job.network, "cpuset": cpuset or None,
     }
     if job.secrets:
         out["secrets"] = list(job.secrets)

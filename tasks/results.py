@@ -37,7 +37,7 @@ def outcome_of(ctx: WorkerContext, job: ResolvedJob, run: RunOutcome,
         cpu_ms=run.cpu_ms, peak_memory_bytes=run.peak_memory_bytes, egress_bytes=egress_bytes,
         stdout_dropped=run.stdout_dropped, stderr_dropped=run.stderr_dropped,
         evidence=run.evidence.as_dict() | {"disk_used_bytes": run.disk_used_bytes},
-        phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job, run.uid),
+        phases=phases, provenance=planning.provenance(ctx.settings, ctx.host, job, run.uid, run.cpuset),
         files=files.summary() if files is not None else None,
     )
 

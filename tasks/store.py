@@ -366,6 +366,17 @@ class JobStore(Repository):
                 Attempt.container_removed_at.is_(None),
             ).values(container_removed_at=now()))
 
+    def removed_after(self, job_id: str, attempt: int, phases: dict[str, Any]) -> None:
+        """An attempt's container removed after its result was written: noted on the attempt,
+        and ``phases`` (the removal's time) merged into the job's (two statements on one
+        connection, each idempotent)."""
+        with self._statement() as conn:
+            conn.execute(sa.update(Attempt).where(
+                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt,
+                Attempt.container_removed_at.is_(None),
+            ).values(container_removed_at=now()))
+            conn.execute(ADD_PHASES, _params(job_id=uuid.UUID(job_id), phases=phases))
+
     def renew(self, job_id: str, attempt: int, lease_s: float) -> tuple[bool, bool]:
         """Extend the lease; return (still ours, cancel requested)."""
         stmt = (sa.update(Job).where(self._fenced(job_id, attempt))

@@ -73,6 +73,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "AIRLOCK_PROFILES": json.dumps({name: p.model_dump(mode="json")
                                         for name, p in settings.profiles.items()}),
         "AIRLOCK_RUNTIME": settings.runtime,
+        "AIRLOCK_CPUSET": settings.sandbox.cpuset,
         "AIRLOCK_LAUNCHER_PATH": settings.sandbox.launcher_path,
     })
     if settings.docker_host:

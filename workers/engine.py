@@ -116,6 +116,10 @@ class JobCalls:
     def inspect(self, cid: str) -> dict[str, Any]:
         return dict(self.api.inspect_container(cid))
 
+    def running(self, label: str) -> list[dict[str, Any]]:
+        """The running containers carrying ``label`` (``key=value``)."""
+        return list(self.api.containers(filters={"label": [label]}))
+
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
@@ -201,6 +205,10 @@ class SocketCalls(JobCalls):
 
     def inspect(self, cid: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/containers/{cid}/json"))
+
+    def running(self, label: str) -> list[dict[str, Any]]:
+        filters = quote(json.dumps({"label": [label]}))
+        return list(self.request("GET", f"/containers/json?filters={filters}"))
 
 
 _CALLS: weakref.WeakKeyDictionary[docker.APIClient, JobCalls] = weakref.WeakKeyDictionary()

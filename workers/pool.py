@@ -31,6 +31,7 @@ from base.errors import AirlockError
 from base.limits import Limits
 from workers import dirs, pipes, runner
 from workers import labels as L
+from workers.cpusets import CpuSets
 from workers.runner import Sandbox
 from workers.slots import Slots
 from workers.spec import LaunchPlan
@@ -126,8 +127,9 @@ class WarmPool:
     def __init__(self, *, connect: Connect, caller_api: Connect,
                  volumes: Volumes, make_plan: MakePlan, slots: Callable[[], Slots] | None = None,
                  keys: Iterable[PoolKey], size: int, max_age_s: float, owner_pid: int = 0,
-                 min_available_bytes: int = MIN_AVAILABLE_BYTES) -> None:
-        self._connect, self._caller_api = connect, caller_api
+                 min_available_bytes: int = MIN_AVAILABLE_BYTES,
+                 cpusets: Callable[[], CpuSets | None] = lambda: None) -> None:
+        self._connect, self._caller_api, self.cpusets = connect, caller_api, cpusets
         self.volumes, self.make_plan, self.slots = volumes, make_plan, slots
         self.size, self.max_age_s = size, max_age_s
         self.min_available_bytes = min_available_bytes
@@ -172,17 +174,33 @@ class WarmPool:
             log.info("pool.miss", job_id=job_id, image=key.image)
             return None
         sandbox.api = self._caller_api()  # the refill thread keeps its own client
-        if needs_update(sandbox.plan.limits, job.limits):
-            try:
-                runner.apply_limits(sandbox, job.limits)
-            except AirlockError as exc:
-                log.warning("pool.update_failed", job_id=job_id, error=str(exc))
-                self._discard(sandbox)
-                return None
-            self.stats.limits_updated += 1
-        sandbox.plan = replace(sandbox.plan, limits=job.limits)
+        try:
+            cpuset = self._cores(sandbox, job.limits)
+            if self._update(sandbox, job.limits, cpuset):
+                self.stats.limits_updated += 1
+        except AirlockError as exc:
+            log.warning("pool.update_failed", job_id=job_id, error=str(exc))
+            self._discard(sandbox)  # its destroy gives the cores back
+            return None
+        sandbox.plan = replace(sandbox.plan, limits=job.limits, cpuset_cpus=cpuset)
         self.stats.taken += 1
         return sandbox
+
+    def _cores(self, sandbox: Sandbox, limits: Limits) -> str:
+        """The job's cores, taken for the sandbox now (it waited on every core); empty: off."""
+        sandbox.cpusets = self.cpusets()
+        if sandbox.cpusets is None:
+            return ""
+        return sandbox.cpusets.take(sandbox.plan.name, limits.cpus, time.time())
+
+    def _update(self, sandbox: Sandbox, limits: Limits, cpuset: str) -> bool:
+        """Give the sandbox the job's limits and cores, where they differ from what it has (it
+        waited on every core: a set of every core needs no update); whether it was updated."""
+        cores = "" if sandbox.cpusets is None or cpuset == sandbox.cpusets.everything else cpuset
+        if not (needs_update(sandbox.plan.limits, limits) or cores):
+            return False
+        runner.apply_limits(sandbox, limits, cores)
+        return True
 
     def _pop(self, slot: _Slot) -> Sandbox | None:
         deadline = time.monotonic() + WAIT_FOR_BUILD_S

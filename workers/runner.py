@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import docker
 import docker.errors
@@ -22,6 +22,7 @@ from base.errors import AirlockError, InfrastructureError
 from base.limits import Limits
 from workers import cgroup, dirs, identity, inner_sandbox, pipes, spool
 from workers.capper import OutputCapper
+from workers.cpusets import CpuSets
 from workers.engine import call, job_calls, translated
 from workers.pipes import Pipes
 from workers.slots import Slots
@@ -47,6 +48,7 @@ class Sandbox:
     container_id: str
     pipes: Pipes
     slots: Slots | None = None  # the host's table: the container's uid goes back when it goes
+    cpusets: CpuSets | None = None  # the host's held cores: the container's go back likewise
     prepared_at: float = field(default_factory=time.monotonic)
     destroyed: bool = False
 
@@ -66,18 +68,21 @@ class RunOutcome:
     stdout_dropped: int = 0  # past the output cap
     stderr_dropped: int = 0
     stopped: bool = True  # the engine said the container exited (nothing of the job runs)
+    cpuset: str = ""  # the cores the job ran on; empty: any
 
 
 def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
-            slots: Slots | None = None) -> Sandbox:
+            slots: Slots | None = None, cpusets: CpuSets | None = None) -> Sandbox:
     """Make the job's storage and FIFOs, create and start its container, and wait until the
     launcher holds its stdin open (so a pooled sandbox is known to be up). The plan's uid was
     taken from ``slots`` for this container's name: it is given back when the container goes
-    (here on a failure, else by ``destroy``)."""
+    (here on a failure, else by ``destroy``); so are its cores, taken here from ``cpusets``."""
     volume = volumes.create(plan.name, plan.limits.disk_bytes, plan.uid)
     container_id = ""
     io: Pipes | None = None
     try:
+        if cpusets is not None:
+            plan = replace(plan, cpuset_cpus=cpusets.take(plan.name, plan.limits.cpus, time.time()))
         io = pipes.make(plan.io_folder)
         _write_identity(plan)
         kwargs = build_create_kwargs(_with_binds(plan, volume))
@@ -87,7 +92,7 @@ def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
         if not pipes.connect_stdin(io, LAUNCHER_UP_S):
             raise InfrastructureError(f"the launcher of {plan.name} did not open its stdin within"
                                       f" {LAUNCHER_UP_S:.0f} s of its start")
-        return Sandbox(api, plan, volume, container_id, io, slots)
+        return Sandbox(api, plan, volume, container_id, io, slots, cpusets)
     except BaseException:
         if io is not None:
             io.close()
@@ -95,8 +100,8 @@ def prepare(api: docker.APIClient, plan: LaunchPlan, volumes: Volumes,
         pipes.remove(plan.io_folder)
         volumes.destroy(volume)
         cgroup.remove_parent(plan.cgroup_parent)
-        if removed and slots is not None:
-            _release(slots, plan.name)
+        if removed:
+            _release(plan.name, slots, cpusets)
         raise
 
 
@@ -114,19 +119,23 @@ def _write_identity(plan: LaunchPlan) -> None:
 def _with_binds(plan: LaunchPlan, volume: Volume) -> LaunchPlan:
     if not volume.binds:
         return plan
-    from dataclasses import replace
-
     return replace(plan, binds=dict(volume.binds))
 
 
-def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
-    """Give a started sandbox the limits of the job it is about to run (warm pool path)."""
+def apply_limits(sandbox: Sandbox, limits: Limits, cpuset: str = "") -> None:
+    """Give a started sandbox the limits (and the cores) of the job it is about to run (warm
+    pool path), in one update."""
     old = sandbox.plan.limits
-    if (limits.memory_bytes, limits.cpus, limits.pids) == (old.memory_bytes, old.cpus, old.pids):
-        return  # timeout and output are the worker's to enforce; the disk bound is fixed
-    body = {"Memory": limits.memory_bytes, "MemorySwap": limits.memory_bytes,
-            "CpuPeriod": CPU_PERIOD_US, "CpuQuota": int(limits.cpus * CPU_PERIOD_US),
-            "PidsLimit": limits.pids}
+    body: dict[str, object] = {}
+    if (limits.memory_bytes, limits.cpus, limits.pids) != (old.memory_bytes, old.cpus, old.pids):
+        # timeout and output are the worker's to enforce; the disk bound is fixed
+        body = {"Memory": limits.memory_bytes, "MemorySwap": limits.memory_bytes,
+                "CpuPeriod": CPU_PERIOD_US, "CpuQuota": int(limits.cpus * CPU_PERIOD_US),
+                "PidsLimit": limits.pids}
+    if cpuset and cpuset != sandbox.plan.cpuset_cpus:
+        body["CpusetCpus"] = cpuset
+    if not body:
+        return
     calls = job_calls(sandbox.api)
     call("update limits", lambda: calls.update(sandbox.container_id, body))
 
@@ -134,23 +143,32 @@ def apply_limits(sandbox: Sandbox, limits: Limits) -> None:
 def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
         sink: Sink | None = None, hold: Hold | None = None,
         cancel: threading.Event | None = None,
-        volumes: Volumes | None = None, spool: Spool | None = None) -> RunOutcome:
+        volumes: Volumes | None = None, spool: Spool | None = None,
+        wait_exit: bool = True) -> RunOutcome:
     """Feed the job, relay its output (whole to ``spool``), enforce the wall timeout, and
     collect the evidence.
 
     While ``hold`` says so, output is not read: the pipes fill and the job's writes wait (the
-    relay is behind). The deadline, cancellation and limits are still watched meanwhile."""
+    relay is behind). The deadline, cancellation and limits are still watched meanwhile.
+
+    Without ``wait_exit``, a job whose launcher said it exited 0, with no OOM kill counted,
+    is not waited for: its exit status and counters are known (the cgroup's, read now), and the
+    container's own exit (a third of a trivial job's time) is left to its removal. The outcome
+    then says the container was not seen to stop."""
     api, cid, parent = sandbox.api, sandbox.container_id, sandbox.plan.cgroup_parent
     capper = OutputCapper(limits.output_bytes, keep_bytes)
     seen = Watch(sandbox.pipes, payload, capper, timeout_s=limits.timeout_s,
                  cgroup_parent=parent, container_id=cid, kill=lambda: _kill(api, cid),
                  sink=sink, hold=hold, cancel=cancel, spool=spool).run()
     sandbox.pipes.close()
-    status = _wait_exit(api, cid)
     said = seen.said
-    oom_events = max(seen.oom_events, cgroup.oom_kills(parent, cid))
-    # The engine's OOMKilled flag, asked only when the job did not end cleanly by itself.
     clean = said is not None and said.kind == "exit" and said.value == 0
+    oom_events = max(seen.oom_events, cgroup.oom_kills(parent, cid))
+    waited = wait_exit or not clean or oom_events > 0
+    status = _wait_exit(api, cid) if waited else None
+    if waited:  # counted again once the container is seen to stop
+        oom_events = max(oom_events, cgroup.oom_kills(parent, cid))
+    # The engine's OOMKilled flag, asked only when the job did not end cleanly by itself.
     state = ({} if (clean or status == 0) and not oom_events
              else call("inspect", lambda: job_calls(api).inspect(cid))["State"])
     usage = cgroup.usage(parent)
@@ -175,7 +193,8 @@ def run(sandbox: Sandbox, payload: bytes, limits: Limits, *, keep_bytes: int,
     )
     return RunOutcome(evidence, bytes(out.head), bytes(err.head), out.total, err.total,
                       seen.wall_ms, usage.cpu_ms, usage.peak_memory_bytes, disk, sandbox.plan.uid,
-                      out.dropped, err.dropped, status is not None)
+                      out.dropped, err.dropped, waited and status is not None,
+                      sandbox.plan.cpuset_cpus)
 
 
 def _wait_exit(api: docker.APIClient, cid: str) -> int | None:
@@ -242,15 +261,18 @@ class Beside:
         if self.spool_dir:
             spool.remove(os.path.join(self.spool_dir, name))
         cgroup.remove_parent(cgroup.parent_for(name))
-        if self.slots is not None:
-            _release(self.slots, name)
+        _release(name, self.slots)
 
 
-def _release(slots: Slots, name: str) -> None:
-    try:
-        slots.release(name)
-    except AirlockError as exc:  # the reaper's sweep drops it later
-        log.warning("slot.release_failed", name=name, error=str(exc))
+def _release(name: str, slots: Slots | None, cpusets: CpuSets | None = None) -> None:
+    """Give the container's uid and cores back (a failure: the reaper's sweep drops the uid
+    later, and the cores go once the engine no longer runs the container)."""
+    for table in (slots, cpusets):
+        try:
+            if table is not None:
+                table.release(name)
+        except AirlockError as exc:
+            log.warning("slot.release_failed", name=name, error=str(exc))
 
 
 def destroy(sandbox: Sandbox, volumes: Volumes) -> bool:
@@ -266,6 +288,6 @@ def destroy(sandbox: Sandbox, volumes: Volumes) -> bool:
     except Exception as exc:
         log.warning("volume.destroy_failed", volume=str(sandbox.volume.path), error=str(exc))
     cgroup.remove_parent(sandbox.plan.cgroup_parent)
-    if removed and sandbox.slots is not None:  # a container that may still run keeps its uid
-        _release(sandbox.slots, sandbox.plan.name)
+    if removed:  # a container that may still run keeps its uid and its cores
+        _release(sandbox.plan.name, sandbox.slots, sandbox.cpusets)
     return removed

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from base.errors import InfrastructureError
 
@@ -84,29 +85,41 @@ class Slots:
     @contextmanager
     def _table(self) -> Iterator[dict[str, Slot]]:
         """The table, read and (when changed) written back under the lock."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise InfrastructureError(f"host slots {self.path}: {exc}") from exc
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.path, "host slots"):
             table = _load(self.path)
             before = dict(table)
             yield table
             if table != before:
                 _store(self.path, table)
-        finally:
-            os.close(lock)  # releases the flock
 
 
-def _load(path: Path) -> dict[str, Slot]:
+@contextmanager
+def locked(path: Path, what: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``.lock, host-wide (every process and worker on it)."""
     try:
-        raw = json.loads(path.read_text())
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InfrastructureError(f"{what} {path}: {exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)  # releases the flock
+
+
+def read_table(path: Path, what: str) -> dict[str, Any]:
+    """A host table's JSON (empty when there is none yet)."""
+    try:
+        return dict(json.loads(path.read_text()))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise InfrastructureError(f"host slots {path} unreadable: {exc}") from exc
+        raise InfrastructureError(f"{what} {path} unreadable: {exc}") from exc
+
+
+def _load(path: Path) -> dict[str, Slot]:
+    raw = read_table(path, "host slots")
     return {name: Slot(**entry) for name, entry in raw.get("slots", {}).items()}
 
 

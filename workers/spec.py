@@ -50,6 +50,7 @@ class LaunchPlan:
     job_tmpfs_size: int = 0
     max_wait_s: int = 900
     hostname: str = "sandbox"
+    cpuset_cpus: str = ""  # the job's cores (workers/cpusets.py); empty: any core
     runtime: str = ""  # the OCI runtime (engine.runtime_for); empty: the engine's default
     apparmor: str = ""  # the AppArmor profile (workers/apparmor.py); empty: none named
     # An agent job's inner sandbox (layer 6): its settings files (and, without a network, an
@@ -147,6 +148,8 @@ def build_create_kwargs(plan: LaunchPlan) -> dict[str, Any]:
         "Ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}] + [
             {"Name": name, "Soft": value, "Hard": value} for name, value in plan.rlimits.items()],
     }
+    if plan.cpuset_cpus:
+        host_config["CpusetCpus"] = plan.cpuset_cpus
     if not host_config["Binds"]:
         del host_config["Binds"]
     if plan.dns_options:

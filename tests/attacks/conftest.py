@@ -104,7 +104,8 @@ class Attack:
     entry: dict[str, Any] = field(default_factory=dict)
 
     def job(self, code: str | None = None, **fields: Any) -> JobRecord:
-        """Submit and wait; the container must already be gone (removed before the result)."""
+        """Submit and wait; the container must be gone within 3 s (it is removed just after
+        the result is written)."""
         record = self.run_job(code, **fields)
         left = wait_no_containers(self.settings.fleet, timeout=3)
         assert not left, f"job container still there after its result: {[c['Id'] for c in left]}"

@@ -587,12 +587,18 @@ class Fleet:
         orphaned = {slot.name for slot in slots if slot.fleet == s.fleet}
         return sorted(((events.names() & on_disk) | orphaned) - live)
 
-    def leftovers(self, engine: str = ENGINE1) -> list[dict[str, Any]]:
+    def leftovers(self, engine: str = ENGINE1, settle_s: float = 5.0) -> list[dict[str, Any]]:
         """The fleet's containers but the warm pool's spares no attempt took (the pool's to keep,
         recycle or drain; a spare whose worker died exits on its own): what a job must not leave
-        behind. With the pool off, all of the fleet's containers."""
-        spares = set(self.idle_pool(engine, running=False))
-        return [c for c in self.containers(engine) if c["Id"] not in spares]
+        behind. With the pool off, all of the fleet's containers. A job's container is removed
+        just after its result is written: what is still there after ``settle_s`` is left."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            spares = set(self.idle_pool(engine, running=False))
+            left = [c for c in self.containers(engine) if c["Id"] not in spares]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
 
     def created(self, job_id: str, events: EventLog) -> list[ContainerEvent]:
         """The create events of the job's containers: a cold one carries the job's label, a

@@ -61,7 +61,7 @@ def test_f6_cold_shutdown_during_the_result_commit(fleet: Fleet, pg_proxy: PgPro
     assert pg_proxy.fired.wait(30), "the result write never came"
     cold_stop(fleet)
     pg_proxy.cut_all()
-    assert not fleet.leftovers()  # removed before the result is written
+    assert not fleet.leftovers()  # removed by the unwinding attempt's teardown
 
     committed = when == "hold_after_commit"
     record = fleet.record(job)

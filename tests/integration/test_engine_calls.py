@@ -70,3 +70,21 @@ def test_an_engine_not_on_a_unix_socket_keeps_docker_py() -> None:
         assert type(engine.job_calls(remote)) is engine.JobCalls
     finally:
         remote.close()
+
+
+def test_the_running_list_by_label_is_the_same_through_the_socket(api: docker.APIClient) -> None:
+    """Given a running and an exited container of one label, both ways list the running one."""
+    calls = engine.job_calls(api)
+    tag = uuid.uuid4().hex[:8]
+    made = [calls.create(kwargs(f"airlock-calls-{tag}-{n}", command))
+            for n, command in enumerate((["sleep", "30"], ["true"]))]
+    try:
+        for cid in made:
+            calls.start(cid)
+        calls.wait(made[1], timeout=30)
+        label = f"{L.FLEET}=engine-calls-airlock-calls-{tag}-0"
+        assert [c["Id"] for c in calls.running(label)] == [made[0]]
+        assert [c["Id"] for c in engine.JobCalls(api).running(label)] == [made[0]]
+    finally:
+        for cid in made:
+            calls.remove(cid)

@@ -155,3 +155,8 @@ def test_the_engines_default_runtime_unless_one_is_named_and_registered() -> Non
     assert choose_runtime("crun", ["runc", "crun"], "runc") == "crun"
     with pytest.raises(HostNotSafe, match=r"'runsc'.*has: crun, runc"):
         choose_runtime("runsc", ["crun", "runc"], "runc")
+
+
+def test_the_cores_are_named_only_when_a_set_was_chosen() -> None:
+    assert "CpusetCpus" not in build_create_kwargs(plan())["host_config"]
+    assert build_create_kwargs(plan(cpuset_cpus="0,1"))["host_config"]["CpusetCpus"] == "0,1"
