@@ -60,6 +60,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
     spool: Spool | None = None
     files: Collection | None = None
     credential: Credential | None = None
+    early = ctx.settings.sandbox.remove_after_result  # files need it stopped: collect waits
     try:
         sandbox = _acquire(ctx, claim, job)
         phases["pooled"] = sandbox.plan.labels.get(L.ROLE) == L.ROLE_POOL
@@ -72,7 +73,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         run = runner.run(sandbox, payload, job.limits,
                          keep_bytes=ctx.settings.caps.keep_output_bytes, sink=publisher.chunk,
                          hold=publisher.hold, cancel=lease.stop, volumes=ctx.volumes,
-                         spool=spool, wait_exit=bool(job.collect))  # files need it stopped
+                         spool=spool, wait_exit=bool(job.collect) or not early)
         phases["run_ms"] = run.wall_ms
         phases["collect_ms"] = int((time.monotonic() - t1) * 1000) - run.wall_ms
         files = _collect_files(ctx, job, sandbox, run, spool, phases)
@@ -80,7 +81,7 @@ def run_attempt(ctx: WorkerContext, claim: Claim, job: ResolvedJob, publisher: P
         failure = exc
     finally:
         egress_access.revoke(ctx.settings, credential)  # the job's way out ends with it
-        if sandbox is not None and failure is not None:  # else after the result: teardown
+        if sandbox is not None and (failure is not None or not early):  # else: teardown
             removed = _destroy(ctx, sandbox, phases)
             sandbox = None
     egress = egress_access.bytes_used(ctx.api, credential, started) if run is not None else None
