@@ -13,9 +13,11 @@ from typing import Any
 
 import docker
 import pytest
+import sqlalchemy as sa
 
 from airlock.client import Airlock
 from config.settings import Settings
+from tasks.models import Job
 from tests.services import WorkerProcess, airlock_containers
 from workers import engine
 from workers import labels as L
@@ -116,6 +118,7 @@ def test_a_pooled_container_gets_its_cores_by_update_and_a_killed_worker_leaks_n
     needs_two_cores()
     s, worker = fleet_worker(settings, artifacts, "cpusetpool", concurrency=1, pool_size=1)
     client = Airlock(s)
+    handle = None
     try:
         first = submit(client, 0).wait(60)
         assert first.verdict == "ok" and first.phases and first.phases["pooled"], first.summary()
@@ -136,8 +139,15 @@ def test_a_pooled_container_gets_its_cores_by_update_and_a_killed_worker_leaks_n
         sets.take("airlock-test-probe", 1.0, time.time())  # any take looks at the engine
         sets.release("airlock-test-probe")
         assert name not in sets.held()
-        del handle
     finally:
+        # The job its SIGKILLed worker left running is ended here: the session's database is
+        # shared, and another fleet's reconciler would otherwise adopt it into its own queue
+        # (and its admission count) once it looks stranded.
+        if handle is not None:
+            with client.store.engine.begin() as conn:
+                conn.execute(sa.update(Job).where(Job.id == uuid.UUID(handle.id)).values(
+                    status="finished", verdict="error", error="its worker was SIGKILLed by the test",
+                    finished_at=sa.func.now()))
         client.close()
         worker.stop()
         for c in airlock_containers(s.fleet):
