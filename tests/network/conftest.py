@@ -108,6 +108,29 @@ class StandinTls:
     key: Path
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """A stand-in's log: one JSON object a line (none before it logged anything)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def proxy_log(since: float) -> list[list[str]]:
+    """The egress proxy's access log lines since ``since``, split: time, elapsed, client,
+    code/status, bytes, method, URL, user, hierarchy/peer, type (Squid's format)."""
+    time.sleep(1.0)  # Squid logs a request when it is done
+    api = docker.APIClient(version="auto")
+    try:
+        log = api.logs(PROXY_NAME, stdout=True, stderr=False, since=int(since))
+    finally:
+        api.close()
+    lines = [line.split() for line in log.decode("utf-8", "replace").splitlines()]
+    return [f for f in lines if len(f) > 8 and f[0].replace(".", "").isdigit()
+            and float(f[0]) >= since]
+
+
 @dataclass(frozen=True)
 class PyPI:
     """The PyPI stand-in: the package it serves, and the requests it answered."""
@@ -117,11 +140,7 @@ class PyPI:
     log: Path
 
     def requests(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.log.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_jsonl(self.log)
 
     def reset(self) -> None:
         self.log.write_text("")
@@ -293,11 +312,7 @@ class MessagesApi:
     log: Path
 
     def requests(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.log.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_jsonl(self.log)
 
 
 # What the stand-in's scripted turn 1 asks the agent's Bash tool to run: a greeting, then the

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from airlock.client import Airlock
@@ -35,7 +34,7 @@ from airlock.records import JobRecord
 from config.settings import Settings
 from tasks.inner_canary import INNER_PROBE, WRITE_TARGETS, outer_code
 from tasks.secrets import SecretBox, SecretStore
-from tests.network.conftest import MESSAGES_API, PROXY_NAME, MessagesApi, RunEgress
+from tests.network.conftest import MESSAGES_API, MessagesApi, RunEgress, proxy_log
 
 pytestmark = [pytest.mark.network, pytest.mark.integration]
 
@@ -65,17 +64,9 @@ def tenant_secrets(egress_client: Airlock, egress_settings: Settings) -> Iterato
 
 def proxied_urls(since: float) -> list[str]:
     """The URLs of the requests the egress proxy logged since ``since`` (its access log)."""
-    time.sleep(1.0)  # Squid logs a request when it is done
-    api = docker.APIClient(version="auto")
-    try:
-        log = api.logs(PROXY_NAME, stdout=True, stderr=False, since=int(since))
-    finally:
-        api.close()
-    lines = [line.split() for line in log.decode("utf-8", "replace").splitlines()]
     # (A connection closed before any request, such as the proxy's health check, is logged
     # as error:transaction-end-before-headers: no request.)
-    return [f[6] for f in lines if len(f) > 6 and f[0].replace(".", "").isdigit()
-            and float(f[0]) >= since and not f[6].startswith("error:")]
+    return [f[6] for f in proxy_log(since) if not f[6].startswith("error:")]
 
 
 def probe_args(egress_settings: Settings, api: MessagesApi) -> dict[str, Any]:

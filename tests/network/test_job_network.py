@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from airlock.client import Airlock
@@ -35,11 +34,11 @@ from tasks.egress import network_plans
 from tests.network import probes
 from tests.network.conftest import (
     FIREWALL,
-    PROXY_NAME,
     TENANT_ENDPOINT,
     PyPI,
     RunEgress,
     Standins,
+    proxy_log,
     sh,
     worker_env_for,
 )
@@ -319,20 +318,6 @@ PROXY_USER = r'''
 import json, os, urllib.parse
 print(json.dumps({"proxy_user": urllib.parse.urlsplit(os.environ["HTTPS_PROXY"]).username}))
 '''
-
-
-def proxy_log(since: float) -> list[list[str]]:
-    """The egress proxy's access log lines since ``since``, split: time, elapsed, client,
-    code/status, bytes, method, URL, user, hierarchy/peer, type (Squid's format)."""
-    time.sleep(1.0)  # Squid logs a request when it is done
-    api = docker.APIClient(version="auto")
-    try:
-        log = api.logs(PROXY_NAME, stdout=True, stderr=False, since=int(since))
-    finally:
-        api.close()
-    lines = [line.split() for line in log.decode("utf-8", "replace").splitlines()]
-    return [f for f in lines if len(f) > 8 and f[0].replace(".", "").isdigit()
-            and float(f[0]) >= since]
 
 
 def test_pip_install_from_pypi_works_through_the_proxy(
