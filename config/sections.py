@@ -118,11 +118,11 @@ class Sandbox(Section):
     # held in one table per host beside the slots (workers/cpusets.py); "off": any core.
     cpuset: Literal["on", "off"] = "on"
     cpusets_path: str = Field("/run/airlock/cpusets/table.json", pattern=r"^/")
-    # True: a job that exited 0 by itself (no OOM kill, nothing to collect) is not waited for
-    # through the engine, and its container is removed just after its result is written
-    # (tasks/attempt.teardown). Off by default until every suite holds with it: a container
-    # then outlives the result its client sees by tens of milliseconds.
-    remove_after_result: bool = False
+    # True (the default): a job that exited 0 by itself (no OOM kill, nothing to collect) is
+    # not waited for through the engine, and its container is removed just after its result is
+    # written (tasks/attempt.teardown): the container outlives the result its client sees by
+    # tens of milliseconds. False: the removal comes before the result, as for every other job.
+    remove_after_result: bool = True
     # Where each job's output waits, whole, until its result is written (workers/spool.py).
     spool_dir: str = Field("/var/lib/airlock/spool", pattern=r"^/")
     # RLIMIT_* of every job process, soft = hard (reported in each result's provenance): a

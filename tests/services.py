@@ -217,6 +217,17 @@ def airlock_containers(fleet: str, base_url: str | None = None) -> list[dict[str
         client.close()
 
 
+def wait_gone(path: Path, timeout: float = 3.0) -> bool:
+    """Wait until nothing is at ``path`` (a job's storage goes with its container, just after
+    its result); whether it went. Never follows a link."""
+    deadline = time.monotonic() + timeout
+    while os.path.lexists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def wait_no_containers(fleet: str, timeout: float = 10.0, base_url: str | None = None,
                        roles: tuple[str, ...] = (L.ROLE_JOB,)) -> list[dict[str, object]]:
     """Wait until no job container of the fleet remains; return what is left (ideally [])."""

@@ -12,6 +12,7 @@ import pytest
 from airlock.client import Airlock
 from tests.attacks.conftest import Attack, workspace_on_host
 from tests.conftest import AGENT_RUN
+from tests.services import wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.attacks]
 HERE = Path(__file__).parent
@@ -205,7 +206,7 @@ def test_a06_runs_as_non_root_and_chowned_files_are_never_root_owned_on_the_host
     first, count = attack.settings.sandbox.job_uids
     assert first <= uid < first + count  # the job's own, from a range no host account uses
     assert (seen.st_uid, seen.st_gid) == (uid, uid)
-    assert not host.exists()  # the job's volume went with its container
+    assert wait_gone(host)  # the job's volume goes with its container, just after the result
     attack.record("A6", "chown a file to root and to nobody; setuid bit on it",
                   f"job runs as its own uid ({uid}, no host account's); chown fails (EPERM); on "
                   "the host the file is owned by that uid and gid and the volume is deleted with "

@@ -124,6 +124,10 @@ def test_a_pooled_container_gets_its_cores_by_update_and_a_killed_worker_leaks_n
         assert first.verdict == "ok" and first.phases and first.phases["pooled"], first.summary()
         assert first.provenance and [list(parse(first.provenance["cpuset"]))] == \
             [json.loads(first.stdout)]
+        deadline = time.monotonic() + 10  # its container (and its set) goes just after its result
+        while cpusets(s, api).held():
+            assert time.monotonic() < deadline, "the first job's cores were not given back"
+            time.sleep(0.05)
         handle = submit(client, 30, timeout_s=4)
         [live] = running_jobs(s, 1, api)
         name = live["Config"]["Labels"][L.NAME]
