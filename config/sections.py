@@ -182,7 +182,9 @@ class Streams(Section):
     ``max_bytes`` per running job, whatever the jobs print."""
 
     maxlen: int = Field(10_000, ge=2, alias="stream_maxlen")
-    max_bytes: int = Field(8 * MiB, ge=64 * 1024, alias="stream_max_bytes")
+    # 16 MiB: a reader the job outpaces by a scheduling pause of about 25 ms keeps up (8 MiB:
+    # the benchmark's 64 MiB stream skipped up to 29 MiB on this 2-core host, with 8 workers)
+    max_bytes: int = Field(16 * MiB, ge=64 * 1024, alias="stream_max_bytes")
     ttl_s: int = Field(3600, alias="stream_ttl_s")  # the end entry and the done announcement
     relay_buffer_bytes: int = 16 * MiB  # per worker process; past it chunks are skipped
     # Coalesced chunks per stream entry, at most: just under 256 KiB, so that an entry with
