@@ -9,6 +9,8 @@
 #   - per-job storage with quotas: btrfs on a sparse loop file
 #     /var/lib/airlock/volumes.img mounted at /var/lib/airlock/volumes, quota on
 #     (overlay2 on ext4 cannot bound disk use; btrfs qgroups can)
+#   - /run/airlock on a tmpfs of its own where it is not in memory already (the host's tables,
+#     the jobs' FIFOs)
 #   - starts Redis / PostgreSQL if down; creates databases airlock, airlock_test
 #   - builds the job containers' launcher (scripts/build-launcher.sh; only when its source changed)
 #   - compiles the job containers' AppArmor profile; loads it where the kernel has AppArmor
@@ -143,6 +145,19 @@ fi
 written=$(( $(stat -c %s "$probe/fill") / 1048576 ))
 btrfs subvolume delete "$probe" >/dev/null
 note "volumes: quota self-test OK (10M limit stopped a 20M write at ${written}M)"
+
+# --- /run/airlock in memory -------------------------------------------------------
+# The host's tables (uids, cpusets), the jobs' FIFOs and identity files, the egress registry:
+# written several times per job, and stale after a reboot, like the containers they describe.
+# Where /run is not a tmpfs (this kind of machine: ext4), each replace of a table flushed it to
+# disk; a tmpfs of its own keeps them in memory. Mounted before any worker uses the folder.
+if [[ "$(findmnt -n -o FSTYPE -T /run/airlock 2>/dev/null || true)" == tmpfs ]]; then
+    note "run dir: /run/airlock is in memory (tmpfs)"
+else
+    mkdir -p /run/airlock
+    mount -t tmpfs -o mode=0755,size=256m,nosuid,nodev airlock-run /run/airlock
+    note "run dir: mounted a tmpfs at /run/airlock"
+fi
 
 # --- Redis and PostgreSQL ---------------------------------------------------
 if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
