@@ -293,6 +293,18 @@ class MemoryWatch:
                 pass
         return total
 
+    def pss(self) -> int:
+        """The tree's proportional set size: each page shared by n processes counts 1/n in
+        each (the sum of RSS counts a page a pool child shares with its parent in both). What
+        the tree costs the host's memory."""
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_full_info().pss
+            except psutil.Error:
+                pass
+        return total
+
     def _loop(self) -> None:
         while not self.stop.wait(self.every_s):
             value = self.rss()
@@ -441,6 +453,7 @@ class Fleet:
     side: Side
     tree: MemoryWatch
     idle_rss: int = 0
+    idle_pss: int = 0
 
     @property
     def key(self) -> str:
@@ -515,7 +528,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         warm = args.pool_size * fleets[0].settings.concurrency
         for f in fleets:
             ready = wait_warm(f.settings, warm) if warm else 0
-            f.idle_rss = f.tree.rss()
+            f.idle_rss, f.idle_pss = f.tree.rss(), f.tree.pss()
             print(f"{config_title(f.config, f.settings)}: concurrency {f.settings.concurrency},"
                   f" {ready} warm containers, cpuset {f.settings.sandbox.cpuset}", flush=True)
         s = fleets[0].settings
@@ -561,7 +574,8 @@ def report(args: argparse.Namespace, fleets: list[Fleet], contenders: list[Conte
         "runtime": f.settings.runtime, "cpuset": f.settings.sandbox.cpuset,
         "phases_median_ms": phase_medians(f.side.records),
         "stream": stream_figures(streams_by[f.config], args.stream_mib),
-        "worker_memory": {"idle_mib": f.idle_rss / MiB, "peak_mib": peaks[f.config] / MiB},
+        "worker_memory": {"idle_mib": f.idle_rss / MiB, "idle_pss_mib": f.idle_pss / MiB,
+                          "peak_mib": peaks[f.config] / MiB},
     } for f in fleets}
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -627,8 +641,9 @@ def table(r: dict[str, Any]) -> str:
         st, mem, ph = config["stream"], config["worker_memory"], config["phases_median_ms"]
         lines += [
             f"{config['title']}, cpuset {config['cpuset']}: worker memory growth while streaming"
-            f" {st['mib']} MiB {st['worker_growth_mib']:.1f} MiB (target < 50); idle"
-            f" {mem['idle_mib']:.0f} MiB, peak {mem['peak_mib']:.0f} MiB"
+            f" {st['mib']} MiB {st['worker_growth_mib']:.1f} MiB (target < 50); idle RSS"
+            f" {mem['idle_mib']:.0f} MiB (PSS {mem['idle_pss_mib']:.0f} MiB), peak RSS"
+            f" {mem['peak_mib']:.0f} MiB"
             f" ({r['config']['worker_concurrency']} processes); live stream skipped"
             f" {st['airlock_skipped_mib']:.1f} MiB at most",
             "  phases (median ms): " + ", ".join(

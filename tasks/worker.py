@@ -6,6 +6,7 @@ Only starts things: each step lives in its own module (``tasks.startup``, ``task
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import NoReturn
 
@@ -46,11 +47,20 @@ def start_worker(s: Settings, *, concurrency: int | None = None,
     argv = [*quiet, "worker", "-Q", s.queue, "-c", str(s.concurrency), "-n", f"airlock@{s.hostname}",
             "--loglevel=INFO", "-E", "-O", "fair", "--without-mingle", "--without-gossip",
             *(extra or [])]
+    _share_heap()
     try:
         app.worker_main(argv)
     finally:  # a cold shutdown sends no worker_shutdown: its children's warm containers go here
         if s.pool.size > 0 or s.holders.mode != "off":
             clear_pool(s)
+
+
+def _share_heap() -> None:
+    """Keep what the main process holds before the pool forks shared with its children: a
+    frozen object is never visited by a collection, so a child's collections no longer write
+    to (and so copy) every page of the modules it inherited."""
+    gc.collect()
+    gc.freeze()
 
 
 def _serve_metrics(s: Settings) -> None:
