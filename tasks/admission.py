@@ -46,6 +46,11 @@ WAITING = sa.text(
     "SELECT t.name, t.weight, t.max_in_flight, w.id, w.queued_at FROM tenants t"
     " JOIN LATERAL (SELECT id, queued_at FROM jobs WHERE tenant = t.name"
     " AND status = 'queued' AND admitted_at IS NULL ORDER BY queued_at, id LIMIT :n) w ON true")
+# Whether any job waits at all (a probe of ix_jobs_waiting): most admissions, those of a
+# worker whose job just ended while the submitters admit their own, find none, and skip the
+# locked transaction.
+ANY_WAITING = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND admitted_at IS NULL)")
 MARK = sa.text(
     "UPDATE jobs SET admitted_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))"
     " AND status = 'queued' AND admitted_at IS NULL AND NOT cancel_requested"
@@ -67,6 +72,9 @@ def admit(engine: Engine, s: Settings, send: Send) -> list[Admitted]:
     """Fill the fleet's free slots from the waiting jobs; send their messages. Raises
     DatabaseUnavailable; a message Redis did not take is ``sent=False`` (the reconciler's)."""
     try:
+        with connected(engine.execution_options(isolation_level="AUTOCOMMIT").connect) as conn:
+            if not conn.execute(ANY_WAITING).scalar_one():  # one round trip, no transaction
+                return []
         with connected(engine.begin) as conn:
             chosen = _choose_and_mark(conn, s)
     except _Busy:

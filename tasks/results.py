@@ -114,7 +114,8 @@ def _finish_patiently(ctx: WorkerContext, claim: Claim, outcome: Outcome,
                     continue
             wrote = ctx.store.finish(claim.job_id, claim.attempt, outcome,
                                      s.caps.keep_output_bytes, container_removed=container_removed)
-            if wrote and spool is not None:
+            if wrote and spool is not None and claim.attempt > 1:  # a first has no others:
+                # a later one fences this one's write out, and none came before it
                 _drop(ctx, claim, ctx.outputs.drop_other_attempts)
             return wrote
         except (DatabaseUnavailable, ObjectStoreUnavailable) as exc:

@@ -241,6 +241,12 @@ CLAIM = _claim_statement()
 CONTAINER_STARTED = _container_started_statement()
 FINISH, FINISHED_BEFORE = _finish_statements()
 ADD_PHASES = _add_phases_statement()
+# The attempt's removal noted (a data-modifying CTE) and the job's phases merged, at once.
+REMOVED_AFTER = ADD_PHASES.add_cte(
+    sa.update(Attempt).where(Attempt.job_id == P("job_id", type_=UUID_T),
+                             Attempt.attempt == P("attempt", type_=sa.Integer),
+                             Attempt.container_removed_at.is_(None))
+    .values(container_removed_at=now()).returning(Attempt.attempt).cte("removed"))
 # A job's row by id (every client wait ends with one): built once, its columns as they are.
 GET = sa.select(*Job.__table__.c).where(Job.__table__.c.id == sa.bindparam("id", type_=UUID_T))
 
@@ -368,14 +374,11 @@ class JobStore(Repository):
 
     def removed_after(self, job_id: str, attempt: int, phases: dict[str, Any]) -> None:
         """An attempt's container removed after its result was written: noted on the attempt,
-        and ``phases`` (the removal's time) merged into the job's (two statements on one
-        connection, each idempotent)."""
+        and ``phases`` (the removal's time) merged into the job's, in one statement (its parts
+        each idempotent)."""
         with self._statement() as conn:
-            conn.execute(sa.update(Attempt).where(
-                Attempt.job_id == uuid.UUID(job_id), Attempt.attempt == attempt,
-                Attempt.container_removed_at.is_(None),
-            ).values(container_removed_at=now()))
-            conn.execute(ADD_PHASES, _params(job_id=uuid.UUID(job_id), phases=phases))
+            conn.execute(REMOVED_AFTER, _params(job_id=uuid.UUID(job_id), attempt=attempt,
+                                                phases=phases))
 
     def renew(self, job_id: str, attempt: int, lease_s: float) -> tuple[bool, bool]:
         """Extend the lease; return (still ours, cancel requested)."""

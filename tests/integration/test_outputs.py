@@ -18,6 +18,8 @@ pytestmark = pytest.mark.integration
 MiB = 1024**2
 FORTY = ("import sys\nfor i in range(40):\n    sys.stdout.buffer.write(bytes([65 + i % 26]) * 2**20)\n"
          "    sys.stdout.flush()\n")
+# The same, paced (20 ms a MiB): the stream is watched for about a second while it grows.
+PACED_FORTY = FORTY.replace("import sys\n", "import sys, time\n") + "    time.sleep(0.02)\n"
 
 
 class MemoryPeak(threading.Thread):
@@ -37,7 +39,7 @@ class MemoryPeak(threading.Thread):
 
 def test_a_stream_past_its_cap_stays_bounded_in_redis_and_the_record_keeps_it_whole(
         client: Airlock, settings: Settings, worker: WorkerProcess) -> None:
-    handle = client.submit(code=FORTY, limits={"output_bytes": 64 * MiB})
+    handle = client.submit(code=PACED_FORTY, limits={"output_bytes": 64 * MiB})
     sampler = MemoryPeak(client, streams.output_key(handle.id))
     sampler.start()
     record = handle.wait(120)
