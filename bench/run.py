@@ -282,25 +282,23 @@ class MemoryWatch:
         self._tree_at = 0.0
 
     def rss(self) -> int:
+        return self._sum(lambda p: int(p.memory_info().rss))
+
+    def pss(self) -> int:
+        """The tree's proportional set size: each page shared by n processes counts 1/n in
+        each (the sum of RSS counts a page a pool child shares with its parent in both). What
+        the tree costs the host's memory."""
+        return self._sum(lambda p: int(p.memory_full_info().pss))
+
+    def _sum(self, read: Callable[[psutil.Process], int]) -> int:
+        """``read`` summed over the tree (a process gone meanwhile counts nothing)."""
         if time.monotonic() - self._tree_at > 2.0:  # listing children scans all of /proc
             self._tree = [self.proc, *self.proc.children(recursive=True)]
             self._tree_at = time.monotonic()
         total = 0
         for p in self._tree:
             try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def pss(self) -> int:
-        """The tree's proportional set size: each page shared by n processes counts 1/n in
-        each (the sum of RSS counts a page a pool child shares with its parent in both). What
-        the tree costs the host's memory."""
-        total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
-                total += p.memory_full_info().pss
+                total += read(p)
             except psutil.Error:
                 pass
         return total

@@ -80,6 +80,15 @@ def running_jobs(s: Settings, want: int, api: docker.APIClient,
         time.sleep(0.1)
 
 
+def wait_given_back(s: Settings, api: docker.APIClient, names: set[str] | None = None) -> None:
+    """Wait (10 s at most) until the table holds none of ``names`` (None: no set at all): a
+    job's container, and so its cores, go just after its result."""
+    deadline = time.monotonic() + 10
+    while (held := set(cpusets(s, api).held())) and (names is None or names & held):
+        assert time.monotonic() < deadline, f"the cores were not given back: {sorted(held)}"
+        time.sleep(0.05)
+
+
 def test_two_one_cpu_jobs_get_disjoint_cores_that_go_back_after(
         settings: Settings, artifacts: Path, api: docker.APIClient) -> None:
     """Given a cold worker of two processes, when two --cpus 1 jobs run at once, then each
@@ -94,10 +103,7 @@ def test_two_one_cpu_jobs_get_disjoint_cores_that_go_back_after(
         engine_sets = sorted(c["HostConfig"]["CpusetCpus"] for c in live)
         names = {c["Config"]["Labels"][L.NAME] for c in live}
         records = [h.wait(60) for h in handles]
-        deadline = time.monotonic() + 10  # removed (its cores given back) after the result
-        while names & set(cpusets(s, api).held()):
-            assert time.monotonic() < deadline, "the cores were not given back"
-            time.sleep(0.1)
+        wait_given_back(s, api, names)
     finally:
         client.close()
         worker.stop()
@@ -124,10 +130,7 @@ def test_a_pooled_container_gets_its_cores_by_update_and_a_killed_worker_leaks_n
         assert first.verdict == "ok" and first.phases and first.phases["pooled"], first.summary()
         assert first.provenance and [list(parse(first.provenance["cpuset"]))] == \
             [json.loads(first.stdout)]
-        deadline = time.monotonic() + 10  # its container (and its set) goes just after its result
-        while cpusets(s, api).held():
-            assert time.monotonic() < deadline, "the first job's cores were not given back"
-            time.sleep(0.05)
+        wait_given_back(s, api)
         handle = submit(client, 30, timeout_s=4)
         [live] = running_jobs(s, 1, api)
         name = live["Config"]["Labels"][L.NAME]
